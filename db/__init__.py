@@ -1,0 +1,1 @@
+"""History database: SQLAlchemy models, session factories, repositories and Alembic migrations."""

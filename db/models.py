@@ -1,0 +1,186 @@
+"""Tables of the history database: registry, telemetry, forecasts, plans and warm runs."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db.base import Base, UTCDateTime, utcnow
+
+# JSON works on both backends; Postgres stores it as json. BigInteger ids autoincrement on
+# Postgres, and on SQLite through the Integer variant (SQLite only autoincrements INTEGER PRIMARY KEY).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class PlanStatus(str, enum.Enum):
+    """Lifecycle of a warm plan."""
+
+    PLANNED = "planned"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+
+
+class WarmTrigger(str, enum.Enum):
+    """Why a warm run happened."""
+
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    POST_DEPLOY = "post_deploy"
+
+
+class WarmStatus(str, enum.Enum):
+    """Outcome of a warm run."""
+
+    RUNNING = "running"
+    READY = "ready"
+    NOT_READY = "not_ready"
+    FAILED = "failed"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e], native_enum=False, length=16)
+
+
+class Model(Base):
+    """One registered model version and how to warm it."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(100))
+    artifact_uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    loader: Mapped[str] = mapped_column(String(32))
+    factory: Mapped[str | None] = mapped_column(String(300))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, doc="The full fleet entry (warm-up spec, compile mode, ...).")
+    sla_p99_ms: Mapped[float | None] = mapped_column(Float)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    device_memory_mb: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Telemetry(Base):
+    """Requests one model received in one bucket."""
+
+    __tablename__ = "telemetry"
+    __table_args__ = (UniqueConstraint("model", "bucket_start"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    bucket_seconds: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[float] = mapped_column(Float)
+    p50_ms: Mapped[float | None] = mapped_column(Float)
+    p99_ms: Mapped[float | None] = mapped_column(Float)
+    cold_starts: Mapped[int | None] = mapped_column(Integer)
+
+
+class ForecastRun(Base):
+    """One forecasting pass over some models."""
+
+    __tablename__ = "forecast_runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    horizon: Mapped[int] = mapped_column(Integer)
+    level: Mapped[float] = mapped_column(Float)
+    interval_seconds: Mapped[int] = mapped_column(Integer)
+    models_count: Mapped[int] = mapped_column(Integer, default=0)
+    fallbacks: Mapped[int] = mapped_column(Integer, default=0)
+    warnings: Mapped[int] = mapped_column(Integer, default=0)
+    wall_seconds: Mapped[float | None] = mapped_column(Float)
+    orchestrator_run_id: Mapped[str | None] = mapped_column(String(64))
+
+    points: Mapped[list[ForecastPoint]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+
+class ForecastPoint(Base):
+    """One forecast interval of one model."""
+
+    __tablename__ = "forecast_points"
+    __table_args__ = (UniqueConstraint("run_id", "model", "timestamp"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("forecast_runs.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    yhat: Mapped[float] = mapped_column(Float)
+    lo: Mapped[float] = mapped_column(Float)
+    hi: Mapped[float] = mapped_column(Float)
+    level: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(64))
+
+    run: Mapped[ForecastRun] = relationship(back_populates="points")
+
+
+class WarmPlan(Base):
+    """A window during which a model should be warm, and the run that makes it so."""
+
+    __tablename__ = "warm_plans"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(100))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    replicas: Mapped[int] = mapped_column(Integer)
+    lead_seconds: Mapped[float] = mapped_column(Float)
+    expected_demand: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[PlanStatus] = mapped_column(_enum(PlanStatus, "plan_status"), default=PlanStatus.PLANNED)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    forecast_run_id: Mapped[int | None] = mapped_column(ForeignKey("forecast_runs.id", ondelete="SET NULL"))
+    orchestrator_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WarmRun(Base):
+    """One execution of the warm pipeline, with every stage timing and the latency it achieved."""
+
+    __tablename__ = "warm_runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("warm_plans.id", ondelete="SET NULL"), index=True)
+    trigger: Mapped[WarmTrigger] = mapped_column(_enum(WarmTrigger, "warm_trigger"))
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(500))
+    device_class: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[WarmStatus] = mapped_column(_enum(WarmStatus, "warm_status"), default=WarmStatus.RUNNING)
+    stage_seconds: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    cold_first_request_ms: Mapped[float | None] = mapped_column(Float)
+    warm_first_request_ms: Mapped[float | None] = mapped_column(Float)
+    steady_p50_ms: Mapped[float | None] = mapped_column(Float)
+    steady_p99_ms: Mapped[float | None] = mapped_column(Float)
+    baseline_p50_ms: Mapped[float | None] = mapped_column(Float)
+    latency_delta_ms: Mapped[float | None] = mapped_column(Float)
+    time_to_ready_s: Mapped[float | None] = mapped_column(Float)
+    ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    orchestrator_run_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,26 @@
+"""``prewarm``: the command line. Each sub-command lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from prewarm.cli import ingest, models
+from prewarm.cli.output import configure_logging
+
+app = typer.Typer(
+    name="prewarm",
+    help="Keep ML models warm before traffic arrives: ingest telemetry, forecast, plan, warm.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr.")) -> None:
+    """Keep ML models warm before traffic arrives."""
+    configure_logging(verbose)
+
+
+app.command("ingest")(ingest.ingest)
+app.add_typer(models.app, name="models")

@@ -1,0 +1,185 @@
+"""The fleet file: which models exist, where their artifacts are, and how to warm them.
+
+A fleet file is YAML with one key, ``models``, a list of :class:`ModelSpec` entries. Relative
+artifact paths resolve against the fleet file's folder, so a fleet and its artifacts travel together.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prewarm.errors import FleetError
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+V2_DATATYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64")
+
+Loader = Literal["safetensors", "torch_export"]
+CompileMode = Literal["none", "default", "reduce-overhead"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """One named input or output tensor; a string dimension names a shape bucket axis (variable)."""
+
+    name: str = Field(min_length=1)
+    datatype: Literal[V2_DATATYPES] = "FP32"  # type: ignore[valid-type]
+    shape: list[int | str]
+    low: float = Field(default=0.0, description="Warm-up values are drawn uniformly from [low, high).")
+    high: float = 1.0
+
+
+class WarmupSpec(_Strict):
+    """The requests a warm-up sends: every combination of the bucket values, ``iterations`` times."""
+
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(default_factory=list)
+    buckets: dict[str, list[int]] = Field(default_factory=dict)
+    iterations: int = Field(default=3, ge=1)
+    probes: int = Field(default=20, ge=1, description="Probe requests that validate latency.")
+
+    @model_validator(mode="after")
+    def _dims_have_buckets(self) -> WarmupSpec:
+        for tensor in [*self.inputs, *self.outputs]:
+            for dim in tensor.shape:
+                if isinstance(dim, str) and dim not in self.buckets:
+                    raise ValueError(
+                        f"tensor {tensor.name!r} uses dimension {dim!r} but warmup.buckets has no {dim!r}"
+                    )
+        return self
+
+
+class ModelSpec(_Strict):
+    """One model version of the fleet."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: str = Field(default="1", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    artifact_uri: str
+    sha256: str
+    loader: Loader
+    factory: str | None = Field(default=None, description="module:function building the nn.Module.")
+    factory_kwargs: dict[str, Any] = Field(default_factory=dict)
+    warmup: WarmupSpec
+    compile: CompileMode = "none"
+    device: str = "auto"
+    sla_p99_ms: float | None = Field(default=None, gt=0)
+    priority: int = Field(default=0, description="Higher goes first when capacity is short.")
+    device_memory_mb: float = Field(default=0.0, ge=0)
+    replica_capacity: float = Field(default=100.0, gt=0, description="Requests per interval one replica serves.")
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256_hex(cls, value: str) -> str:
+        if not SHA256_RE.match(value):
+            raise ValueError("must be 64 lowercase hex characters (the artifact's sha256)")
+        return value
+
+    @field_validator("artifact_uri")
+    @classmethod
+    def _uri_scheme(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("", "file", "s3"):
+            raise ValueError(f"scheme {parsed.scheme!r} is not supported; use a path, file:// or s3://")
+        if parsed.scheme == "s3" and not parsed.netloc:
+            raise ValueError("an s3:// URI needs a bucket: s3://bucket/key")
+        if not (parsed.path or parsed.netloc):
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, value: str | None) -> str | None:
+        if value is not None and not FACTORY_RE.match(value):
+            raise ValueError("must look like 'package.module:function'")
+        return value
+
+    @model_validator(mode="after")
+    def _loader_needs_factory(self) -> ModelSpec:
+        if self.loader == "safetensors" and self.factory is None:
+            raise ValueError("loader 'safetensors' needs a factory 'module:function' that builds the module")
+        return self
+
+
+class Fleet(_Strict):
+    """A fleet file's content."""
+
+    models: list[ModelSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Fleet:
+        seen: set[tuple[str, str]] = set()
+        for spec in self.models:
+            key = (spec.name, spec.version)
+            if key in seen:
+                raise ValueError(f"model {spec.name!r} version {spec.version!r} appears twice")
+            seen.add(key)
+        return self
+
+
+def resolve_uri(uri: str, base: Path) -> str:
+    """Turn a relative artifact path into an absolute ``file://`` URI against ``base``."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("s3", "file"):
+        return uri
+    path = Path(uri)
+    if not path.is_absolute():
+        path = (base / path).resolve()
+    return path.as_uri()
+
+
+def _location(error: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for item in error["loc"]:
+        parts.append(f"[{item}]" if isinstance(item, int) else (f".{item}" if parts else str(item)))
+    return "".join(parts) or "(top level)"
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read and validate a fleet file; relative artifact paths become absolute ``file://`` URIs.
+
+    Raises :class:`FleetError` naming the file and the field (or YAML line and column) at fault.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FleetError(f"{path}: cannot read the fleet file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise FleetError(f"{path}: {where}: invalid YAML: {problem}") from exc
+    if not isinstance(raw, dict):
+        raise FleetError(f"{path}: expected a mapping with a 'models' list at the top level")
+    try:
+        fleet = Fleet.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = _model_name(raw, first["loc"])
+        raise FleetError(
+            f"{path}: field {_location(first)}{name}: {first['msg']}"
+            + (f" ({len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else "")
+        ) from exc
+    base = path.resolve().parent
+    models = [m.model_copy(update={"artifact_uri": resolve_uri(m.artifact_uri, base)}) for m in fleet.models]
+    return Fleet(models=models)
+
+
+def _model_name(raw: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        try:
+            return f" (model {raw['models'][loc[1]]['name']!r})"
+        except (KeyError, IndexError, TypeError):
+            return ""
+    return ""

@@ -1,0 +1,95 @@
+"""Runtime configuration: one pydantic-settings class, read through a cached getter.
+
+Every setting is an environment variable with the ``PREWARM_`` prefix; nested groups use ``__``
+(``PREWARM_S3__ENDPOINT_URL``). Nothing reads the environment at import time: call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class S3Settings(BaseModel):
+    """Where the S3 protocol is spoken: AWS by default, or any compatible store (MinIO, Ceph, R2)."""
+
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint URL; unset means AWS.")
+    region: str = Field(default="us-east-1", description="S3 region name.")
+
+
+class HostSettings(BaseModel):
+    """The inference host's capacity accounting."""
+
+    device: str = Field(default="auto", description="Device for the host's models: auto, cpu, cuda, cuda:N.")
+    device_memory_mb: int | None = Field(
+        default=None, description="Device memory the host may use; unset means what the device reports."
+    )
+    cache_max_gb: float = Field(default=20.0, description="Size limit of the local artifact cache.")
+
+
+class Settings(BaseSettings):
+    """All of prewarm's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PREWARM_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("prewarm")),
+        description="Data directory for the embedded database, artifacts and caches.",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the history database; unset means SQLite under home."
+    )
+    artifact_root: str | None = Field(
+        default=None, description="Artifact store root: a folder, file:// or s3://bucket/prefix."
+    )
+    forecast_interval: timedelta = Field(
+        default=timedelta(hours=1), description="Width of one telemetry and forecast bucket."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC key that signs post-deploy webhooks."
+    )
+    s3: S3Settings = Field(default_factory=S3Settings)
+    host: HostSettings = Field(default_factory=HostSettings)
+
+    @model_validator(mode="after")
+    def _interval_positive(self) -> Settings:
+        if self.forecast_interval <= timedelta(0):
+            raise ValueError("PREWARM_FORECAST_INTERVAL must be positive, e.g. PT1H or 3600")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``sqlite:///<home>/prewarm.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'prewarm.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        """The artifact root, defaulting to ``<home>/artifacts``."""
+        if self.artifact_root:
+            return self.artifact_root
+        return str(self.home / "artifacts")
+
+    @property
+    def cache_dir(self) -> Path:
+        """Local cache of fetched artifacts and compile caches, keyed by sha256."""
+        return self.home / "cache"
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first use."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings so the next :func:`get_settings` reads the environment again."""
+    get_settings.cache_clear()
