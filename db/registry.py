@@ -1,0 +1,66 @@
+"""Model registry repository: fleet entries in, registered model versions out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Model
+from prewarm.fleet import ModelSpec
+
+
+def _row_values(spec: ModelSpec) -> dict[str, object]:
+    return {
+        "artifact_uri": spec.artifact_uri,
+        "sha256": spec.sha256,
+        "loader": spec.loader,
+        "factory": spec.factory,
+        "spec": spec.model_dump(mode="json"),
+        "sla_p99_ms": spec.sla_p99_ms,
+        "priority": spec.priority,
+        "device_memory_mb": spec.device_memory_mb,
+    }
+
+
+def upsert_models(session: Session, specs: Iterable[ModelSpec]) -> list[Model]:
+    """Register each spec, updating a version that already exists (name + version is the key)."""
+    rows: list[Model] = []
+    for spec in specs:
+        row = session.scalars(select(Model).where(Model.name == spec.name, Model.version == spec.version)).first()
+        if row is None:
+            row = Model(name=spec.name, version=spec.version, **_row_values(spec))
+            session.add(row)
+        else:
+            for key, value in _row_values(spec).items():
+                setattr(row, key, value)
+        rows.append(row)
+    session.flush()
+    return rows
+
+
+def list_models(session: Session) -> list[Model]:
+    """Every registered model version, by name then registration order."""
+    return list(session.scalars(select(Model).order_by(Model.name, Model.id)))
+
+
+def latest_models(session: Session) -> list[Model]:
+    """The newest registered version of each model name."""
+    newest: dict[str, Model] = {}
+    for row in list_models(session):
+        newest[row.name] = row  # ordered by id within a name, so the last one wins
+    return list(newest.values())
+
+
+def get_model(session: Session, name: str, version: str | None = None) -> Model | None:
+    """One model version, or the newest version of ``name`` when ``version`` is None."""
+    query = select(Model).where(Model.name == name)
+    if version is not None:
+        return session.scalars(query.where(Model.version == version)).first()
+    return session.scalars(query.order_by(Model.id.desc())).first()
+
+
+def spec_of(row: Model) -> ModelSpec:
+    """The fleet entry a registered row was made from."""
+    return ModelSpec.model_validate(row.spec)

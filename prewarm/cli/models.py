@@ -1,0 +1,45 @@
+"""``prewarm models``: the model registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from db.migrate import upgrade
+from db.registry import list_models, upsert_models
+from db.session import get_engine, session_scope
+from prewarm.cli.output import console, exits_cleanly
+from prewarm.fleet import load_fleet
+
+app = typer.Typer(help="Register and list model versions.", no_args_is_help=True)
+
+
+@app.command("import")
+@exits_cleanly
+def import_fleet(fleet: Path = typer.Argument(..., help="Fleet YAML file (see examples/fleet.yaml).")) -> None:
+    """Register every model version of a fleet file (one transaction: all or nothing)."""
+    specs = load_fleet(fleet).models
+    engine = get_engine()
+    upgrade(engine)
+    with session_scope(engine) as session:
+        upsert_models(session, specs)
+    console.print(f"Registered {len(specs)} model versions from {fleet}")
+
+
+@app.command("list")
+@exits_cleanly
+def list_registered() -> None:
+    """List the registered model versions."""
+    engine = get_engine()
+    upgrade(engine)
+    with session_scope(engine) as session:
+        rows = list_models(session)
+        table = Table("model", "version", "loader", "priority", "SLA p99 ms", "memory MB", "artifact")
+        for row in rows:
+            sla = f"{row.sla_p99_ms:g}" if row.sla_p99_ms else "-"
+            table.add_row(
+                row.name, row.version, row.loader, str(row.priority), sla, f"{row.device_memory_mb:g}", row.artifact_uri
+            )
+    console.print(table if rows else "No models registered; run: prewarm models import FLEET.yaml")

@@ -1,0 +1,79 @@
+"""Telemetry ingest: read every source, validate all of it, then upsert in one transaction.
+
+Timestamps are floored to the configured bucket width (``PREWARM_FORECAST_INTERVAL``). Rows with the
+same model and the same timestamp are duplicates: the later one (in source order) wins, so
+re-ingesting a file changes nothing and newer data replaces older. Rows with different timestamps
+inside one bucket (finer-grained telemetry) are summed into that bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from db.telemetry import upsert_telemetry
+from prewarm import columns as C
+from prewarm.telemetry import read_sources
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    """What one ingest did."""
+
+    rows_read: int
+    buckets_written: int
+    models: int
+    first: pd.Timestamp | None
+    last: pd.Timestamp | None
+    seconds: float
+
+
+def to_buckets(frame: pd.DataFrame, interval: timedelta) -> pd.DataFrame:
+    """Floor timestamps to ``interval`` buckets: exact duplicates keep the last row, the rest are summed."""
+    if frame.empty:
+        return frame
+    frame = frame.drop_duplicates(subset=[C.MODEL, C.TIMESTAMP], keep="last")
+    floored = frame[C.TIMESTAMP].dt.floor(pd.Timedelta(interval))
+    if (floored == frame[C.TIMESTAMP]).all():
+        return frame.reset_index(drop=True)
+    frame = frame.assign(**{C.TIMESTAMP: floored})
+    grouped = frame.groupby([C.MODEL, C.TIMESTAMP], sort=False)
+    return grouped.agg(
+        **{C.REQUESTS: (C.REQUESTS, "sum"), C.P50_MS: (C.P50_MS, "median"), C.P99_MS: (C.P99_MS, "max")}
+    ).reset_index()[[C.TIMESTAMP, C.MODEL, C.REQUESTS, C.P50_MS, C.P99_MS]]
+
+
+def ingest_frame(frame: pd.DataFrame, *, engine: Engine, interval: timedelta | None = None) -> IngestSummary:
+    """Upsert an already validated telemetry frame in one transaction."""
+    from prewarm.settings import get_settings
+
+    interval = interval or get_settings().forecast_interval
+    started = time.perf_counter()
+    buckets = to_buckets(frame, interval)
+    with engine.begin() as connection:
+        written = upsert_telemetry(connection, buckets, bucket_seconds=int(interval.total_seconds()))
+    seconds = time.perf_counter() - started
+    log.info("upserted %s buckets of %s models in %.2fs", written, buckets[C.MODEL].nunique(), seconds)
+    return IngestSummary(
+        rows_read=len(frame),
+        buckets_written=written,
+        models=int(buckets[C.MODEL].nunique()),
+        first=buckets[C.TIMESTAMP].min() if written else None,
+        last=buckets[C.TIMESTAMP].max() if written else None,
+        seconds=seconds,
+    )
+
+
+def ingest_sources(sources: list[str], *, engine: Engine, interval: timedelta | None = None) -> IngestSummary:
+    """Read, validate and upsert every source; nothing is written unless every file is valid."""
+    started = time.perf_counter()
+    frame = read_sources(sources)
+    summary = ingest_frame(frame, engine=engine, interval=interval)
+    return replace(summary, seconds=time.perf_counter() - started)

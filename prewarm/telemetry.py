@@ -1,0 +1,202 @@
+"""Reading telemetry sources: CSV or Parquet files, folders of them, and ``s3://bucket/prefix``.
+
+The long format has one row per model and bucket: ``timestamp,model,requests`` are required,
+``p50_ms,p99_ms`` optional. Timestamps are ISO-8601; a timestamp without an offset is UTC. Every
+problem raises :class:`~prewarm.errors.TelemetryError` naming the file, the line (CSV) or row
+(Parquet) and the column, before anything is written anywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from prewarm import columns as C
+from prewarm.errors import SourceError, TelemetryError
+
+log = logging.getLogger(__name__)
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True, slots=True)
+class _Blob:
+    """One telemetry file's bytes or path, with the name used in error messages."""
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = None
+
+
+def _kind(name: str, head: bytes) -> str:
+    lower = name.lower()
+    if lower.endswith(CSV_SUFFIXES):
+        return "csv"
+    if lower.endswith(PARQUET_SUFFIXES) or head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    raise TelemetryError(
+        f"{name}: is neither CSV (.csv, .csv.gz) nor Parquet (.parquet); "
+        "telemetry must be long format with columns timestamp,model,requests"
+    )
+
+
+def _head(blob: _Blob) -> bytes:
+    if blob.data is not None:
+        return blob.data[:4]
+    assert blob.path is not None
+    with blob.path.open("rb") as handle:
+        return handle.read(4)
+
+
+def _where(kind: str, index: int) -> str:
+    # CSV: the header is line 1, so data row i (0-based) is line i + 2. Parquet has rows, not lines.
+    return f"line {index + 2}" if kind == "csv" else f"row {index + 1}"
+
+
+def _read_frame(blob: _Blob, kind: str) -> pd.DataFrame:
+    source = io.BytesIO(blob.data) if blob.data is not None else blob.path
+    try:
+        if kind == "csv":
+            compression = "gzip" if blob.name.lower().endswith(".gz") else None
+            return pd.read_csv(
+                source, dtype={C.MODEL: "string"}, keep_default_na=True, compression=compression
+            )
+        return pd.read_parquet(source)
+    except pd.errors.EmptyDataError as exc:
+        raise TelemetryError(f"{blob.name}: line 1: the file is empty; expected a header row") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise TelemetryError(f"{blob.name}: cannot be parsed as {kind.upper()}: {exc}") from exc
+    except Exception as exc:  # pyarrow raises its own types for corrupt files
+        if type(exc).__module__.startswith("pyarrow"):
+            raise TelemetryError(f"{blob.name}: cannot be parsed as Parquet: {exc}") from exc
+        raise
+
+
+def _column_number(frame: pd.DataFrame, name: str) -> int:
+    return list(frame.columns).index(name) + 1
+
+
+def _fail_at(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column: str, what: str) -> None:
+    index = int(bad.to_numpy().nonzero()[0][0])
+    value = frame[column].iloc[index]
+    count = int(bad.sum())
+    more = f" ({count - 1} more rows like it)" if count > 1 else ""
+    raise TelemetryError(
+        f"{blob.name}: {_where(kind, index)}, column {_column_number(frame, column)} ({column}): "
+        f"{what}, got {value!r}{more}"
+    )
+
+
+def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in C.TELEMETRY_REQUIRED if c not in frame.columns]
+    if missing:
+        raise TelemetryError(
+            f"{blob.name}: {'line 1' if kind == 'csv' else 'schema'}: missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(frame.columns) or 'none'}; required: {','.join(C.TELEMETRY_REQUIRED)}"
+        )
+
+    model = frame[C.MODEL].astype("string").str.strip()
+    _check(blob, kind, frame, model.isna() | (model == ""), C.MODEL, "empty model name")
+
+    raw_ts = frame[C.TIMESTAMP]
+    if pd.api.types.is_datetime64_any_dtype(raw_ts):
+        ts = raw_ts.dt.tz_localize("UTC") if raw_ts.dt.tz is None else raw_ts.dt.tz_convert("UTC")
+    else:
+        ts = pd.to_datetime(raw_ts.astype("string"), utc=True, format="ISO8601", errors="coerce")
+    _check(blob, kind, frame, ts.isna(), C.TIMESTAMP, "unparsable timestamp (expected ISO-8601)")
+
+    requests = pd.to_numeric(frame[C.REQUESTS], errors="coerce")
+    _check(blob, kind, frame, requests.isna(), C.REQUESTS, "requests must be a number (not empty or NaN)")
+    _check(blob, kind, frame, requests < 0, C.REQUESTS, "requests must not be negative")
+
+    out = pd.DataFrame({C.TIMESTAMP: ts, C.MODEL: model.astype(str), C.REQUESTS: requests.astype(float)})
+    for column in C.TELEMETRY_OPTIONAL:
+        if column not in frame.columns:
+            out[column] = float("nan")
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        given = frame[column].notna() & (frame[column].astype("string").str.strip() != "")
+        _check(blob, kind, frame, given & values.isna(), column, f"{column} must be a number or empty")
+        _check(blob, kind, frame, values < 0, column, f"{column} must not be negative")
+        out[column] = values.astype(float)
+    return out
+
+
+def _check(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column: str, what: str) -> None:
+    bad = bad.fillna(False).astype(bool)
+    if bad.any():
+        _fail_at(blob, kind, frame, bad, column, what)
+
+
+def read_blob(blob: _Blob) -> pd.DataFrame:
+    """Parse and validate one file into the canonical telemetry frame."""
+    kind = _kind(blob.name, _head(blob))
+    frame = _read_frame(blob, kind)
+    return _validate(blob, kind, frame)
+
+
+def read_telemetry_file(path: str | Path) -> pd.DataFrame:
+    """Read one CSV or Parquet telemetry file into the canonical frame.
+
+    Columns: timestamp (UTC, tz-aware), model (str), requests (float), p50_ms, p99_ms (float, NaN when absent).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TelemetryError(f"{path}: no such file")
+    return read_blob(_Blob(name=str(path), path=path))
+
+
+def _local_blobs(source: str) -> Iterator[_Blob]:
+    path = Path(source.removeprefix("file://"))
+    if path.is_dir():
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)
+        )
+        if not files:
+            raise TelemetryError(f"{path}: folder holds no .csv or .parquet files")
+        for file in files:
+            yield _Blob(name=str(file), path=file)
+        return
+    if not path.exists():
+        raise TelemetryError(f"{path}: no such file or folder")
+    yield _Blob(name=str(path), path=path)
+
+
+def _s3_blobs(source: str) -> Iterator[_Blob]:
+    from prewarm.s3 import list_objects, read_object, split_s3_uri
+
+    bucket, prefix = split_s3_uri(source)
+    keys = list_objects(bucket, prefix)
+    if not keys:
+        raise SourceError(f"{source}: no objects under this prefix; check the bucket and prefix")
+    for key in keys:
+        yield _Blob(name=f"s3://{bucket}/{key}", data=read_object(bucket, key))
+
+
+def iter_source(source: str) -> Iterator[_Blob]:
+    """The files a SOURCE names: a file, a folder (recursively, sorted) or every object under an S3 prefix."""
+    if source.startswith("s3://"):
+        yield from _s3_blobs(source)
+    else:
+        yield from _local_blobs(source)
+
+
+def read_sources(sources: list[str]) -> pd.DataFrame:
+    """Read and validate every file of every source; one concatenated frame, in source order."""
+    frames: list[pd.DataFrame] = []
+    for source in sources:
+        for blob in iter_source(source):
+            frame = read_blob(blob)
+            log.info("read %s rows from %s", len(frame), blob.name)
+            frames.append(frame)
+    if not frames:
+        raise TelemetryError("no telemetry sources given")
+    return pd.concat(frames, ignore_index=True)
