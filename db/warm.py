@@ -1,0 +1,303 @@
+"""Repositories for warm plans and warm runs.
+
+Plans are keyed by an idempotency key that the planner derives from the model, version and window, so
+re-planning the same window updates one row instead of adding a second. Windows that disappear from a new
+plan are superseded (the caller cancels their scheduled runs). Warm runs are recorded from a warm report's
+dictionary; successful runs of a model version on a device class form the baseline later versions are
+judged against, and their time-to-ready history tells the planner how much lead time a model needs.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.base import utcnow
+from db.models import PlanStatus, WarmPlan, WarmRun, WarmStatus, WarmTrigger
+
+# Plans that have not started yet: the only ones a new forecast may still replace.
+OPEN_STATUSES = (PlanStatus.PLANNED, PlanStatus.SCHEDULED)
+
+_RUN_COLUMNS = (
+    "model",
+    "version",
+    "device_class",
+    "started_at",
+    "finished_at",
+    "stage_seconds",
+    "cold_first_request_ms",
+    "warm_first_request_ms",
+    "steady_p50_ms",
+    "steady_p99_ms",
+    "baseline_p50_ms",
+    "latency_delta_ms",
+    "time_to_ready_s",
+    "ready",
+    "error",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanWindow:
+    """One window the planner wants warm: the input of :func:`upsert_plan`."""
+
+    model: str
+    version: str
+    window_start: datetime
+    window_end: datetime
+    replicas: int
+    lead_seconds: float
+    idempotency_key: str
+    reason: str = ""
+    expected_demand: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Baseline:
+    """What earlier successful warm runs of one model version on one device class achieved (medians)."""
+
+    model: str
+    version: str
+    device_class: str | None
+    runs: int
+    steady_p50_ms: float | None
+    steady_p99_ms: float | None
+    warm_first_request_ms: float | None
+    time_to_ready_s: float | None
+
+
+def upsert_plan(session: Session, window: PlanWindow, *, forecast_run_id: int | None = None) -> tuple[WarmPlan, bool]:
+    """Insert the plan for ``window`` or update the one with the same idempotency key.
+
+    Returns the row and whether it was created. A plan that had been superseded or cancelled and comes back
+    in a new forecast is planned again; a plan that already ran keeps its status.
+    """
+    plan = session.scalars(select(WarmPlan).where(WarmPlan.idempotency_key == window.idempotency_key)).first()
+    created = plan is None
+    if plan is None:
+        plan = WarmPlan(idempotency_key=window.idempotency_key, status=PlanStatus.PLANNED)
+        session.add(plan)
+    elif plan.status in (PlanStatus.SUPERSEDED, PlanStatus.CANCELLED):
+        plan.status = PlanStatus.PLANNED
+        plan.orchestrator_run_id = None
+    plan.model = window.model
+    plan.version = window.version
+    plan.window_start = window.window_start
+    plan.window_end = window.window_end
+    plan.replicas = window.replicas
+    plan.lead_seconds = window.lead_seconds
+    plan.reason = window.reason
+    plan.expected_demand = window.expected_demand
+    if forecast_run_id is not None:
+        plan.forecast_run_id = forecast_run_id
+    session.flush()
+    return plan, created
+
+
+def supersede_vanished(
+    session: Session, *, models: Iterable[str], keep_keys: Iterable[str], now: datetime | None = None
+) -> list[WarmPlan]:
+    """Mark open plans of ``models`` whose key is not in ``keep_keys`` and whose window has not started as superseded.
+
+    Returns the superseded rows (with their orchestrator run ids) so the caller can cancel those runs.
+    """
+    model_list = list(models)
+    if not model_list:
+        return []
+    keep = set(keep_keys)
+    now = now or utcnow()
+    rows = session.scalars(
+        select(WarmPlan).where(
+            WarmPlan.model.in_(model_list),
+            WarmPlan.status.in_(OPEN_STATUSES),
+            WarmPlan.window_start > now,
+        )
+    ).all()
+    vanished = [row for row in rows if row.idempotency_key not in keep]
+    for row in vanished:
+        row.status = PlanStatus.SUPERSEDED
+    session.flush()
+    return vanished
+
+
+def get_plan(session: Session, plan_id: int) -> WarmPlan:
+    """The plan with id ``plan_id``; raises :class:`LookupError` naming the id when there is none."""
+    plan = session.get(WarmPlan, plan_id)
+    if plan is None:
+        raise LookupError(f"warm plan {plan_id} does not exist; list plans with `prewarm plans`")
+    return plan
+
+
+def set_plan_status(
+    session: Session, plan_id: int, status: PlanStatus, *, orchestrator_run_id: str | None = None
+) -> WarmPlan:
+    """Move plan ``plan_id`` to ``status`` (and remember the run that carries it out, when given)."""
+    plan = get_plan(session, plan_id)
+    plan.status = status
+    if orchestrator_run_id is not None:
+        plan.orchestrator_run_id = orchestrator_run_id
+    session.flush()
+    return plan
+
+
+def list_plans(
+    session: Session,
+    *,
+    models: Iterable[str] | None = None,
+    statuses: Iterable[PlanStatus] | None = None,
+    forecast_run_id: int | None = None,
+) -> list[WarmPlan]:
+    """Plans ordered by window start, optionally filtered by model, status and forecast run."""
+    query = select(WarmPlan).order_by(WarmPlan.window_start, WarmPlan.model)
+    if models is not None:
+        query = query.where(WarmPlan.model.in_(list(models)))
+    if statuses is not None:
+        query = query.where(WarmPlan.status.in_(list(statuses)))
+    if forecast_run_id is not None:
+        query = query.where(WarmPlan.forecast_run_id == forecast_run_id)
+    return list(session.scalars(query).all())
+
+
+def next_window_start(session: Session, model: str, *, after: datetime, exclude_plan_id: int | None = None) -> datetime | None:
+    """Start of the earliest open or running plan of ``model`` that starts after ``after`` (None if none)."""
+    query = (
+        select(WarmPlan.window_start)
+        .where(
+            WarmPlan.model == model,
+            WarmPlan.status.in_((*OPEN_STATUSES, PlanStatus.RUNNING, PlanStatus.DONE)),
+            WarmPlan.window_start >= after,
+        )
+        .order_by(WarmPlan.window_start)
+        .limit(1)
+    )
+    if exclude_plan_id is not None:
+        query = query.where(WarmPlan.id != exclude_plan_id)
+    return session.scalars(query).first()
+
+
+def record_warm_run(
+    session: Session,
+    report: Mapping[str, Any],
+    *,
+    trigger: WarmTrigger,
+    target: str,
+    plan_id: int | None = None,
+    orchestrator_run_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> WarmRun:
+    """Store one warm run from a warm report's dictionary (``WarmReport.to_dict()``).
+
+    Keys that match a column fill it; the whole report (plus ``extra``, e.g. a validation verdict) is kept
+    in ``report``. ``model`` and ``version`` are required; the status follows ``ready`` and ``error``.
+    """
+    missing = [key for key in ("model", "version") if not report.get(key)]
+    if missing:
+        raise ValueError(f"warm report lacks {', '.join(missing)}: pass WarmReport.to_dict() of a finished warm-up")
+    values = {key: report[key] for key in _RUN_COLUMNS if key in report and report[key] is not None}
+    values.setdefault("finished_at", utcnow())
+    values["started_at"] = _as_datetime(values.get("started_at")) or values["finished_at"]
+    values["finished_at"] = _as_datetime(values["finished_at"])
+    ready = bool(report.get("ready"))
+    status = WarmStatus.READY if ready else (WarmStatus.FAILED if report.get("error") else WarmStatus.NOT_READY)
+    full = dict(report)
+    if extra:
+        full.update(extra)
+    run = WarmRun(
+        **values,
+        trigger=trigger,
+        target=target,
+        plan_id=plan_id,
+        status=status,
+        orchestrator_run_id=orchestrator_run_id,
+        report=_jsonable(full),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def baseline_for(
+    session: Session, *, model: str, version: str, device_class: str | None, last: int = 5
+) -> Baseline | None:
+    """Medians of the last ``last`` successful warm runs of ``model`` ``version`` on ``device_class``.
+
+    None when that version never warmed successfully there: a first version has nothing to compare with.
+    """
+    query = (
+        select(WarmRun)
+        .where(WarmRun.model == model, WarmRun.version == version, WarmRun.ready.is_(True))
+        .order_by(WarmRun.finished_at.desc(), WarmRun.id.desc())
+        .limit(last)
+    )
+    query = query.where(
+        WarmRun.device_class.is_(None) if device_class is None else WarmRun.device_class == device_class
+    )
+    runs = session.scalars(query).all()
+    if not runs:
+        return None
+    return Baseline(
+        model=model,
+        version=version,
+        device_class=device_class,
+        runs=len(runs),
+        steady_p50_ms=_median(r.steady_p50_ms for r in runs),
+        steady_p99_ms=_median(r.steady_p99_ms for r in runs),
+        warm_first_request_ms=_median(r.warm_first_request_ms for r in runs),
+        time_to_ready_s=_median(r.time_to_ready_s for r in runs),
+    )
+
+
+def time_to_ready_history(session: Session, *, models: Iterable[str] | None = None, last: int = 20) -> dict[str, list[float]]:
+    """Per model, the time-to-ready seconds of its last ``last`` successful warm runs, newest first."""
+    query = (
+        select(WarmRun.model, WarmRun.time_to_ready_s)
+        .where(WarmRun.ready.is_(True), WarmRun.time_to_ready_s.is_not(None))
+        .order_by(WarmRun.model, WarmRun.finished_at.desc(), WarmRun.id.desc())
+    )
+    if models is not None:
+        query = query.where(WarmRun.model.in_(list(models)))
+    history: dict[str, list[float]] = {}
+    for model, seconds in session.execute(query):
+        values = history.setdefault(model, [])
+        if len(values) < last:
+            values.append(float(seconds))
+    return history
+
+
+def warm_runs_for(session: Session, *, model: str | None = None, plan_ids: Iterable[int] | None = None) -> list[WarmRun]:
+    """Warm runs, newest first, optionally of one model or of some plans."""
+    query = select(WarmRun).order_by(WarmRun.id.desc())
+    if model is not None:
+        query = query.where(WarmRun.model == model)
+    if plan_ids is not None:
+        query = query.where(WarmRun.plan_id.in_(list(plan_ids)))
+    return list(session.scalars(query).all())
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)
