@@ -72,7 +72,7 @@ def _read_frame(blob: _Blob, kind: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise TelemetryError(f"{blob.name}: line 1: the file is empty; expected a header row") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise TelemetryError(f"{blob.name}: cannot be parsed as {kind.upper()}: {exc}") from exc
+        raise TelemetryError(f"{blob.name}: cannot be parsed as {'CSV' if kind == 'csv' else 'Parquet'}: {exc}") from exc
     except Exception as exc:  # pyarrow raises its own types for corrupt files
         if type(exc).__module__.startswith("pyarrow"):
             raise TelemetryError(f"{blob.name}: cannot be parsed as Parquet: {exc}") from exc
