@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from prewarm.cli import ingest, models
+from prewarm.cli import webhook as webhook_cli
 from prewarm.cli.output import configure_logging
 
 app = typer.Typer(
@@ -24,3 +25,4 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
 
 app.command("ingest")(ingest.ingest)
 app.add_typer(models.app, name="models")
+app.command("webhook")(webhook_cli.webhook)
