@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from prewarm.cli import ingest, models
+from prewarm.cli.forecast import forecast_command
 from prewarm.cli import webhook as webhook_cli
 from prewarm.cli.output import configure_logging
 
@@ -24,5 +25,6 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
 
 
 app.command("ingest")(ingest.ingest)
+app.command("forecast")(forecast_command)
 app.add_typer(models.app, name="models")
 app.command("webhook")(webhook_cli.webhook)
