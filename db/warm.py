@@ -189,6 +189,7 @@ def record_warm_run(
     target: str,
     plan_id: int | None = None,
     orchestrator_run_id: str | None = None,
+    started_at: datetime | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> WarmRun:
     """Store one warm run from a warm report's dictionary (``WarmReport.to_dict()``).
@@ -201,7 +202,7 @@ def record_warm_run(
         raise ValueError(f"warm report lacks {', '.join(missing)}: pass WarmReport.to_dict() of a finished warm-up")
     values = {key: report[key] for key in _RUN_COLUMNS if key in report and report[key] is not None}
     values.setdefault("finished_at", utcnow())
-    values["started_at"] = _as_datetime(values.get("started_at")) or values["finished_at"]
+    values["started_at"] = started_at or _as_datetime(values.get("started_at")) or values["finished_at"]
     values["finished_at"] = _as_datetime(values["finished_at"])
     ready = bool(report.get("ready"))
     status = WarmStatus.READY if ready else (WarmStatus.FAILED if report.get("error") else WarmStatus.NOT_READY)

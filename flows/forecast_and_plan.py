@@ -1,0 +1,274 @@
+"""``forecast_and_plan``: forecast every registered model, store the plans, schedule the warm runs.
+
+The forecast fans out per model, in batches of ``models_per_task`` (one Prefect task each; a task per single
+model would spend more on orchestration than on forecasting). Batches run in parallel in local processes, or
+on a Dask cluster through prefect-dask when ``dask_address`` is given. Each plan window becomes a flow run of
+the ``warm-model`` deployment, scheduled at the window start minus the lead time under the plan's
+idempotency key, and a ``cool-down`` run at the window end plus keep-alive. Re-planning updates plans in
+place; windows that vanished are superseded and their scheduled runs cancelled.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+from prefect import flow, get_run_logger, runtime, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from pydantic import Field
+
+from db.base import utcnow
+from db.forecasts import store_forecast_run
+from db.models import PlanStatus
+from db.registry import latest_models, spec_of
+from db.session import session_scope
+from db.telemetry import load_telemetry
+from db.warm import PlanWindow, list_plans, set_plan_status, supersede_vanished, time_to_ready_history, upsert_plan
+from flows.common import COOL_DOWN_DEPLOYMENT, WARM_DEPLOYMENT, ModelName, Target, artifact_key, history_engine
+from forecasting import ForecastReport, ForecastResult, forecast
+from prewarm import columns as C
+from prewarm.fleet import ModelSpec
+from prewarm.settings import get_settings
+
+TERMINAL_CANCELLED = ("CANCELLED", "CANCELLING")
+
+
+class DeploymentMissingError(LookupError):
+    """The deployment that carries out the plans does not exist on the Prefect server."""
+
+
+@task(cache_policy=NO_CACHE)
+def registered_specs(models: list[str] | None) -> list[ModelSpec]:
+    """The newest registered version of every model (or of ``models``)."""
+    with session_scope(history_engine()) as session:
+        rows = latest_models(session)
+    specs = [spec_of(row) for row in rows if models is None or row.name in models]
+    if models is not None:
+        unknown = sorted(set(models) - {s.name for s in specs})
+        if unknown:
+            raise LookupError(f"models {', '.join(unknown)} are not registered: import them with `prewarm models import`")
+    return specs
+
+
+@task(cache_policy=NO_CACHE)
+def load_history(models: list[str], models_per_task: int) -> list[pd.DataFrame]:
+    """The telemetry of ``models`` from the history database, in batches of ``models_per_task`` models."""
+    with session_scope(history_engine()) as session:
+        frame = load_telemetry(session, models=models)
+    names = sorted(frame[C.MODEL].unique())
+    groups = [names[i : i + models_per_task] for i in range(0, len(names), models_per_task)]
+    return [frame[frame[C.MODEL].isin(group)] for group in groups]
+
+
+@task(cache_policy=NO_CACHE)
+def forecast_batch(history: pd.DataFrame, horizon: int, level: float, freq: str) -> ForecastResult:
+    """Forecast one batch of models (runs in a worker process or on a Dask worker)."""
+    return forecast(history, horizon=horizon, level=level, freq=freq, n_jobs=1)
+
+
+def build_task_runner(dask_address: str | None, local_workers: int | None) -> TaskRunner[Any]:
+    """A Dask task runner on ``dask_address`` when given, else a local process pool."""
+    if dask_address:
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:
+            raise ImportError("dask_address needs prefect-dask: pip install 'prewarm[dask]'") from exc
+        return DaskTaskRunner(address=dask_address)
+    workers = local_workers or os.cpu_count() or 1
+    if workers == 1:
+        return ThreadPoolTaskRunner(max_workers=1)
+    return ProcessPoolTaskRunner(max_workers=workers)
+
+
+def merge_forecasts(results: list[ForecastResult], *, horizon: int, level: float, seconds: float) -> ForecastResult:
+    """One forecast result out of the batches' results."""
+    frames = [r.frame for r in results if not r.frame.empty]
+    frame = pd.concat(frames, ignore_index=True) if frames else results[0].frame
+    series = tuple(s for r in results for s in r.report.series)
+    warnings = tuple(w for r in results for w in r.report.warnings)
+    freq = results[0].report.freq
+    report = ForecastReport(
+        series=series, freq=freq, horizon=horizon, level=level, wall_seconds=seconds, warnings=warnings
+    )
+    return ForecastResult(frame=frame, report=report)
+
+
+@task(cache_policy=NO_CACHE)
+def store_forecast(result: ForecastResult, horizon: int, level: float, interval_seconds: int) -> int:
+    """Store the forecast run and its points; returns the run id."""
+    run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    with session_scope(history_engine()) as session:
+        run = store_forecast_run(
+            session, result, horizon=horizon, level=level, interval_seconds=interval_seconds,
+            orchestrator_run_id=run_id,
+        )
+        return run.id
+
+
+@task(cache_policy=NO_CACHE)
+def make_plan(frame: pd.DataFrame, specs: list[ModelSpec], now: datetime) -> tuple[list[PlanWindow], list[str]]:
+    """Plan windows from the forecast and the fleet, with lead times from each model's time-to-ready history."""
+    from scheduling import plan_warm_windows
+
+    with session_scope(history_engine()) as session:
+        history = time_to_ready_history(session, models=[s.name for s in specs])
+    plan = plan_warm_windows(frame, specs, time_to_ready=history, now=now)
+    windows = [
+        PlanWindow(
+            model=row.model, version=row.version, window_start=row.start, window_end=row.end,
+            replicas=row.replicas, lead_seconds=row.lead_seconds, idempotency_key=row.idempotency_key,
+            reason=row.reason, expected_demand=row.expected_demand,
+        )
+        for row in plan.rows
+    ]
+    return windows, [str(item) for item in plan.shortfall]
+
+
+@task(cache_policy=NO_CACHE)
+def store_plans(
+    windows: list[PlanWindow], forecast_run_id: int, models: list[str], now: datetime
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Upsert the plans and supersede vanished windows; returns plan ids and the superseded plans' runs."""
+    with session_scope(history_engine()) as session:
+        ids = [upsert_plan(session, w, forecast_run_id=forecast_run_id)[0].id for w in windows]
+        vanished = supersede_vanished(session, models=models, keep_keys=[w.idempotency_key for w in windows], now=now)
+        return ids, [{"plan_id": p.id, "flow_run_id": p.orchestrator_run_id} for p in vanished]
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def schedule_plan_runs(
+    plan_ids: list[int], *, target: str, warm_deployment: str, cool_down_deployment: str | None, keep_alive_seconds: float
+) -> int:
+    """Create a ``warm-model`` run per unscheduled plan at start minus lead (idempotent), and its cool-down run."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    now = utcnow()
+    with session_scope(history_engine()) as session:
+        plans = [p for p in list_plans(session, statuses=[PlanStatus.PLANNED]) if p.id in set(plan_ids)]
+    scheduled = 0
+    for plan in plans:
+        start = max(now, plan.window_start - timedelta(seconds=plan.lead_seconds))
+        parameters = {
+            "model": plan.model, "version": plan.version, "replicas": plan.replicas, "target": target,
+            "trigger": "scheduled", "plan_id": plan.id,
+        }
+        try:
+            run = _run_once(run_deployment, warm_deployment, parameters, start, plan.idempotency_key)
+            if cool_down_deployment:
+                cool = {"model": plan.model, "version": plan.version, "target": target, "plan_id": plan.id,
+                        "keep_alive_seconds": keep_alive_seconds}
+                end = plan.window_end + timedelta(seconds=keep_alive_seconds)
+                _run_once(run_deployment, cool_down_deployment, cool, end, f"cool:{plan.idempotency_key}")
+        except ObjectNotFound as exc:
+            raise DeploymentMissingError(
+                f"deployment {warm_deployment!r} or {cool_down_deployment!r} is missing: run `prefect deploy --all`"
+                " from the repository root, or pass schedule_runs=false to plan without scheduling"
+            ) from exc
+        with session_scope(history_engine()) as session:
+            set_plan_status(session, plan.id, PlanStatus.SCHEDULED, orchestrator_run_id=str(run.id))
+        scheduled += 1
+    return scheduled
+
+
+def _run_once(run_deployment: Any, name: str, parameters: dict[str, Any], when: datetime, key: str) -> Any:
+    """A run of ``name`` under idempotency ``key``; a key whose run was cancelled gets a numbered successor."""
+    for attempt in range(20):
+        run = run_deployment(
+            name, parameters=parameters, scheduled_time=when, timeout=0, as_subflow=False,
+            idempotency_key=key if attempt == 0 else f"{key}:{attempt}",
+        )
+        if run.state is None or run.state.type.value not in TERMINAL_CANCELLED:
+            return run
+    raise RuntimeError(f"idempotency key {key!r} was cancelled 20 times; clean up its flow runs")
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def cancel_runs(vanished: list[dict[str, Any]]) -> int:
+    """Cancel the scheduled runs of superseded plans; returns how many were cancelled."""
+    from prefect import get_client
+    from prefect.states import Cancelled
+
+    cancelled = 0
+    with get_client(sync_client=True) as client:
+        for item in vanished:
+            if not item["flow_run_id"]:
+                continue
+            run = client.read_flow_run(item["flow_run_id"])
+            if run.state is not None and run.state.is_scheduled():
+                client.set_flow_run_state(
+                    run.id, Cancelled(message=f"plan {item['plan_id']} superseded by a newer forecast"), force=True
+                )
+                cancelled += 1
+    return cancelled
+
+
+@task(cache_policy=NO_CACHE)
+def publish_plan(windows: list[PlanWindow], shortfall: list[str]) -> None:
+    """A table artifact of the plan (first 500 windows), with the shortfall in its description."""
+    rows = [
+        {
+            "model": w.model, "version": w.version, "start": w.window_start.isoformat(),
+            "end": w.window_end.isoformat(), "replicas": w.replicas, "lead_s": round(w.lead_seconds, 1),
+            "expected_demand": None if w.expected_demand is None else round(w.expected_demand, 1), "reason": w.reason,
+        }
+        for w in windows[:500]
+    ]
+    description = f"{len(windows)} warm windows" + (f"; shortfall: {'; '.join(shortfall[:20])}" if shortfall else "")
+    create_table_artifact(table=rows or [{"model": "-", "reason": "nothing to warm"}], key=artifact_key("warm-plan"),
+                          description=description)
+
+
+@flow(name="forecast-and-plan")
+def forecast_and_plan(
+    horizon: Annotated[int, Field(ge=1, le=24 * 14, description="Intervals to forecast.")] = 24,
+    level: Annotated[float, Field(gt=0, lt=100, description="Prediction interval level, percent.")] = 95.0,
+    models: list[ModelName] | None = None,
+    schedule_runs: bool = True,
+    target: Target = "local",
+    models_per_task: Annotated[int, Field(ge=1, le=100_000)] = 100,
+    local_workers: Annotated[int | None, Field(ge=1, le=256)] = None,
+    dask_address: str | None = None,
+    warm_deployment: str = WARM_DEPLOYMENT,
+    cool_down_deployment: str | None = COOL_DOWN_DEPLOYMENT,
+    keep_alive_seconds: Annotated[float, Field(ge=0)] = 600.0,
+) -> dict[str, Any]:
+    """Forecast, plan and schedule warm runs for every registered model (or ``models``)."""
+    logger = get_run_logger()
+    now = utcnow()
+    interval = get_settings().forecast_interval
+    specs = registered_specs(models)
+    names = [s.name for s in specs]
+    freq = f"{int(interval.total_seconds())}s"
+    batches = load_history(names, models_per_task)
+    started = pd.Timestamp.now()
+    with build_task_runner(dask_address, local_workers) as runner:
+        futures = [
+            runner.submit(forecast_batch, parameters={"history": b, "horizon": horizon, "level": level, "freq": freq})
+            for b in batches
+        ]
+        results = [f.result() for f in futures]
+    result = merge_forecasts(results, horizon=horizon, level=level, seconds=(pd.Timestamp.now() - started).total_seconds())
+    forecast_run_id = store_forecast(result, horizon, level, int(interval.total_seconds()))
+    windows, shortfall = make_plan(result.frame, specs, now)
+    plan_ids, vanished = store_plans(windows, forecast_run_id, names, now)
+    scheduled = cancelled = 0
+    if schedule_runs:
+        scheduled = schedule_plan_runs(
+            plan_ids, target=target, warm_deployment=warm_deployment,
+            cool_down_deployment=cool_down_deployment, keep_alive_seconds=keep_alive_seconds,
+        )
+        cancelled = cancel_runs(vanished)
+    publish_plan(windows, shortfall)
+    summary = {
+        "forecast_run_id": forecast_run_id, "models": len(specs), "batches": len(batches), "windows": len(windows),
+        "plan_ids": plan_ids, "scheduled": scheduled, "superseded": len(vanished), "cancelled": cancelled,
+        "shortfall": shortfall,
+    }
+    logger.info("forecast %d models in %d batches: %d windows, %d scheduled, %d superseded",
+                len(specs), len(batches), len(windows), scheduled, len(vanished))
+    return summary

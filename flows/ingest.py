@@ -1,0 +1,46 @@
+"""``ingest_telemetry``: load request telemetry into the history database (scheduled every 5 minutes)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
+
+from flows.common import history_engine
+
+
+def _retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry what may pass next time (an unreachable bucket or database), never a malformed file."""
+    from prewarm.errors import InputError
+
+    try:
+        state.result()
+    except InputError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_unless_bad_input, cache_policy=NO_CACHE)
+def ingest_sources_task(sources: list[str]) -> dict[str, Any]:
+    """Read and upsert the sources; retried because S3 and the database are remote."""
+    from prewarm.ingest import ingest_sources
+
+    summary = ingest_sources(sources, engine=history_engine())
+    return {key: str(value) if not isinstance(value, int | float) else value for key, value in asdict(summary).items()}
+
+
+@flow(name="ingest-telemetry")
+def ingest_telemetry(
+    sources: Annotated[
+        list[str], Field(min_length=1, description="CSV/Parquet files, folders, or s3://bucket/prefix.")
+    ],
+) -> dict[str, Any]:
+    """Ingest telemetry from ``sources``: re-ingesting the same buckets overwrites them, never duplicates."""
+    summary = ingest_sources_task(sources)
+    get_run_logger().info("ingested %s", summary)
+    return summary

@@ -1,0 +1,91 @@
+"""``post_deploy_warm``: warm a newly deployed version and validate it against the previous version's baseline.
+
+Triggered by the ``prewarm.model.deployed`` event (the webhook emits it). The verdict is recorded with the warm
+run and emitted as ``prewarm.model.validation.passed`` or ``prewarm.model.validation.failed``, which a CI/CD
+step can wait for; a failed validation also fails the flow run, so ``prefect deployment run --watch`` exits
+non-zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from db.base import utcnow
+from db.registry import list_models
+from db.session import session_scope
+from flows.common import ModelName, Target, Version, history_engine
+from flows.warm import load_baseline, load_spec, open_target, publish_summary, record_run, run_warmup
+
+PASSED_EVENT = "prewarm.model.validation.passed"
+FAILED_EVENT = "prewarm.model.validation.failed"
+
+
+class ValidationFailedError(RuntimeError):
+    """The new version did not meet the previous version's baseline or its SLA."""
+
+
+@task(cache_policy=NO_CACHE)
+def previous_version(model: str, version: str) -> str | None:
+    """The version of ``model`` registered just before ``version`` (None for a first version)."""
+    with session_scope(history_engine()) as session:
+        versions = [row.version for row in list_models(session) if row.name == model]
+    if version not in versions:
+        return versions[-1] if versions else None
+    index = versions.index(version)
+    return versions[index - 1] if index > 0 else None
+
+
+@task(cache_policy=NO_CACHE)
+def emit_verdict(report: dict[str, Any], *, passed: bool, previous: str | None, warm_run_id: int) -> str | None:
+    """Emit the validation verdict as a Prefect event and return its id."""
+    event = emit_event(
+        event=PASSED_EVENT if passed else FAILED_EVENT,
+        resource={
+            "prefect.resource.id": f"prewarm.model.{report['model']}",
+            "prefect.resource.name": report["model"],
+            "prewarm.version": report["version"],
+        },
+        payload={
+            "model": report["model"],
+            "version": report["version"],
+            "baseline_version": previous,
+            "passed": passed,
+            "reason": report.get("reason") or report.get("error"),
+            "steady_p50_ms": report.get("steady_p50_ms"),
+            "steady_p99_ms": report.get("steady_p99_ms"),
+            "baseline_p50_ms": report.get("baseline_p50_ms"),
+            "warm_run_id": warm_run_id,
+        },
+    )
+    return str(event.id) if event is not None else None
+
+
+@flow(name="post-deploy-warm")
+def post_deploy_warm(model: ModelName, version: Version, target: Target = "local") -> dict[str, Any]:
+    """Warm ``model`` ``version`` on ``target``, judge it by the previous version's runs, record and emit the verdict."""
+    logger = get_run_logger()
+    started_at = utcnow()
+    spec = load_spec(model, version)
+    previous = previous_version(model, version)
+    device_class = open_target(target).device_class
+    baseline = load_baseline(spec, version=previous or version, device_class=device_class)
+    report = run_warmup(spec, target=target, baseline=baseline)
+    passed = bool(report["ready"])
+    validation = {"passed": passed, "baseline_version": previous, "reason": report.get("reason") or report.get("error")}
+    run_id = record_run(
+        report, trigger="post_deploy", target=target, plan_id=None, started_at=started_at,
+        extra={"validation": validation},
+    )
+    publish_summary(report, run_id=run_id, replicas=1)
+    event_id = emit_verdict(report, passed=passed, previous=previous, warm_run_id=run_id)
+    result = {**report, "warm_run_id": run_id, "validation": validation, "event_id": event_id}
+    if not passed:
+        raise ValidationFailedError(
+            f"{model} {version} failed validation against {previous or 'its SLA'}: {validation['reason']}"
+        )
+    logger.info("%s %s passed validation against %s", model, version, previous or "its SLA")
+    return result
