@@ -85,11 +85,10 @@ class Telemetry(Base):
     """Requests one model received in one bucket."""
 
     __tablename__ = "telemetry"
-    __table_args__ = (UniqueConstraint("model", "bucket_start"),)
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    model: Mapped[str] = mapped_column(String(200))
-    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The natural key is the primary key: a surrogate id would cost a second index on every bulk load.
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     bucket_seconds: Mapped[int] = mapped_column(Integer)
     requests: Mapped[float] = mapped_column(Float)
     p50_ms: Mapped[float | None] = mapped_column(Float)

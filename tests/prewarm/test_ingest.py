@@ -165,3 +165,20 @@ def test_missing_file_exits_2(cli, engine: Engine, tmp_path: Path) -> None:  # t
     result = cli("ingest", str(tmp_path / "absent.csv"))
     assert result.exit_code == 2
     assert "absent.csv: no such file or folder" in result.stderr
+
+
+def test_model_names_with_quotes_tabs_and_backslashes_round_trip(engine: Engine) -> None:
+    from prewarm.ingest import ingest_frame
+
+    names = ['say "hi"', "back\\slash", "tab\there", "comma,name"]
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
+            "model": names,
+            "requests": [1.0, 2.0, 3.0, 4.0],
+            "p50_ms": [float("nan")] * 4,
+            "p99_ms": [0.5, float("nan"), 1.25, 2.0],
+        }
+    )
+    ingest_frame(frame, engine=engine)
+    assert counts(engine) == {name: float(i + 1) for i, name in enumerate(names)}
