@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _interval_positive(self) -> Settings:
         if self.forecast_interval <= timedelta(0):
-            raise ValueError("PREWARM_FORECAST_INTERVAL must be positive, e.g. PT1H or 3600")
+            raise ValueError("PREWARM_FORECAST_INTERVAL must be positive, e.g. PT1H or PT15M")
         return self
 
     @property
