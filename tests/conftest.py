@@ -143,3 +143,15 @@ def bucket(s3) -> str:  # type: ignore[no-untyped-def]
     name = f"b-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI a skipped Postgres test is a failure: the suite must have run on both databases."""
+    if not os.environ.get("CI"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = [r for r in (reporter.stats.get("skipped", []) if reporter else []) if "[postgres" in r.nodeid]
+    if skipped:
+        if reporter:
+            reporter.write_line(f"CI: {len(skipped)} Postgres tests were skipped; that is a failure here", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
