@@ -75,6 +75,7 @@ class ModelSpec(_Strict):
     priority: int = Field(default=0, description="Higher goes first when capacity is short.")
     device_memory_mb: float = Field(default=0.0, ge=0)
     replica_capacity: float = Field(default=100.0, gt=0, description="Requests per interval one replica serves.")
+    pinned: bool = Field(default=False, description="A pinned model is never evicted to make room for another.")
 
     @field_validator("sha256")
     @classmethod

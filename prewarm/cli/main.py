@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from prewarm.cli import ingest, models
+from prewarm.cli import simulate as simulate_cli
 from prewarm.cli.forecast import forecast_command
 from prewarm.cli import webhook as webhook_cli
+from prewarm.cli.serve import serve
 from prewarm.cli.output import configure_logging
 
 app = typer.Typer(
@@ -28,3 +30,5 @@ app.command("ingest")(ingest.ingest)
 app.command("forecast")(forecast_command)
 app.add_typer(models.app, name="models")
 app.command("webhook")(webhook_cli.webhook)
+app.command("serve")(serve)
+app.command("simulate")(simulate_cli.simulate)

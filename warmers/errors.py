@@ -1,0 +1,62 @@
+"""Errors of the warm-up engine, the artifact store and the inference host.
+
+    WarmupError                 base class of everything warmers raises on purpose
+    ├── ArtifactError           an artifact cannot be fetched or trusted
+    │   ├── ArtifactNotFoundError   the URI names nothing (missing file, missing S3 key)
+    │   └── ChecksumMismatchError   the bytes do not hash to the registered sha256; nothing is loaded
+    ├── ModelLoadError          the loader failed: factory import, bad weights, device out of memory
+    │   └── DeviceOutOfMemoryError  the device ran out of memory while loading or warming
+    ├── CapacityError           a load does not fit in the host's device memory, even after eviction
+    ├── ModelNotFoundError      no model (or version) of that name is known to the host (HTTP 404)
+    ├── ModelNotReadyError      the model is known but not ready to serve (HTTP 400/503)
+    ├── InferenceInputError     a request's tensors are malformed: names the input (HTTP 400)
+    └── TargetError             a remote V2 server refused or failed a call
+
+HTTP status codes are chosen only at the edge (:mod:`warmers.host`), never here.
+"""
+
+from __future__ import annotations
+
+
+class WarmupError(Exception):
+    """Base class of every error the warm-up engine raises on purpose."""
+
+
+class ArtifactError(WarmupError):
+    """An artifact cannot be fetched, cached or trusted."""
+
+
+class ArtifactNotFoundError(ArtifactError):
+    """The artifact URI names no file or object."""
+
+
+class ChecksumMismatchError(ArtifactError):
+    """The fetched bytes do not hash to the registered sha256, so nothing is loaded."""
+
+
+class ModelLoadError(WarmupError):
+    """A loader failed to build the module: factory import, weights that do not fit the module, ..."""
+
+
+class DeviceOutOfMemoryError(ModelLoadError):
+    """The device ran out of memory while loading or warming a model."""
+
+
+class CapacityError(WarmupError):
+    """A load does not fit in the host's device memory budget, even after evicting idle models."""
+
+
+class ModelNotFoundError(WarmupError):
+    """No model or model version of that name is known."""
+
+
+class ModelNotReadyError(WarmupError):
+    """The model is known but not loaded and warmed."""
+
+
+class InferenceInputError(WarmupError):
+    """A request's tensors are malformed, of the wrong shape or of the wrong datatype."""
+
+
+class TargetError(WarmupError):
+    """A remote inference server refused or failed a call."""
