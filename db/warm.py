@@ -281,6 +281,17 @@ def warm_runs_for(session: Session, *, model: str | None = None, plan_ids: Itera
     return list(session.scalars(query).all())
 
 
+def last_device_class(session: Session, *, target: str) -> str | None:
+    """The device class ``target`` reported in its newest warm run (None if it never ran)."""
+    query = (
+        select(WarmRun.device_class)
+        .where(WarmRun.target == target, WarmRun.device_class.is_not(None))
+        .order_by(WarmRun.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
 def _median(values: Iterable[float | None]) -> float | None:
     present = [float(v) for v in values if v is not None]
     return statistics.median(present) if present else None

@@ -18,7 +18,7 @@ from db.base import utcnow
 from db.registry import list_models
 from db.session import session_scope
 from flows.common import ModelName, Target, Version, history_engine
-from flows.warm import load_baseline, load_spec, open_target, publish_summary, record_run, run_warmup
+from flows.warm import load_baseline, load_spec, publish_summary, record_run, run_warmup, target_device_class
 
 PASSED_EVENT = "prewarm.model.validation.passed"
 FAILED_EVENT = "prewarm.model.validation.failed"
@@ -71,8 +71,7 @@ def post_deploy_warm(model: ModelName, version: Version, target: Target = "local
     started_at = utcnow()
     spec = load_spec(model, version)
     previous = previous_version(model, version)
-    device_class = open_target(target).device_class
-    baseline = load_baseline(spec, version=previous or version, device_class=device_class)
+    baseline = load_baseline(spec, version=previous or version, device_class=target_device_class(target))
     report = run_warmup(spec, target=target, baseline=baseline)
     passed = bool(report["ready"])
     validation = {"passed": passed, "baseline_version": previous, "reason": report.get("reason") or report.get("error")}

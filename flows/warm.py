@@ -7,11 +7,13 @@ the per-pool limit is the deployment's and the work pool's concurrency limit (se
 
 from __future__ import annotations
 
+import functools
 import socket
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
+import httpx
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -22,7 +24,7 @@ from db.base import utcnow
 from db.models import PlanStatus, WarmTrigger
 from db.registry import get_model, spec_of
 from db.session import session_scope
-from db.warm import baseline_for, get_plan, next_window_start, record_warm_run, set_plan_status
+from db.warm import baseline_for, get_plan, last_device_class, next_window_start, record_warm_run, set_plan_status
 from flows.common import ModelName, Replicas, Target, Trigger, Version, artifact_key, history_engine
 from prewarm.fleet import ModelSpec
 
@@ -31,22 +33,39 @@ class ModelNotRegisteredError(LookupError):
     """A flow was asked to warm a model version the registry does not know."""
 
 
+@functools.lru_cache(maxsize=1)
+def _local_engine() -> Any:
+    from warmers import Engine
+
+    return Engine()
+
+
 def open_target(target: str) -> Any:
-    """The warm target for ``target``: ``local`` is this process, a URL is a V2 inference server."""
-    from warmers.targets import LocalTarget, V2Target
+    """The warm target for ``target``: ``local`` is this process's engine, a URL is a V2 inference server."""
+    from warmers import V2Target
 
     if target == "local":
-        return LocalTarget()
+        return _local_engine()
     if urlparse(target).scheme in ("http", "https"):
         return V2Target(target)
     raise ValueError(f"target {target!r} is neither 'local' nor an http(s):// URL of a V2 inference server")
 
 
-def slot_name(target: str, device_class: str) -> str:
-    """The global concurrency limit a warm-up on ``target`` occupies: ``gpu:<host>`` or ``cpu:<host>``."""
-    host = socket.gethostname() if target == "local" else (urlparse(target).hostname or target)
-    kind = "gpu" if device_class.startswith("cuda") else "cpu"
-    return f"{kind}:{host}"
+def slot_name(target: str) -> str:
+    """The global concurrency limit a warm-up on ``target`` occupies: ``gpu:<host>``, ``cpu:<host>`` or ``v2:<host>``."""
+    if target != "local":
+        return f"v2:{urlparse(target).netloc or target}"
+    kind = "gpu" if str(_local_engine().device_class).startswith("cuda") else "cpu"
+    return f"{kind}:{socket.gethostname()}"
+
+
+@task(cache_policy=NO_CACHE)
+def target_device_class(target: str) -> str | None:
+    """The device class baselines are looked up under: this process's device, or what ``target`` last reported."""
+    if target == "local":
+        return str(_local_engine().device_class)
+    with session_scope(history_engine()) as session:
+        return last_device_class(session, target=target)
 
 
 @task(cache_policy=NO_CACHE)
@@ -63,7 +82,7 @@ def load_spec(model: str, version: str | None) -> ModelSpec:
 
 
 @task(cache_policy=NO_CACHE)
-def load_baseline(spec: ModelSpec, *, version: str, device_class: str) -> Any:
+def load_baseline(spec: ModelSpec, *, version: str, device_class: str | None) -> Any:
     """The warmers baseline from earlier successful runs of ``version`` on ``device_class``, plus the SLA."""
     from warmers.report import Baseline
 
@@ -74,6 +93,14 @@ def load_baseline(spec: ModelSpec, *, version: str, device_class: str) -> Any:
     return Baseline(
         p50_ms=found.steady_p50_ms, first_request_ms=found.warm_first_request_ms, sla_p99_ms=spec.sla_p99_ms
     )
+
+
+@task(cache_policy=NO_CACHE)
+def current_plan(plan_id: int) -> dict[str, Any]:
+    """The plan's status, version and replicas as they are now (a newer forecast may have changed them)."""
+    with session_scope(history_engine()) as session:
+        plan = get_plan(session, plan_id)
+        return {"status": plan.status.value, "version": plan.version, "replicas": plan.replicas}
 
 
 @task(cache_policy=NO_CACHE)
@@ -89,7 +116,7 @@ def run_warmup(spec: ModelSpec, *, target: str, baseline: Any) -> dict[str, Any]
     from warmers import warm
 
     handle = open_target(target)
-    with concurrency(slot_name(target, handle.device_class), occupy=1):
+    with concurrency(slot_name(target), occupy=1):
         report = warm(spec, target=handle, baseline=baseline)
     return report.to_dict()
 
@@ -164,9 +191,14 @@ def warm_model(
     carried out by several targets (hosts) each running this flow.
     """
     started_at = utcnow()
+    if plan_id is not None:
+        current = current_plan(plan_id)
+        if current["status"] in (PlanStatus.SUPERSEDED.value, PlanStatus.CANCELLED.value):
+            get_run_logger().info("plan %s was %s: nothing to warm", plan_id, current["status"])
+            return {"model": model, "skipped": current["status"], "plan_id": plan_id}
+        version, replicas = current["version"], current["replicas"]  # a re-plan may have changed them
     spec = load_spec(model, version)
-    handle = open_target(target)
-    baseline = load_baseline(spec, version=spec.version, device_class=handle.device_class)
+    baseline = load_baseline(spec, version=spec.version, device_class=target_device_class(target))
     if plan_id is not None:
         mark_plan(plan_id, PlanStatus.RUNNING)
     report = run_warmup(spec, target=target, baseline=baseline)
@@ -199,8 +231,9 @@ def cool_down(
     logger = get_run_logger()
     now = utcnow()
     with session_scope(history_engine()) as session:
-        if plan_id is not None:
-            get_plan(session, plan_id)  # fail early on a plan that does not exist
+        if plan_id is not None and get_plan(session, plan_id).status in (PlanStatus.SUPERSEDED, PlanStatus.CANCELLED):
+            logger.info("plan %s was superseded: its warm run never happened, nothing to cool down", plan_id)
+            return False
         upcoming = next_window_start(session, model, after=now, exclude_plan_id=plan_id)
     if upcoming is not None and upcoming - now <= timedelta(seconds=keep_alive_seconds):
         logger.info("keeping %s warm: its next window starts at %s", model, upcoming.isoformat())
@@ -212,4 +245,14 @@ def cool_down(
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def unload_model(model: str, *, version: str | None, target: str) -> None:
     """Ask ``target`` to unload ``model`` (retried: the target is remote)."""
-    open_target(target).unload(model, version=version)
+    if target == "local":
+        from warmers.errors import ModelNotFoundError
+
+        try:
+            _local_engine().unload(model, version=version)
+        except ModelNotFoundError:
+            get_run_logger().info("%s is not loaded in this process: nothing to unload", model)
+        return
+    response = httpx.post(f"{target.rstrip('/')}/v2/repository/models/{model}/unload", json={}, timeout=60)
+    if response.status_code != 404:  # a model the server no longer has is already cold
+        response.raise_for_status()
