@@ -1,6 +1,7 @@
-"""Forecasting one series: special cases first, then the chosen method, then a safe fallback.
+"""Forecasting one series: special cases, then backtested selection, then a safe fallback.
 
-Everything here is a pure function of one array, so the engine can fan series out across processes.
+Everything here is a pure function of one array and an :class:`Options`, so the engine can fan series
+out across processes (and, later, machines) with no shared state.
 """
 
 from __future__ import annotations
@@ -11,19 +12,31 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from forecasting.models import Naive, Prediction, SeasonalNaive
+from forecasting.candidates import Candidate, candidate_pool
+from forecasting.models import Naive, SeasonalNaive
+from forecasting.selection import combination_errors, conformal_offsets, origins, run_backtests
 
 log = logging.getLogger(__name__)
 
 MIN_POINTS = 3
+INTERMITTENT_ZERO_SHARE = 0.3  # intermittent-demand candidates join the pool above this share of zeros
+SELECTION_ORIGINS = 8
+INTERVAL_ORIGINS = 20
+FAST_INTERVAL_ORIGINS = 8
+TOP = 3
+MIN_INTERVAL_ERRORS = 2  # origins needed before backtest errors replace the model-based interval
+MAX_SEASONS = 12  # history beyond this many of the longest season adds cost, not accuracy
+FAST_ENSEMBLE = ("level_week2", "level_day7", "ar_day1")
+FAST_INTERMITTENT = ("mean_day28", "tsb")
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
     """How to forecast each series.
 
-    ``fast`` skips the rolling-origin backtests (no selection, no calibration): a fixed ensemble with
-    model-based intervals, several times cheaper. ``methods`` restricts the candidate set by name.
+    ``fast`` skips the selection backtests: a fixed ensemble (FAST_ENSEMBLE, or FAST_INTERMITTENT for
+    sparse series) whose interval is calibrated on fewer origins; several times cheaper.
+    ``methods`` restricts the candidate pool by name (see ``candidate_names``).
     """
 
     horizon: int
@@ -57,7 +70,7 @@ def _special_case(y: np.ndarray, options: Options) -> SeriesForecast | None:
         return _flat(0.0, h, "no_data", "no usable values: forecast 0")
     if len(y) < MIN_POINTS:
         spread = float(np.max(y) - np.min(y))
-        return _flat(float(np.mean(y)), h, "short_mean", f"only {len(y)} points: mean of them", spread)
+        return _flat(float(np.mean(y)), h, "short_mean", f"only {len(y)} points: their mean", spread)
     if not np.any(y):
         return _flat(0.0, h, "zero", None)
     if np.all(y == y[0]):
@@ -65,31 +78,106 @@ def _special_case(y: np.ndarray, options: Options) -> SeriesForecast | None:
     return None
 
 
-def _predict(y: np.ndarray, options: Options) -> tuple[Prediction, str]:
+def _pool(y: np.ndarray, options: Options) -> tuple[Candidate, ...]:
+    pool = candidate_pool(options.periods)
+    if options.methods is not None:
+        return tuple(c for c in pool if c.name in options.methods)
+    sparse = float(np.mean(y == 0)) >= INTERMITTENT_ZERO_SHARE
+    return tuple(c for c in pool if sparse or not c.intermittent)
+
+
+def _step(options: Options) -> int:
+    return options.periods[0] if options.periods else max(1, options.horizon // 4)
+
+
+def _model_based(y: np.ndarray, options: Options, reason: str) -> SeriesForecast:
+    """Seasonal naive (or naive when shorter than a season) with its textbook normal interval."""
     periods = options.periods
     model = SeasonalNaive() if periods and len(y) >= periods[0] else Naive()
-    return model.fit(y, periods).predict(options.horizon, level=options.level), model.name
+    prediction = model.fit(y, periods).predict(options.horizon, level=options.level)
+    assert prediction.lo is not None and prediction.hi is not None
+    return SeriesForecast(prediction.mean, prediction.lo, prediction.hi, model.name, reason)
+
+
+def _fixed_ensemble(y: np.ndarray, pool: tuple[Candidate, ...], options: Options) -> tuple[Candidate, ...]:
+    sparse = float(np.mean(y == 0)) >= INTERMITTENT_ZERO_SHARE
+    wanted = FAST_INTERMITTENT if sparse and options.methods is None else FAST_ENSEMBLE
+    named = [c for c in pool if c.name in wanted]
+    usable = tuple(c for c in named if c.path(y, 1) is not None)
+    if usable:
+        return usable
+    # none of the preferred ones fits this history: the longest-memory candidates that do
+    return tuple(c for c in pool if c.path(y, 1) is not None)[:TOP]
+
+
+def _with_interval(
+    y: np.ndarray, chosen: tuple[Candidate, ...], options: Options, count: int, mae: float | None
+) -> SeriesForecast:
+    h = options.horizon
+    paths = [c.path(y, h) for c in chosen]
+    mean = np.mean([p for p in paths if p is not None], axis=0)
+    cuts = origins(len(y), h, count=count, step=_step(options), min_train=MIN_POINTS)
+    errors, _ = combination_errors(y, chosen, h, cuts)
+    method = "+".join(c.name for c in chosen)
+    if len(errors) < MIN_INTERVAL_ERRORS:
+        fallback = _model_based(y, options, "")
+        width_lo, width_hi = fallback.mean - fallback.lo, fallback.hi - fallback.mean
+        reason = f"history of {len(y)} points too short to calibrate the interval: {fallback.method} interval"
+        return SeriesForecast(mean, mean - width_lo, mean + width_hi, method, reason, backtest_mae=mae)
+    lo, hi = conformal_offsets(errors, options.level)
+    return SeriesForecast(mean, mean + lo, mean + hi, method, None, backtest_mae=mae)
+
+
+def _forecast(y: np.ndarray, options: Options) -> SeriesForecast:
+    pool = _pool(y, options)
+    if not pool:
+        return _model_based(y, options, "no candidate method selected")
+    if not options.fast:
+        cuts = origins(len(y), options.horizon, count=SELECTION_ORIGINS, step=_step(options), min_train=MIN_POINTS)
+        backtest = run_backtests(y, pool, options.horizon, cuts, top=TOP) if cuts else None
+        if backtest is not None:
+            chosen = tuple(c for c in pool if c.name in backtest.chosen)
+            return _with_interval(y, chosen, options, INTERVAL_ORIGINS, backtest.mae)
+    chosen = _fixed_ensemble(y, pool, options)
+    if not chosen:
+        return _model_based(y, options, f"history of {len(y)} points is shorter than every candidate needs")
+    result = _with_interval(y, chosen, options, FAST_INTERVAL_ORIGINS, None)
+    if options.fast or result.fallback_reason:
+        return result
+    reason = f"history of {len(y)} points too short for selection backtests: fixed ensemble"
+    return SeriesForecast(result.mean, result.lo, result.hi, result.method, reason, backtest_mae=None)
+
+
+def _trim(y: np.ndarray, options: Options) -> np.ndarray:
+    if not options.periods:
+        return y
+    keep = MAX_SEASONS * options.periods[-1] + options.horizon
+    return y[-keep:] if len(y) > keep else y
 
 
 def forecast_series(y: np.ndarray, options: Options) -> SeriesForecast:
-    """Forecast one regular series ``y``; never raises for numeric trouble (falls back instead)."""
+    """Forecast one regular series ``y``; numeric trouble falls back to seasonal naive instead of raising."""
     special = _special_case(y, options)
     if special is not None:
         return special
-    caught: list[str] = []
+    y = _trim(np.asarray(y, dtype=float), options)
     with pywarnings.catch_warnings(record=True) as records:
         pywarnings.simplefilter("always")
         try:
-            prediction, method = _predict(y, options)
-            reason = None
+            result = _forecast(y, options)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-            log.debug("model failed, falling back to seasonal naive: %s", exc)
-            model = SeasonalNaive() if options.periods and len(y) >= options.periods[0] else Naive()
-            prediction = model.fit(y, options.periods).predict(options.horizon, level=options.level)
-            method, reason = model.name, f"{type(exc).__name__}: {exc}"
-    caught = sorted({f"{r.category.__name__}: {r.message}" for r in records})
-    assert prediction.lo is not None and prediction.hi is not None
-    mean = np.maximum(prediction.mean, 0.0)
-    lo = np.clip(prediction.lo, 0.0, mean)
-    hi = np.maximum(prediction.hi, mean)
-    return SeriesForecast(mean, lo, hi, method, reason, tuple(caught))
+            log.debug("forecast failed, falling back to seasonal naive: %s", exc)
+            result = _model_based(y, options, f"{type(exc).__name__}: {exc}")
+    caught = tuple(sorted({f"{r.category.__name__}: {r.message}" for r in records}))
+    mean = np.maximum(result.mean, 0.0)
+    lo = np.clip(result.lo, 0.0, mean)
+    hi = np.maximum(result.hi, mean)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(hi))):
+        return forecast_series_fallback(y, options, "non-finite forecast")
+    return SeriesForecast(mean, lo, hi, result.method, result.fallback_reason or None, caught, result.backtest_mae)
+
+
+def forecast_series_fallback(y: np.ndarray, options: Options, reason: str) -> SeriesForecast:
+    """The seasonal naive forecast with its normal interval, naming ``reason``."""
+    result = _model_based(y, options, reason)
+    return SeriesForecast(np.maximum(result.mean, 0.0), np.maximum(result.lo, 0.0), result.hi, result.method, reason)

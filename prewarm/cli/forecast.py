@@ -16,8 +16,12 @@ from prewarm.errors import InputError
 
 def _print_report(result: object, target: str) -> None:
     report = result.report  # type: ignore[attr-defined]
-    table = Table("method", "series")
+    used: dict[str, int] = {}
     for method, count in report.methods().items():
+        for part in method.split("+"):
+            used[part] = used.get(part, 0) + count
+    table = Table("method", "series using it")
+    for method, count in sorted(used.items(), key=lambda item: (-item[1], item[0])):
         table.add_row(method, f"{count:,}")
     console.print(table)
     for item in report.fallbacks[:10]:
