@@ -76,12 +76,20 @@ def _copy_text(chunk: pd.DataFrame) -> str:
         {
             "model": models,
             "epoch": (chunk[C.TIMESTAMP] - _EPOCH) // pd.Timedelta(seconds=1),
-            "requests": chunk[C.REQUESTS],
-            "p50": chunk[C.P50_MS],
-            "p99": chunk[C.P99_MS],
+            "requests": _compact(chunk[C.REQUESTS]),
+            "p50": _compact(chunk[C.P50_MS]),
+            "p99": _compact(chunk[C.P99_MS]),
         }
     )
     return out.to_csv(sep="\t", header=False, index=False, na_rep="\\N", quoting=csv.QUOTE_NONE, quotechar="\x00")
+
+
+def _compact(values: pd.Series) -> pd.Series:
+    """Whole numbers (request counts, usually) render as integers: exact, and several times faster to format."""
+    finite = values.dropna()
+    if len(finite) and (finite == finite.round()).all() and finite.abs().max() < 2**53:
+        return values.astype("Int64")
+    return values
 
 
 def _upsert_generic(connection: Connection, frame: pd.DataFrame, bucket_seconds: int) -> None:
