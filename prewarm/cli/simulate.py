@@ -1,0 +1,97 @@
+"""``prewarm simulate``: replay telemetry through provisioning policies and compare cold starts with cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from prewarm.cli.output import console, err_console, exits_cleanly
+from prewarm.telemetry import read_telemetry_file
+from scheduling.errors import SimulationError
+from scheduling.experiment import SimulationOptions, parse_policies, run_simulation
+from scheduling.metrics import summary
+from scheduling.plots import plot_simulation
+
+
+def _table(document: dict) -> Table:  # type: ignore[type-arg]
+    table = Table(title=f"{document['models']} models, {document['eval_intervals']} evaluation intervals, lead {document['lead']}")
+    for column in ("policy", "cold fraction", "cold-start events", "replica-hours", "÷ oracle", "seconds"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for name, p in document["policies"].items():
+        ratio = p["replica_hours_vs_oracle"]
+        table.add_row(
+            name,
+            f"{100 * p['cold_fraction']:.2f}%",
+            f"{p['cold_start_events']:,}",
+            f"{p['replica_hours']:,.0f}",
+            "-" if ratio is None else f"{ratio:.2f}x",
+            f"{p['seconds']:.1f}",
+        )
+    return table
+
+
+@exits_cleanly
+def simulate(
+    input: Path = typer.Option(..., "--input", help="Telemetry file (CSV or Parquet, long format timestamp,model,requests)."),
+    eval_intervals: int = typer.Option(..., "--eval-intervals", help="Evaluate the last N intervals; earlier ones are history."),
+    lead: int = typer.Option(1, "--lead", help="Intervals from requesting a replica to it being ready."),
+    replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Replica capacity = p95 of history ÷ this."),
+    replan: int = typer.Option(24, "--replan", help="The forecast policy re-plans every N intervals."),
+    policies: str = typer.Option("all", "--policies", help="'all' or a list: static,keepalive,reactive,histogram,forecast,oracle."),
+    decisions_dir: Path | None = typer.Option(None, "--decisions-dir", help="Write POLICY.csv (model,timestamp,capacity,ready,provisioned) here."),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG figure path (default: simulation.png in --decisions-dir when given)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (with a per-model breakdown)."),
+    keep_alive_minutes: float = typer.Option(10.0, "--keepalive-minutes", help="Keep-alive policy's window (Lambda 10, Azure 20)."),
+    level: float = typer.Option(80.0, "--level", help="Forecast interval level (%) whose upper bound the planner provisions for."),
+    fast_forecast: bool = typer.Option(False, "--fast-forecast", help="Forecast without backtest selection (cheaper re-plans)."),
+    reactive_floor: bool = typer.Option(False, "--reactive-floor", help="Forecast policy never goes below the reactive policy."),
+) -> None:
+    """Simulate provisioning policies on a telemetry trace: cold requests against replica-hours."""
+    if not 0 < level < 100:
+        raise SimulationError(f"--level must be between 0 and 100 (exclusive), got {level}")
+    options = SimulationOptions(
+        eval_intervals=eval_intervals,
+        lead=lead,
+        replicas_at_peak=replicas_at_peak,
+        replan=replan,
+        policies=parse_policies(policies),
+        keep_alive_seconds=keep_alive_minutes * 60.0,
+        forecast_level=level,
+        fast_forecast=fast_forecast,
+        reactive_floor=reactive_floor,
+    )
+    frame = read_telemetry_file(input)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"simulating {name}", total=total)
+            bar.update(tasks[name], completed=done)
+
+        result = run_simulation(frame, options, progress=progress, always_oracle=True)
+    selected = options.policies
+    document = summary(result)
+    document["policies"] = {name: document["policies"][name] for name in selected}
+    if decisions_dir is not None:
+        decisions_dir.mkdir(parents=True, exist_ok=True)
+        for name in selected:
+            result.decisions(name).to_csv(decisions_dir / f"{name}.csv", index=False)
+        plot = plot or decisions_dir / "simulation.png"
+    if plot is not None:
+        plot_simulation(result, plot, title=f"{input.name}: last {eval_intervals} intervals, lead {lead}")
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+        return
+    console.print(_table(document))
+    if decisions_dir is not None:
+        console.print(f"Decisions written to {decisions_dir}/ (one CSV per policy)")
+    if plot is not None:
+        console.print(f"Figure written to {plot}")

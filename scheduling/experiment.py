@@ -1,0 +1,98 @@
+"""Building the policies of a simulation by name and running them on a telemetry frame."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from scheduling.errors import SimulationError
+from scheduling.forecast_policy import ForecastFn, ForecastPolicy, engine_forecast
+from scheduling.histogram import HistogramPolicy
+from scheduling.planner import PlannerConfig
+from scheduling.policies import KeepAlivePolicy, OraclePolicy, Policy, ReactivePolicy, StaticPolicy
+from scheduling.simulator import Progress, SimulationResult, context_for, simulate
+from scheduling.trace import Trace, replica_capacity, trace_from_telemetry
+
+POLICY_NAMES = ("static", "keepalive", "reactive", "histogram", "forecast", "oracle")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationOptions:
+    """The simulator's options (the CLI flags)."""
+
+    eval_intervals: int
+    lead: int = 1
+    replicas_at_peak: float = 4.0
+    replan: int = 24
+    policies: tuple[str, ...] = POLICY_NAMES
+    keep_alive_seconds: float = 600.0
+    forecast_level: float = 80.0
+    fast_forecast: bool = False
+    reactive_floor: bool = False
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+
+
+def parse_policies(text: str) -> tuple[str, ...]:
+    """``all`` or a comma-separated list of policy names, in the canonical order, without duplicates."""
+    if text.strip() == "all":
+        return POLICY_NAMES
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown or not names:
+        what = f"unknown policy {unknown[0]!r}" if unknown else "no policy named"
+        raise SimulationError(f"--policies: {what}; choose 'all' or a comma-separated list of {', '.join(POLICY_NAMES)}")
+    return tuple(n for n in POLICY_NAMES if n in names)
+
+
+def build_policies(
+    trace: Trace, options: SimulationOptions, capacity: np.ndarray, *, forecast_fn: ForecastFn | None = None
+) -> dict[str, Policy]:
+    """The policies named in ``options``, sharing one context; ``forecast_fn`` defaults to the forecasting engine."""
+    if options.replan < 1:
+        raise SimulationError(f"--replan must be at least 1 interval, got {options.replan}")
+    context = context_for(trace, capacity, lead=options.lead)
+    built: dict[str, Policy] = {}
+    for name in options.policies:
+        if name == "static":
+            built[name] = StaticPolicy(context)
+        elif name == "keepalive":
+            built[name] = KeepAlivePolicy(context, keep_alive_seconds=options.keep_alive_seconds)
+        elif name == "reactive":
+            built[name] = ReactivePolicy(context)
+        elif name == "histogram":
+            built[name] = HistogramPolicy(context)
+        elif name == "forecast":
+            fn = forecast_fn or engine_forecast(options.forecast_level, fast=options.fast_forecast)
+            built[name] = ForecastPolicy(
+                context, fn, replan=options.replan, config=options.planner, reactive_floor=options.reactive_floor
+            )
+        elif name == "oracle":
+            built[name] = OraclePolicy(context, trace.demand)
+    return built
+
+
+def run_simulation(
+    telemetry: pd.DataFrame | Trace,
+    options: SimulationOptions,
+    *,
+    forecast_fn: ForecastFn | None = None,
+    progress: Progress | None = None,
+    always_oracle: bool = True,
+) -> SimulationResult:
+    """Simulate ``options.policies`` on a telemetry frame (or a ready :class:`Trace`).
+
+    The oracle always runs when ``always_oracle`` (it is cheap), so replica-hours can be compared with it.
+    """
+    trace = telemetry if isinstance(telemetry, Trace) else trace_from_telemetry(telemetry, eval_intervals=options.eval_intervals)
+    if options.lead < 0:
+        raise SimulationError(f"--lead must be >= 0 intervals, got {options.lead}")
+    capacity = replica_capacity(trace, replicas_at_peak=options.replicas_at_peak)
+    names: Sequence[str] = options.policies
+    if always_oracle and "oracle" not in names:
+        names = (*names, "oracle")
+    run_options = replace(options, policies=tuple(names))
+    policies = build_policies(trace, run_options, capacity, forecast_fn=forecast_fn)
+    return simulate(trace, policies, capacity=capacity, lead=options.lead, progress=progress)

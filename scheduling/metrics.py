@@ -1,0 +1,125 @@
+"""Metrics of a simulation: cold fraction, replica-hours (and their ratio to the oracle's), cold-start events.
+
+A cold-start event is a model-interval with at least one cold request: the moments a user waited for
+a replica to load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+from scheduling.simulator import SimulationResult
+
+ORACLE = "oracle"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyMetrics:
+    """Totals of one policy over the evaluation window."""
+
+    policy: str
+    requests: float
+    cold_requests: float
+    cold_fraction: float
+    replica_hours: float
+    replica_hours_vs_oracle: float | None
+    cold_start_events: int
+    seconds: float
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator > 0 else 0.0
+
+
+def policy_metrics(result: SimulationResult, name: str, *, oracle_hours: float | None = None) -> PolicyMetrics:
+    """Totals of policy ``name``; ``oracle_hours`` gives the replica-hours ratio (None leaves it out)."""
+    out = result.outcomes[name]
+    requests = float(result.eval_demand.sum())
+    cold = float(out.cold.sum())
+    hours = float(out.provisioned.sum() * result.trace.interval_hours)
+    vs_oracle = None
+    if oracle_hours is not None:
+        vs_oracle = _ratio(hours, oracle_hours) if oracle_hours > 0 else (1.0 if hours == 0 else float("inf"))
+    return PolicyMetrics(
+        policy=name,
+        requests=requests,
+        cold_requests=cold,
+        cold_fraction=_ratio(cold, requests),
+        replica_hours=hours,
+        replica_hours_vs_oracle=vs_oracle,
+        cold_start_events=int((out.cold > 0).sum()),
+        seconds=out.seconds,
+    )
+
+
+def per_model(result: SimulationResult, name: str) -> list[dict[str, Any]]:
+    """One dict per model: requests, cold requests, cold fraction, replica-hours, cold-start events."""
+    out = result.outcomes[name]
+    requests = result.eval_demand.sum(axis=1)
+    cold = out.cold.sum(axis=1)
+    hours = out.provisioned.sum(axis=1) * result.trace.interval_hours
+    events = (out.cold > 0).sum(axis=1)
+    return [
+        {
+            "model": model,
+            "capacity": round(float(result.capacity[i]), 6),
+            "requests": float(requests[i]),
+            "cold_requests": round(float(cold[i]), 6),
+            "cold_fraction": round(_ratio(float(cold[i]), float(requests[i])), 6),
+            "replica_hours": round(float(hours[i]), 6),
+            "cold_start_events": int(events[i]),
+        }
+        for i, model in enumerate(result.trace.models)
+    ]
+
+
+def summary(result: SimulationResult, *, per_model_breakdown: bool = True) -> dict[str, Any]:
+    """The ``--json`` document: run facts and, per policy, totals and (optionally) the per-model breakdown."""
+    oracle_hours = None
+    if ORACLE in result.outcomes:
+        oracle_hours = float(result.outcomes[ORACLE].provisioned.sum() * result.trace.interval_hours)
+    policies: dict[str, Any] = {}
+    for name in result.outcomes:
+        m = policy_metrics(result, name, oracle_hours=oracle_hours)
+        entry: dict[str, Any] = {
+            "cold_fraction": round(m.cold_fraction, 6),
+            "replica_hours": round(m.replica_hours, 6),
+            "replica_hours_vs_oracle": None if m.replica_hours_vs_oracle is None else round(m.replica_hours_vs_oracle, 6),
+            "cold_start_events": m.cold_start_events,
+            "cold_requests": round(m.cold_requests, 6),
+            "requests": m.requests,
+            "seconds": round(m.seconds, 3),
+        }
+        if per_model_breakdown:
+            entry["per_model"] = per_model(result, name)
+        policies[name] = entry
+    trace = result.trace
+    return {
+        "models": len(trace.models),
+        "interval_seconds": trace.interval.total_seconds(),
+        "history_intervals": trace.eval_start,
+        "eval_intervals": trace.n_intervals - trace.eval_start,
+        "eval_start": trace.timestamps[trace.eval_start].isoformat(),
+        "lead": result.lead,
+        "requests": float(result.eval_demand.sum()),
+        "policies": policies,
+    }
+
+
+def goals(metrics: dict[str, PolicyMetrics]) -> dict[str, bool | None]:
+    """The benchmark goals: forecast <= 20 % of reactive's cold fraction at <= 1.3x oracle replica-hours,
+    and forecast below histogram's cold fraction at no more replica-hours (None when a policy is missing)."""
+    f, r, h = metrics.get("forecast"), metrics.get("reactive"), metrics.get("histogram")
+    out: dict[str, bool | None] = {"forecast_vs_reactive": None, "forecast_vs_histogram": None}
+    if f and r and f.replica_hours_vs_oracle is not None:
+        out["forecast_vs_reactive"] = bool(
+            f.cold_fraction <= 0.2 * r.cold_fraction and f.replica_hours_vs_oracle <= 1.3 + 1e-9
+        )
+    if f and h:
+        out["forecast_vs_histogram"] = bool(f.cold_fraction < h.cold_fraction and f.replica_hours <= h.replica_hours + 1e-9)
+    return out
+
+
+__all__ = ["ORACLE", "PolicyMetrics", "goals", "per_model", "policy_metrics", "summary"]
