@@ -23,8 +23,18 @@ EXAMPLES = EXAMPLE_FLEET.parent
 
 @pytest.fixture(scope="session")
 def example_specs() -> dict[str, ModelSpec]:
-    """The example fleet's specs by name (artifact URIs point into examples/artifacts)."""
-    return {spec.name: spec for spec in load_fleet(EXAMPLE_FLEET).models}
+    """The example fleet's specs by name, without SLAs (artifact URIs point into examples/artifacts).
+
+    Readiness against an SLA is tested with explicit baselines; on a shared 2-core machine a p99 over 20
+    probes can catch a scheduling stall, which would make every other test flaky.
+    """
+    return {spec.name: spec.model_copy(update={"sla_p99_ms": None}) for spec in load_fleet(EXAMPLE_FLEET).models}
+
+
+def relaxed_example_fleet(folder: Path) -> Path:
+    """A copy of the example fleet without SLAs, with absolute artifact paths."""
+    raw = yaml.safe_load(EXAMPLE_FLEET.read_text())
+    return write_fleet(folder, [raw_entry(m["name"]) for m in raw["models"]])
 
 
 def make_engine(root: Path, **kwargs: Any) -> Engine:
@@ -52,11 +62,12 @@ def write_fleet(folder: Path, models: list[dict[str, Any]]) -> Path:
     return path
 
 
-def raw_entry(name: str, **changes: Any) -> dict[str, Any]:
-    """The example fleet's raw YAML entry for ``name`` with absolute artifact paths, plus ``changes``."""
+def raw_entry(source: str, **changes: Any) -> dict[str, Any]:
+    """The example fleet's raw YAML entry of model ``source``, absolute artifact paths, no SLA, plus ``changes``."""
     raw = yaml.safe_load(EXAMPLE_FLEET.read_text())
-    entry = next(m for m in raw["models"] if m["name"] == name)
+    entry = next(m for m in raw["models"] if m["name"] == source)
     entry["artifact_uri"] = str((EXAMPLES / entry["artifact_uri"]).resolve())
+    entry.pop("sla_p99_ms", None)
     entry.update(changes)
     return entry
 
@@ -69,12 +80,14 @@ def broken_fleet(tmp_path: Path) -> Path:
     with tampered.open("r+b") as handle:
         handle.seek(-4, 2)
         handle.write(b"\x00\x01\x02\x03")
-    good_sha = hashlib.sha256((EXAMPLES / "artifacts" / "reranker.safetensors").read_bytes()).hexdigest()
+    # The cache is content-addressed: a registered sha256 that is already cached loads whatever the URI says,
+    # so the broken entries claim hashes nothing else in the fleet has.
+    claimed = hashlib.sha256(b"the weights as registered").hexdigest()
     return write_fleet(tmp_path / "fleet", [
         raw_entry("reranker"),
         raw_entry("embedder"),
-        raw_entry("reranker", name="tampered", artifact_uri=str(tampered), sha256=good_sha),
-        raw_entry("reranker", name="missing", artifact_uri=str(tmp_path / "nowhere.safetensors")),
+        raw_entry("reranker", name="tampered", artifact_uri=str(tampered), sha256=claimed),
+        raw_entry("reranker", name="missing", artifact_uri=str(tmp_path / "nowhere.safetensors"), sha256="1" * 64),
         raw_entry("reranker", name="badfactory", factory="warmers.no_such_module:build"),
     ])
 
@@ -103,6 +116,6 @@ def start_host(tmp_path: Path) -> Iterator[HostFactory]:
 def example_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One host serving the whole example fleet, shared by a test module (read-only use only)."""
     root = tmp_path_factory.mktemp("example-host")
-    app = create_app(fleet=EXAMPLE_FLEET, engine=make_engine(root))
+    app = create_app(fleet=relaxed_example_fleet(root / "fleet"), engine=make_engine(root))
     with serve_in_thread(app, port=free_port()) as url:
         yield url
