@@ -310,8 +310,8 @@ def provisioned_matrix(result: PlanResult, models: Sequence[str], timestamps: pd
     if not result.rows:
         return out
     position = {m: i for i, m in enumerate(models)}
-    ns = timestamps.asi8
-    width = result.interval.value
+    ns = pd.DatetimeIndex(timestamps).as_unit("ns").asi8
+    width = pd.Timedelta(result.interval).as_unit("ns").value
     for row in result.rows:
         i = position.get(row.model)
         if i is None:
