@@ -100,24 +100,19 @@ def upsert_plan(session: Session, window: PlanWindow, *, forecast_run_id: int | 
     return plan, created
 
 
-def supersede_vanished(
-    session: Session, *, models: Iterable[str], keep_keys: Iterable[str], now: datetime | None = None
-) -> list[WarmPlan]:
-    """Mark open plans of ``models`` whose key is not in ``keep_keys`` and whose window has not started as superseded.
+def supersede_vanished(session: Session, *, models: Iterable[str], keep_keys: Iterable[str]) -> list[WarmPlan]:
+    """Mark open plans of ``models`` whose key is not in ``keep_keys`` as superseded.
 
-    Returns the superseded rows (with their orchestrator run ids) so the caller can cancel those runs.
+    Open means planned or scheduled: its warm run has not started (``warm_model`` marks it running), so the
+    newer forecast's windows replace it. Returns the superseded rows (with their orchestrator run ids) so
+    the caller can cancel those runs.
     """
     model_list = list(models)
     if not model_list:
         return []
     keep = set(keep_keys)
-    now = now or utcnow()
     rows = session.scalars(
-        select(WarmPlan).where(
-            WarmPlan.model.in_(model_list),
-            WarmPlan.status.in_(OPEN_STATUSES),
-            WarmPlan.window_start > now,
-        )
+        select(WarmPlan).where(WarmPlan.model.in_(model_list), WarmPlan.status.in_(OPEN_STATUSES))
     ).all()
     vanished = [row for row in rows if row.idempotency_key not in keep]
     for row in vanished:
@@ -269,6 +264,27 @@ def time_to_ready_history(session: Session, *, models: Iterable[str] | None = No
         if len(values) < last:
             values.append(float(seconds))
     return history
+
+
+def time_to_ready_runs(session: Session, *, models: Iterable[str] | None = None, last: int = 20) -> list[dict[str, Any]]:
+    """The last ``last`` successful runs per model as records of model, device_class and time_to_ready_s.
+
+    The shape ``scheduling.leads.lead_times_from_runs`` takes: lead time per model and device class.
+    """
+    query = (
+        select(WarmRun.model, WarmRun.device_class, WarmRun.time_to_ready_s)
+        .where(WarmRun.ready.is_(True), WarmRun.time_to_ready_s.is_not(None))
+        .order_by(WarmRun.model, WarmRun.finished_at.desc(), WarmRun.id.desc())
+    )
+    if models is not None:
+        query = query.where(WarmRun.model.in_(list(models)))
+    records: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    for model, device_class, seconds in session.execute(query):
+        if counts.get(model, 0) < last:
+            counts[model] = counts.get(model, 0) + 1
+            records.append({"model": model, "device_class": device_class, "time_to_ready_s": float(seconds)})
+    return records
 
 
 def warm_runs_for(session: Session, *, model: str | None = None, plan_ids: Iterable[int] | None = None) -> list[WarmRun]:

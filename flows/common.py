@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from sqlalchemy import Engine
@@ -42,3 +43,21 @@ def artifact_key(*parts: str) -> str:
     """A Prefect artifact key (lowercase letters, digits and dashes) from ``parts``."""
     raw = "-".join(parts).lower()
     return "".join(ch if ch.isalnum() else "-" for ch in raw).strip("-")[:100]
+
+
+def retry_unless(*permanent: type[BaseException]) -> Callable[[Any, Any, Any], bool]:
+    """A ``retry_condition_fn`` that retries every failure except the ``permanent`` exception types.
+
+    Retries are for what may pass next time (a database or bucket that blinked), never for a wrong input.
+    """
+
+    def should_retry(task: Any, task_run: Any, state: Any) -> bool:
+        try:
+            state.result()
+        except permanent:
+            return False
+        except Exception:
+            return True
+        return False
+
+    return should_retry

@@ -27,8 +27,16 @@ from db.models import PlanStatus
 from db.registry import latest_models, spec_of
 from db.session import session_scope
 from db.telemetry import load_telemetry
-from db.warm import PlanWindow, list_plans, set_plan_status, supersede_vanished, time_to_ready_history, upsert_plan
-from flows.common import COOL_DOWN_DEPLOYMENT, WARM_DEPLOYMENT, ModelName, Target, artifact_key, history_engine
+from db.warm import PlanWindow, list_plans, set_plan_status, supersede_vanished, time_to_ready_runs, upsert_plan
+from flows.common import (
+    COOL_DOWN_DEPLOYMENT,
+    WARM_DEPLOYMENT,
+    ModelName,
+    Target,
+    artifact_key,
+    history_engine,
+    retry_unless,
+)
 from forecasting import ForecastReport, ForecastResult, forecast
 from prewarm import columns as C
 from prewarm.fleet import ModelSpec
@@ -70,16 +78,20 @@ def forecast_batch(history: pd.DataFrame, horizon: int, level: float, freq: str)
     return forecast(history, horizon=horizon, level=level, freq=freq, n_jobs=1)
 
 
-def build_task_runner(dask_address: str | None, local_workers: int | None) -> TaskRunner[Any]:
-    """A Dask task runner on ``dask_address`` when given, else a local process pool."""
+def build_task_runner(dask_address: str | None, local_workers: int | None, batches: int) -> TaskRunner[Any]:
+    """A Dask task runner on ``dask_address`` when given, else a local process pool.
+
+    A single batch (or a single worker) runs in a thread: starting worker processes costs seconds each
+    (they import pandas, statsmodels and prefect), more than a small forecast takes.
+    """
     if dask_address:
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError as exc:
             raise ImportError("dask_address needs prefect-dask: pip install 'prewarm[dask]'") from exc
         return DaskTaskRunner(address=dask_address)
-    workers = local_workers or os.cpu_count() or 1
-    if workers == 1:
+    workers = min(local_workers or os.cpu_count() or 1, batches)
+    if workers <= 1:
         return ThreadPoolTaskRunner(max_workers=1)
     return ProcessPoolTaskRunner(max_workers=workers)
 
@@ -110,36 +122,47 @@ def store_forecast(result: ForecastResult, horizon: int, level: float, interval_
 
 
 @task(cache_policy=NO_CACHE)
-def make_plan(frame: pd.DataFrame, specs: list[ModelSpec], now: datetime) -> tuple[list[PlanWindow], list[str]]:
+def make_plan(
+    frame: pd.DataFrame, specs: list[ModelSpec], now: datetime, keep_alive_seconds: float
+) -> tuple[list[PlanWindow], list[str]]:
     """Plan windows from the forecast and the fleet, with lead times from each model's time-to-ready history."""
-    from scheduling import plan_warm_windows
+    from scheduling.leads import lead_times_from_runs
+    from scheduling.planner import PlannerConfig, plan_models_from_fleet, plan_windows
 
     with session_scope(history_engine()) as session:
-        history = time_to_ready_history(session, models=[s.name for s in specs])
-    plan = plan_warm_windows(frame, specs, time_to_ready=history, now=now)
+        runs = time_to_ready_runs(session, models=[s.name for s in specs])
+    plan = plan_windows(
+        frame,
+        plan_models_from_fleet(specs),
+        lead_times=lead_times_from_runs(runs),
+        config=PlannerConfig(keep_alive_s=keep_alive_seconds, interval=pd.Timedelta(get_settings().forecast_interval)),
+        now=pd.Timestamp(now),
+    )
     windows = [
         PlanWindow(
-            model=row.model, version=row.version, window_start=row.start, window_end=row.end,
-            replicas=row.replicas, lead_seconds=row.lead_seconds, idempotency_key=row.idempotency_key,
-            reason=row.reason, expected_demand=row.expected_demand,
+            model=row.model, version=row.version, window_start=row.window_start.to_pydatetime(),
+            window_end=row.end.to_pydatetime(), replicas=row.replicas, lead_seconds=row.lead_seconds,
+            idempotency_key=row.idempotency_key, reason=row.reason, expected_demand=row.expected_demand,
         )
         for row in plan.rows
     ]
-    return windows, [str(item) for item in plan.shortfall]
+    shortfall = [
+        f"{s.model} {s.version} {s.window_start.isoformat()}: {s.placed}/{s.wanted} replicas ({s.reason})"
+        for s in plan.shortfalls
+    ]
+    return windows, shortfall
 
 
 @task(cache_policy=NO_CACHE)
-def store_plans(
-    windows: list[PlanWindow], forecast_run_id: int, models: list[str], now: datetime
-) -> tuple[list[int], list[dict[str, Any]]]:
+def store_plans(windows: list[PlanWindow], forecast_run_id: int, models: list[str]) -> tuple[list[int], list[dict[str, Any]]]:
     """Upsert the plans and supersede vanished windows; returns plan ids and the superseded plans' runs."""
     with session_scope(history_engine()) as session:
         ids = [upsert_plan(session, w, forecast_run_id=forecast_run_id)[0].id for w in windows]
-        vanished = supersede_vanished(session, models=models, keep_keys=[w.idempotency_key for w in windows], now=now)
+        vanished = supersede_vanished(session, models=models, keep_keys=[w.idempotency_key for w in windows])
         return ids, [{"plan_id": p.id, "flow_run_id": p.orchestrator_run_id} for p in vanished]
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless(DeploymentMissingError))
 def schedule_plan_runs(
     plan_ids: list[int], *, target: str, warm_deployment: str, cool_down_deployment: str | None, keep_alive_seconds: float
 ) -> int:
@@ -160,10 +183,10 @@ def schedule_plan_runs(
         try:
             run = _run_once(run_deployment, warm_deployment, parameters, start, plan.idempotency_key)
             if cool_down_deployment:
+                # The plan's end already includes the keep-alive; cool-down skips the unload if a window follows soon.
                 cool = {"model": plan.model, "version": plan.version, "target": target, "plan_id": plan.id,
                         "keep_alive_seconds": keep_alive_seconds}
-                end = plan.window_end + timedelta(seconds=keep_alive_seconds)
-                _run_once(run_deployment, cool_down_deployment, cool, end, f"cool:{plan.idempotency_key}")
+                _run_once(run_deployment, cool_down_deployment, cool, plan.window_end, f"cool:{plan.idempotency_key}")
         except ObjectNotFound as exc:
             raise DeploymentMissingError(
                 f"deployment {warm_deployment!r} or {cool_down_deployment!r} is missing: run `prefect deploy --all`"
@@ -236,17 +259,22 @@ def forecast_and_plan(
     warm_deployment: str = WARM_DEPLOYMENT,
     cool_down_deployment: str | None = COOL_DOWN_DEPLOYMENT,
     keep_alive_seconds: Annotated[float, Field(ge=0)] = 600.0,
+    as_of: datetime | None = None,
 ) -> dict[str, Any]:
-    """Forecast, plan and schedule warm runs for every registered model (or ``models``)."""
+    """Forecast, plan and schedule warm runs for every registered model (or ``models``).
+
+    ``as_of`` plans as if it were that time (a replay, or the demo's compressed day); runs whose start has
+    passed are scheduled immediately.
+    """
     logger = get_run_logger()
-    now = utcnow()
+    now = as_of or utcnow()
     interval = get_settings().forecast_interval
     specs = registered_specs(models)
     names = [s.name for s in specs]
     freq = f"{int(interval.total_seconds())}s"
     batches = load_history(names, models_per_task)
     started = pd.Timestamp.now()
-    with build_task_runner(dask_address, local_workers) as runner:
+    with build_task_runner(dask_address, local_workers, len(batches)) as runner:
         futures = [
             runner.submit(forecast_batch, parameters={"history": b, "horizon": horizon, "level": level, "freq": freq})
             for b in batches
@@ -254,8 +282,8 @@ def forecast_and_plan(
         results = [f.result() for f in futures]
     result = merge_forecasts(results, horizon=horizon, level=level, seconds=(pd.Timestamp.now() - started).total_seconds())
     forecast_run_id = store_forecast(result, horizon, level, int(interval.total_seconds()))
-    windows, shortfall = make_plan(result.frame, specs, now)
-    plan_ids, vanished = store_plans(windows, forecast_run_id, names, now)
+    windows, shortfall = make_plan(result.frame, specs, now, keep_alive_seconds)
+    plan_ids, vanished = store_plans(windows, forecast_run_id, names)
     scheduled = cancelled = 0
     if schedule_runs:
         scheduled = schedule_plan_runs(

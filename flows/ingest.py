@@ -9,23 +9,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from flows.common import history_engine
+from flows.common import history_engine, retry_unless
+from prewarm.errors import InputError
 
 
-def _retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry what may pass next time (an unreachable bucket or database), never a malformed file."""
-    from prewarm.errors import InputError
-
-    try:
-        state.result()
-    except InputError:
-        return False
-    except Exception:
-        return True
-    return False
-
-
-@task(retries=2, retry_delay_seconds=10, retry_condition_fn=_retry_unless_bad_input, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless(InputError), cache_policy=NO_CACHE)
 def ingest_sources_task(sources: list[str]) -> dict[str, Any]:
     """Read and upsert the sources; retried because S3 and the database are remote."""
     from prewarm.ingest import ingest_sources

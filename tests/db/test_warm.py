@@ -19,6 +19,7 @@ from db.warm import (
     set_plan_status,
     supersede_vanished,
     time_to_ready_history,
+    time_to_ready_runs,
     upsert_plan,
 )
 
@@ -72,13 +73,12 @@ def test_replanning_the_same_window_updates_one_row(engine: Engine) -> None:
 
 
 def test_vanished_windows_are_superseded_and_come_back_planned(engine: Engine) -> None:
-    now = T0 - timedelta(hours=1)
     with session_scope(engine) as session:
         keep, _ = upsert_plan(session, _window(hour=8))
         gone, _ = upsert_plan(session, _window(hour=14))
         other, _ = upsert_plan(session, _window(model="ocr", hour=14))
         set_plan_status(session, gone.id, PlanStatus.SCHEDULED, orchestrator_run_id="run-1")
-        vanished = supersede_vanished(session, models=["chat"], keep_keys=[keep.idempotency_key], now=now)
+        vanished = supersede_vanished(session, models=["chat"], keep_keys=[keep.idempotency_key])
         assert [p.id for p in vanished] == [gone.id]
         assert vanished[0].orchestrator_run_id == "run-1"
     with session_scope(engine) as session:
@@ -88,10 +88,13 @@ def test_vanished_windows_are_superseded_and_come_back_planned(engine: Engine) -
         assert not created and back.status is PlanStatus.PLANNED and back.orchestrator_run_id is None
 
 
-def test_started_windows_are_not_superseded(engine: Engine) -> None:
+def test_started_runs_are_not_superseded(engine: Engine) -> None:
     with session_scope(engine) as session:
-        upsert_plan(session, _window(hour=8))
-        assert supersede_vanished(session, models=["chat"], keep_keys=[], now=T0 + timedelta(minutes=5)) == []
+        running, _ = upsert_plan(session, _window(hour=8))
+        done, _ = upsert_plan(session, _window(hour=9))
+        set_plan_status(session, running.id, PlanStatus.RUNNING)
+        set_plan_status(session, done.id, PlanStatus.DONE)
+        assert supersede_vanished(session, models=["chat"], keep_keys=[]) == []
 
 
 def test_unknown_plan_is_named(engine: Engine) -> None:
@@ -162,3 +165,20 @@ def test_next_window_start_skips_the_current_plan(engine: Engine) -> None:
         after = T0 + timedelta(hours=2)
         assert next_window_start(session, "chat", after=T0, exclude_plan_id=current.id) == T0.replace(hour=11)
         assert next_window_start(session, "chat", after=after + timedelta(hours=2)) is None
+
+
+def test_time_to_ready_runs_feed_the_planner_lead_times(engine: Engine) -> None:
+    from scheduling.leads import lead_times_from_runs
+
+    with session_scope(engine) as session:
+        for ttr in (10.0, 20.0):
+            record_warm_run(session, _report(ttr=ttr), trigger=WarmTrigger.SCHEDULED, target="local")
+        record_warm_run(session, _report(ttr=99.0, ready=False), trigger=WarmTrigger.SCHEDULED, target="local")
+    with session_scope(engine) as session:
+        runs = time_to_ready_runs(session, models=["chat"])
+    assert runs == [
+        {"model": "chat", "device_class": "cpu", "time_to_ready_s": 20.0},
+        {"model": "chat", "device_class": "cpu", "time_to_ready_s": 10.0},
+    ]
+    leads = lead_times_from_runs(runs, margin_s=0.0)
+    assert leads.lead("chat", "cpu") == pytest.approx(19.5)
