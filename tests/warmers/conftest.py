@@ -49,7 +49,7 @@ def make_engine(root: Path, **kwargs: Any) -> Engine:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
+def cpu_engine(tmp_path: Path) -> Engine:
     """A fresh CPU engine with 1 GiB of accounted capacity."""
     return make_engine(tmp_path)
 

@@ -30,7 +30,8 @@ def probe(spec: ModelSpec, batch: int = 1) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", ["chat-small", "embedder", "reranker", "ocr-longtail"])
-def test_every_example_model_warms_and_answers(engine: Engine, example_specs: dict[str, ModelSpec], name: str) -> None:
+def test_every_example_model_warms_and_answers(cpu_engine: Engine, example_specs: dict[str, ModelSpec], name: str) -> None:
+    engine = cpu_engine
     spec = example_specs[name]
     report = warm(spec, target=engine)
     assert report.ready, report.reason
@@ -46,7 +47,8 @@ def test_every_example_model_warms_and_answers(engine: Engine, example_specs: di
     assert [o.name for o in entry.loaded.outputs] == ([t.name for t in spec.warmup.outputs] or ["output0"])
 
 
-def test_report_fields_map_onto_warm_run_columns(engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+def test_report_fields_map_onto_warm_run_columns(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+    engine = cpu_engine
     report = engine.warm(example_specs["reranker"])
     data = json.loads(json.dumps(report.to_dict()))
     columns = {c.key for c in sa_inspect(WarmRun).columns}
@@ -56,7 +58,8 @@ def test_report_fields_map_onto_warm_run_columns(engine: Engine, example_specs: 
     assert WarmReport.from_dict(data) == report
 
 
-def test_baseline_and_sla_decide_readiness(engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+def test_baseline_and_sla_decide_readiness(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+    engine = cpu_engine
     spec = example_specs["reranker"]
     before = engine.memory_used_mb
     report = engine.warm(spec, baseline=Baseline(p50_ms=1e-6, tolerance=1.0, slack_ms=0.0))
@@ -72,8 +75,9 @@ def test_baseline_and_sla_decide_readiness(engine: Engine, example_specs: dict[s
 
 
 def test_broken_models_fail_with_their_error_while_others_serve(
-    engine: Engine, example_specs: dict[str, ModelSpec], tmp_path: Path
+    cpu_engine: Engine, example_specs: dict[str, ModelSpec], tmp_path: Path
 ) -> None:
+    engine = cpu_engine
     good = example_specs["reranker"]
     assert engine.warm(good).ready
     other = "0" * 64
@@ -106,7 +110,8 @@ def test_broken_models_fail_with_their_error_while_others_serve(
     assert "tampered" not in {p.name for p in (engine.store.cache_dir / "artifacts").rglob("*")}
 
 
-def test_unload_returns_accounted_memory(engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+def test_unload_returns_accounted_memory(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+    engine = cpu_engine
     before = engine.memory_used_mb
     report = engine.warm(example_specs["embedder"])
     assert engine.memory_used_mb == pytest.approx(before + report.memory_mb)
@@ -137,7 +142,8 @@ def test_lru_eviction_spares_pinned_and_recently_used_models(tmp_path: Path, exa
     assert engine.get("chat-small").state is ModelState.READY
 
 
-def test_a_new_version_replaces_the_old_after_it_is_ready(engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+def test_a_new_version_replaces_the_old_after_it_is_ready(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+    engine = cpu_engine
     v1 = example_specs["reranker"]
     v2 = variant(v1, version="2")
     engine.warm(v1)
@@ -149,7 +155,8 @@ def test_a_new_version_replaces_the_old_after_it_is_ready(engine: Engine, exampl
         engine.get("reranker", "3")
 
 
-def test_warming_a_resident_model_revalidates_it(engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+def test_warming_a_resident_model_revalidates_it(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+    engine = cpu_engine
     spec = example_specs["reranker"]
     engine.warm(spec)
     again = engine.warm(spec)
