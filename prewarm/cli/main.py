@@ -8,6 +8,7 @@ from prewarm.cli import ingest, models
 from prewarm.cli import simulate as simulate_cli
 from prewarm.cli.forecast import forecast_command
 from prewarm.cli import webhook as webhook_cli
+from prewarm.cli.demo import demo as demo_command
 from prewarm.cli.serve import serve
 from prewarm.cli.output import configure_logging
 
@@ -32,3 +33,4 @@ app.add_typer(models.app, name="models")
 app.command("webhook")(webhook_cli.webhook)
 app.command("serve")(serve)
 app.command("simulate")(simulate_cli.simulate)
+app.command("demo")(demo_command)

@@ -1,0 +1,140 @@
+"""The demo's HTML report: per model, recent demand, the forecast with its interval and the planned warm windows,
+then the plan and what each warm run achieved. One self-contained file (the plot is an embedded PNG).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from prewarm import columns as C
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowResult:
+    """One planned window and the warm run that carried it out (latencies None when it did not run)."""
+
+    model: str
+    version: str
+    window_start: datetime
+    window_end: datetime
+    warm_start: datetime
+    replicas: int
+    lead_seconds: float
+    expected_demand: float | None
+    reason: str
+    cold_first_request_ms: float | None = None
+    warm_first_request_ms: float | None = None
+    steady_p99_ms: float | None = None
+    time_to_ready_s: float | None = None
+    ready: bool | None = None
+    detail: str | None = None
+
+    @property
+    def delta_ms(self) -> float | None:
+        """How much faster the first request is warm than cold."""
+        if self.cold_first_request_ms is None or self.warm_first_request_ms is None:
+            return None
+        return self.cold_first_request_ms - self.warm_first_request_ms
+
+
+def forecast_figure_png(history: pd.DataFrame, forecast: pd.DataFrame, windows: Sequence[WindowResult]) -> bytes:
+    """A PNG with one panel per model: observed requests, forecast mean and interval, warm windows shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted(set(forecast[C.MODEL]) | set(history[C.MODEL]))
+    fig, axes = plt.subplots(len(models), 1, figsize=(10, 2.4 * max(len(models), 1)), sharex=True, squeeze=False)
+    for ax, model in zip(axes[:, 0], models, strict=True):
+        seen = history[history[C.MODEL] == model]
+        ahead = forecast[forecast[C.MODEL] == model].sort_values(C.TIMESTAMP)
+        ax.plot(seen[C.TIMESTAMP], seen[C.REQUESTS], color="#555555", linewidth=1, label="observed")
+        if not ahead.empty:
+            ax.plot(ahead[C.TIMESTAMP], ahead[C.YHAT], color="#1f77b4", linewidth=1.5, label="forecast")
+            ax.fill_between(ahead[C.TIMESTAMP], ahead[C.LO], ahead[C.HI], color="#1f77b4", alpha=0.2, label="interval")
+        for i, window in enumerate(w for w in windows if w.model == model):
+            ax.axvspan(window.warm_start, window.window_end, color="#2ca02c", alpha=0.12,
+                       label="warm window" if i == 0 else None)
+            ax.axvline(window.warm_start, color="#2ca02c", linewidth=1, linestyle="--")
+        ax.set_title(model, fontsize=10, loc="left")
+        ax.set_ylabel("requests")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncols=4)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _cell(value: object, fmt: str = "{}") -> str:
+    return "&ndash;" if value is None else html.escape(fmt.format(value))
+
+
+def _rows(windows: Sequence[WindowResult]) -> str:
+    lines = []
+    for w in windows:
+        status = "&ndash;" if w.ready is None else ("ready" if w.ready else "not ready")
+        lines.append(
+            "<tr>"
+            f"<td>{html.escape(w.model)}</td><td>{html.escape(w.version)}</td>"
+            f"<td>{w.window_start:%Y-%m-%d %H:%M} &rarr; {w.window_end:%H:%M}</td>"
+            f"<td>{w.warm_start:%H:%M:%S}</td><td>{w.replicas}</td><td>{w.lead_seconds:.0f} s</td>"
+            f"<td>{_cell(w.expected_demand, '{:.0f}')}</td>"
+            f"<td>{_cell(w.cold_first_request_ms, '{:.1f}')}</td><td>{_cell(w.warm_first_request_ms, '{:.1f}')}</td>"
+            f"<td>{_cell(w.delta_ms, '{:.1f}')}</td><td>{_cell(w.time_to_ready_s, '{:.2f}')}</td>"
+            f"<td class='{status.replace(' ', '-')}'>{status}</td><td>{html.escape(w.detail or w.reason)}</td>"
+            "</tr>"
+        )
+    return "\n".join(lines)
+
+
+def write_report(
+    path: str | Path,
+    *,
+    history: pd.DataFrame,
+    forecast: pd.DataFrame,
+    windows: Sequence[WindowResult],
+    title: str = "prewarm demo",
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write the HTML report to ``path`` (parents created) and return it."""
+    png = base64.b64encode(forecast_figure_png(history, forecast, windows)).decode()
+    note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    document = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }}
+th {{ background: #f3f3f3; }} td:first-child, td:last-child {{ text-align: left; }}
+.ready {{ color: #1a7f37; font-weight: 600; }} .not-ready {{ color: #b42318; font-weight: 600; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<ul>{note_items}</ul>
+<h2>Demand forecast and warm windows</h2>
+<img alt="observed demand, forecast with interval, and warm windows per model" src="data:image/png;base64,{png}">
+<h2>Plan and warm runs</h2>
+<table>
+<thead><tr><th>model</th><th>version</th><th>window</th><th>warm-up starts</th><th>replicas</th><th>lead</th>
+<th>expected requests</th><th>cold first request ms</th><th>warm first request ms</th><th>delta ms</th>
+<th>time to ready s</th><th>readiness</th><th>reason</th></tr></thead>
+<tbody>
+{_rows(windows)}
+</tbody></table>
+</body></html>
+"""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document)
+    return out
