@@ -39,6 +39,29 @@ def _c(name: str, kernel: Kernel, *, log: bool = False, intermittent: bool = Fal
     return Candidate(name, partial(kernel), log, dict(params), intermittent)
 
 
+def _autoregressions(periods: tuple[int, ...]) -> list[Candidate]:
+    """Seasonal AR candidates: short lags plus the lags around one day, two days and one week."""
+    if not periods:
+        return [_c("ar_short", K.seasonal_ar, log=True, lags=(1, 2, 3), fit_window=1000, ridge=1e-7)]
+    d = periods[0]
+    daily = (1, 2, 3, d - 1, d, d + 1, 2 * d)
+    if len(periods) == 1:
+        lags = daily + (3 * d,)
+        return [
+            _c("sar_log", K.seasonal_ar, log=True, lags=lags, fit_window=56 * d, ridge=1e-7),
+            _c("sar_raw", K.seasonal_ar, lags=lags, fit_window=56 * d, ridge=1e-7),
+        ]
+    w = periods[1]
+    lags = daily + (w - 1, w, w + 1)
+    return [
+        _c("sar_log", K.seasonal_ar, log=True, lags=lags, fit_window=8 * w, ridge=1e-7),
+        _c("sar_raw", K.seasonal_ar, lags=lags, fit_window=8 * w, ridge=1e-7),
+        _c("sar_log_wide", K.seasonal_ar, log=True, lags=lags + (2 * d - 1, 2 * d + 1, 3 * d), fit_window=8 * w, ridge=1e-7),
+        _c("sar_log_recent", K.seasonal_ar, log=True, lags=lags, fit_window=3 * w, ridge=1e-7),
+        _c("sar_log_day", K.seasonal_ar, log=True, lags=daily + (3 * d,), fit_window=8 * w, ridge=1e-7),
+    ]
+
+
 def candidate_pool(periods: tuple[int, ...]) -> tuple[Candidate, ...]:
     """Every candidate for a frequency with these seasonal ``periods`` (daily, weekly when whole)."""
     pool: list[Candidate] = []
@@ -70,6 +93,7 @@ def candidate_pool(periods: tuple[int, ...]) -> tuple[Candidate, ...]:
             _c("ar_week2", K.profile_ar, log=True, period=w, k=2),
             _c("mean_week4", K.seasonal_mean, intermittent=True, period=w, k=4),
         ]
+    pool += _autoregressions(periods)
     pool += [
         _c("tsb", K.tsb, intermittent=True),
         _c("croston_sba", K.croston_sba, intermittent=True),

@@ -125,3 +125,34 @@ def croston_sba(x: np.ndarray, h: int, *, alpha: float = 0.1) -> np.ndarray | No
         s += alpha * (size - s)
         q += alpha * (gap - q)
     return np.full(h, (1.0 - alpha / 2.0) * s / q)
+
+
+def seasonal_ar(x: np.ndarray, h: int, *, lags: tuple[int, ...], fit_window: int, ridge: float = 1e-3) -> np.ndarray | None:
+    """Linear autoregression on the given ``lags`` (short and seasonal), fitted by ridge least squares.
+
+    Fitted on the last ``fit_window`` points, then iterated forward: each forecast feeds the next
+    step's short lags. A cheap stand-in for a seasonal ARIMA that also follows local level changes.
+    """
+    n = len(x)
+    longest = max(lags)
+    m = min(fit_window, n - longest)
+    if m < 4 * len(lags) + 8:
+        return None
+    rows = np.arange(n - m, n)
+    design = np.column_stack([np.ones(m)] + [x[rows - lag] for lag in lags])
+    center = float(np.mean(x[rows]))
+    design[:, 1:] -= center
+    gram = design.T @ design + ridge * m * np.eye(design.shape[1])
+    gram[0, 0] -= ridge * m  # leave the intercept unpenalised
+    coef = np.linalg.solve(gram, design.T @ (x[rows] - center))
+    buffer = np.concatenate([x - center, np.zeros(h)])
+    for step in range(h):
+        t = n + step
+        buffer[t] = coef[0] + sum(c * buffer[t - lag] for c, lag in zip(coef[1:], lags, strict=True))
+    out = buffer[n:] + center
+    # an explosive fit leaves the range the series has shown: such a model is not used
+    recent = x[rows]
+    spread = float(recent.max() - recent.min())
+    if not np.all(np.isfinite(out)) or out.max() > recent.max() + spread or out.min() < recent.min() - spread:
+        return None
+    return out

@@ -23,10 +23,14 @@ INTERMITTENT_ZERO_SHARE = 0.3  # intermittent-demand candidates join the pool ab
 SELECTION_ORIGINS = 8
 INTERVAL_ORIGINS = 20
 FAST_INTERVAL_ORIGINS = 8
-TOP = 3
+TOP = 4
 MIN_INTERVAL_ERRORS = 2  # origins needed before backtest errors replace the model-based interval
+# Backtest errors understate future errors a little (the chosen methods won on those very origins, and
+# a series drifts): widening by this factor brought coverage to ~0.95 on rolling origins inside the
+# M4 hourly train set (docs/forecasting.md), never on its test set.
+INTERVAL_INFLATION = 1.15
 MAX_SEASONS = 12  # history beyond this many of the longest season adds cost, not accuracy
-FAST_ENSEMBLE = ("level_week2", "level_day7", "ar_day1")
+FAST_ENSEMBLE = ("sar_log", "sar_raw", "level_week2", "ar_day7")
 FAST_INTERMITTENT = ("mean_day28", "tsb")
 
 
@@ -125,6 +129,7 @@ def _with_interval(
         reason = f"history of {len(y)} points too short to calibrate the interval: {fallback.method} interval"
         return SeriesForecast(mean, mean - width_lo, mean + width_hi, method, reason, backtest_mae=mae)
     lo, hi = conformal_offsets(errors, options.level)
+    lo, hi = lo * INTERVAL_INFLATION, hi * INTERVAL_INFLATION
     return SeriesForecast(mean, mean + lo, mean + hi, method, None, backtest_mae=mae)
 
 
