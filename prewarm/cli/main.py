@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from prewarm.cli import ingest, models
+from prewarm.cli import plan as plan_cli
 from prewarm.cli import simulate as simulate_cli
 from prewarm.cli.forecast import forecast_command
 from prewarm.cli import webhook as webhook_cli
@@ -33,4 +34,5 @@ app.add_typer(models.app, name="models")
 app.command("webhook")(webhook_cli.webhook)
 app.command("serve")(serve)
 app.command("simulate")(simulate_cli.simulate)
+app.command("plan")(plan_cli.plan)
 app.command("demo")(demo_command)
