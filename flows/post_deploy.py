@@ -8,11 +8,12 @@ non-zero.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from pydantic import Field
 
 from db.base import utcnow
 from db.registry import list_models
@@ -37,6 +38,19 @@ def previous_version(model: str, version: str) -> str | None:
         return versions[-1] if versions else None
     index = versions.index(version)
     return versions[index - 1] if index > 0 else None
+
+
+@task(cache_policy=NO_CACHE)
+def ensure_registered(model: str, version: str, artifact_uri: str | None, sha256: str | None) -> None:
+    """Register ``version`` from the previous version's spec when nobody did (a Prefect Cloud webhook does not)."""
+    from prewarm.webhook import ModelDeployed, register_version
+
+    with session_scope(history_engine()) as session:
+        known = any(row.name == model and row.version == version for row in list_models(session))
+    if known and artifact_uri is None and sha256 is None:
+        return
+    deployed = ModelDeployed(model=model, version=version, artifact_uri=artifact_uri, sha256=sha256)
+    register_version(history_engine(), deployed)
 
 
 @task(cache_policy=NO_CACHE)
@@ -65,10 +79,21 @@ def emit_verdict(report: dict[str, Any], *, passed: bool, previous: str | None, 
 
 
 @flow(name="post-deploy-warm")
-def post_deploy_warm(model: ModelName, version: Version, target: Target = "local") -> dict[str, Any]:
-    """Warm ``model`` ``version`` on ``target``, judge it by the previous version's runs, record and emit the verdict."""
+def post_deploy_warm(
+    model: ModelName,
+    version: Version,
+    target: Target = "local",
+    artifact_uri: str | None = None,
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None,
+) -> dict[str, Any]:
+    """Warm ``model`` ``version`` on ``target``, judge it by the previous version's runs, record and emit the verdict.
+
+    An unregistered ``version`` is registered first from the previous version's spec (with ``artifact_uri``
+    and ``sha256`` when given), so a trigger that skips prewarm's webhook still works.
+    """
     logger = get_run_logger()
     started_at = utcnow()
+    ensure_registered(model, version, artifact_uri, sha256)
     spec = load_spec(model, version)
     previous = previous_version(model, version)
     baseline = load_baseline(spec, version=previous or version, device_class=target_device_class(target))

@@ -113,3 +113,15 @@ def test_post_deploy_fails_the_run_when_the_new_version_misses_its_sla(
     with session_scope(history_db) as session:
         run = session.scalars(select(WarmRun).where(WarmRun.version == "3")).one()
         assert run.report["validation"]["passed"] is False and not run.ready
+
+
+def test_post_deploy_registers_an_unknown_version_from_the_previous_one(
+    history_db: Engine, registered: ModelSpec
+) -> None:
+    result = post_deploy_warm(registered.name, "7")  # as a Prefect Cloud webhook's trigger would start it
+    assert result["ready"] is True and result["version"] == "7"
+    with session_scope(history_db) as session:
+        from db.registry import get_model
+
+        row = get_model(session, registered.name, "7")
+        assert row is not None and row.sha256 == registered.sha256
