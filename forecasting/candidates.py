@@ -22,6 +22,7 @@ class Candidate:
     log: bool = False
     params: dict[str, object] = field(default_factory=dict)
     intermittent: bool = False
+    expensive: bool = False
 
     def path(self, y: np.ndarray, h: int) -> np.ndarray | None:
         """Forecast ``h`` steps of ``y`` on the original scale, clipped at zero; None when too short."""
@@ -35,8 +36,16 @@ class Candidate:
         return np.maximum(out, 0.0)
 
 
-def _c(name: str, kernel: Kernel, *, log: bool = False, intermittent: bool = False, **params: object) -> Candidate:
-    return Candidate(name, partial(kernel), log, dict(params), intermittent)
+def _c(
+    name: str,
+    kernel: Kernel,
+    *,
+    log: bool = False,
+    intermittent: bool = False,
+    expensive: bool = False,
+    **params: object,
+) -> Candidate:
+    return Candidate(name, partial(kernel), log, dict(params), intermittent, expensive)
 
 
 def _autoregressions(periods: tuple[int, ...]) -> list[Candidate]:
@@ -98,9 +107,20 @@ def candidate_pool(periods: tuple[int, ...]) -> tuple[Candidate, ...]:
         _c("tsb", K.tsb, intermittent=True),
         _c("croston_sba", K.croston_sba, intermittent=True),
     ]
+    if periods:
+        # statsmodels models: ten to a hundred times the cost of the kernels above, only by name
+        pool += [
+            _c("mstl_ets", K.mstl_ets, log=True, expensive=True, periods=periods),
+            _c("holt_winters", K.holt_winters, log=True, expensive=True, period=periods[0]),
+        ]
     return tuple(pool)
 
 
 def candidate_names(periods: tuple[int, ...]) -> tuple[str, ...]:
     """Names of the pool for these periods (for ``methods=`` validation and docs)."""
     return tuple(c.name for c in candidate_pool(periods))
+
+
+def default_pool(periods: tuple[int, ...], *, sparse: bool) -> tuple[Candidate, ...]:
+    """The pool a series gets without ``methods=``: no expensive models; intermittent ones when sparse."""
+    return tuple(c for c in candidate_pool(periods) if not c.expensive and (sparse or not c.intermittent))

@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
+from forecasting.candidates import candidate_names
 from forecasting.errors import ForecastingError
 from forecasting.result import METHOD, ForecastReport, ForecastResult, SeriesReport
 from forecasting.series import Series, freq_delta, infer_freq, seasonal_periods, split_series
@@ -28,6 +29,16 @@ def _validate(horizon: int, level: float, n_jobs: int) -> None:
         raise ForecastingError(f"level must be a percentage strictly between 0 and 100, got {level!r}")
     if n_jobs < 1:
         raise ForecastingError(f"n_jobs must be at least 1, got {n_jobs!r}")
+
+
+def _check_methods(methods: Sequence[str], periods: tuple[int, ...]) -> None:
+    known = candidate_names(periods)
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise ForecastingError(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'} for this frequency; "
+            f"choose from: {', '.join(known)}"
+        )
 
 
 def _run_chunk(values: list[np.ndarray], options: Options) -> list[SeriesForecast]:
@@ -91,6 +102,8 @@ def forecast(
     _validate(horizon, level, n_jobs)
     started = time.perf_counter()
     delta = freq_delta(freq) if freq is not None else infer_freq(frame) if not frame.empty else freq_delta("h")
+    if methods is not None:
+        _check_methods(methods, seasonal_periods(delta))
     series = split_series(frame, delta)
     options = Options(
         horizon=int(horizon),

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from forecasting.candidates import Candidate, candidate_pool
-from forecasting.models import Naive, SeasonalNaive
+from forecasting.candidates import Candidate, candidate_pool, default_pool
+from forecasting.models import Naive, Prediction, SeasonalNaive
 from forecasting.selection import combination_errors, conformal_offsets, origins, run_backtests
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ INTERMITTENT_ZERO_SHARE = 0.3  # intermittent-demand candidates join the pool ab
 SELECTION_ORIGINS = 8
 INTERVAL_ORIGINS = 20
 FAST_INTERVAL_ORIGINS = 8
+EXPENSIVE_ORIGINS = (3, 6)  # selection and interval origins when a statsmodels candidate is in the pool
 TOP = 4
 MIN_INTERVAL_ERRORS = 2  # origins needed before backtest errors replace the model-based interval
 # Backtest errors understate future errors a little (the chosen methods won on those very origins, and
@@ -83,11 +84,9 @@ def _special_case(y: np.ndarray, options: Options) -> SeriesForecast | None:
 
 
 def _pool(y: np.ndarray, options: Options) -> tuple[Candidate, ...]:
-    pool = candidate_pool(options.periods)
     if options.methods is not None:
-        return tuple(c for c in pool if c.name in options.methods)
-    sparse = float(np.mean(y == 0)) >= INTERMITTENT_ZERO_SHARE
-    return tuple(c for c in pool if sparse or not c.intermittent)
+        return tuple(c for c in candidate_pool(options.periods) if c.name in options.methods)
+    return default_pool(options.periods, sparse=float(np.mean(y == 0)) >= INTERMITTENT_ZERO_SHARE)
 
 
 def _step(options: Options) -> int:
@@ -106,7 +105,7 @@ def _model_based(y: np.ndarray, options: Options, reason: str) -> SeriesForecast
 def _fixed_ensemble(y: np.ndarray, pool: tuple[Candidate, ...], options: Options) -> tuple[Candidate, ...]:
     sparse = float(np.mean(y == 0)) >= INTERMITTENT_ZERO_SHARE
     wanted = FAST_INTERMITTENT if sparse and options.methods is None else FAST_ENSEMBLE
-    named = [c for c in pool if c.name in wanted]
+    named = [c for c in pool if c.name in wanted] if options.methods is None else list(pool)
     usable = tuple(c for c in named if c.path(y, 1) is not None)
     if usable:
         return usable
@@ -137,16 +136,18 @@ def _forecast(y: np.ndarray, options: Options) -> SeriesForecast:
     pool = _pool(y, options)
     if not pool:
         return _model_based(y, options, "no candidate method selected")
+    expensive = any(c.expensive for c in pool)
+    n_select, n_interval = EXPENSIVE_ORIGINS if expensive else (SELECTION_ORIGINS, INTERVAL_ORIGINS)
     if not options.fast:
-        cuts = origins(len(y), options.horizon, count=SELECTION_ORIGINS, step=_step(options), min_train=MIN_POINTS)
+        cuts = origins(len(y), options.horizon, count=n_select, step=_step(options), min_train=MIN_POINTS)
         backtest = run_backtests(y, pool, options.horizon, cuts, top=TOP) if cuts else None
         if backtest is not None:
             chosen = tuple(c for c in pool if c.name in backtest.chosen)
-            return _with_interval(y, chosen, options, INTERVAL_ORIGINS, backtest.mae)
+            return _with_interval(y, chosen, options, n_interval, backtest.mae)
     chosen = _fixed_ensemble(y, pool, options)
     if not chosen:
         return _model_based(y, options, f"history of {len(y)} points is shorter than every candidate needs")
-    result = _with_interval(y, chosen, options, FAST_INTERVAL_ORIGINS, None)
+    result = _with_interval(y, chosen, options, min(FAST_INTERVAL_ORIGINS, n_interval), None)
     if options.fast or result.fallback_reason:
         return result
     reason = f"history of {len(y)} points too short for selection backtests: fixed ensemble"
@@ -186,3 +187,34 @@ def forecast_series_fallback(y: np.ndarray, options: Options, reason: str) -> Se
     """The seasonal naive forecast with its normal interval, naming ``reason``."""
     result = _model_based(y, options, reason)
     return SeriesForecast(np.maximum(result.mean, 0.0), np.maximum(result.lo, 0.0), result.hi, result.method, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _FittedAuto:
+    y: np.ndarray
+    periods: tuple[int, ...]
+    fast: bool
+    methods: tuple[str, ...] | None
+
+    def predict(self, horizon: int, *, level: float | None = None) -> Prediction:
+        options = Options(horizon, 95.0 if level is None else level, self.periods, self.fast, self.methods)
+        result = forecast_series(self.y, options)
+        return Prediction(result.mean) if level is None else Prediction(result.mean, result.lo, result.hi)
+
+
+@dataclass(frozen=True, slots=True)
+class AutoForecaster:
+    """The whole per-series pipeline (selection, combination, calibrated interval) as a :class:`Model`.
+
+    Backtests depend on the horizon, so ``fit`` only keeps the history and ``predict`` does the work.
+    """
+
+    fast: bool = False
+    methods: tuple[str, ...] | None = None
+    name: str = "auto"
+
+    def min_length(self, periods: tuple[int, ...]) -> int:
+        return 1
+
+    def fit(self, y: np.ndarray, periods: tuple[int, ...]) -> _FittedAuto:
+        return _FittedAuto(np.asarray(y, dtype=float), periods, self.fast, self.methods)
