@@ -16,15 +16,12 @@ idle intervals is requested ``lead`` intervals before.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from scheduling.policies import PolicyContext, reactive_target
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

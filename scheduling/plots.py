@@ -51,11 +51,14 @@ def _scatter(ax, result: SimulationResult) -> None:  # noqa: ANN001 (matplotlib 
     oracle_hours = None
     if ORACLE in result.outcomes:
         oracle_hours = float(result.outcomes[ORACLE].provisioned.sum() * result.trace.interval_hours)
+    points: dict[tuple[float, float], list[str]] = {}
     for name in result.outcomes:
         m = policy_metrics(result, name, oracle_hours=oracle_hours)
         x = m.replica_hours_vs_oracle if m.replica_hours_vs_oracle is not None else m.replica_hours
-        ax.scatter([x], [100 * m.cold_fraction], s=60)
-        ax.annotate(name, (x, 100 * m.cold_fraction), textcoords="offset points", xytext=(6, 4))
+        points.setdefault((round(x, 6), round(100 * m.cold_fraction, 6)), []).append(name)
+    for (x, y), names in points.items():
+        ax.scatter([x], [y], s=60)
+        ax.annotate(" = ".join(names), (x, y), textcoords="offset points", xytext=(6, 4))
     ax.set_xlabel("replica-hours ÷ oracle's" if oracle_hours else "replica-hours")
     ax.set_ylabel("cold requests (% of all requests)")
     ax.set_title("Cold fraction against cost, per policy")

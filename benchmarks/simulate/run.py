@@ -8,7 +8,8 @@ Usage: python benchmarks/simulate/run.py [--dataset m4|synthetic|both] [--levels
 
 Every policy of ``prewarm simulate`` runs with lead 1 interval, 4 replicas at peak and re-planning every
 24 intervals; the forecast policy runs once per ``--levels`` entry (the interval level whose upper bound
-the planner provisions for). Writes ``results/<dataset>.json`` (totals and per-model breakdown),
+the planner provisions for). Writes ``results/<dataset>.json`` (totals and goals),
+``results/<dataset>_per_model.csv.gz`` (the per-model breakdown of every policy),
 ``results/<dataset>.md`` (the table in docs/benchmarks.md) and ``results/<dataset>.png``.
 """
 
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -33,6 +35,7 @@ from scheduling.datasets import m4_hourly_telemetry  # noqa: E402
 from scheduling.experiment import POLICY_NAMES, SimulationOptions, build_policies  # noqa: E402
 from scheduling.forecast_policy import ForecastPolicy, engine_forecast  # noqa: E402
 from scheduling.metrics import ORACLE, goals, policy_metrics, summary  # noqa: E402
+from scheduling.metrics import per_model as breakdown  # noqa: E402
 from scheduling.plots import plot_simulation  # noqa: E402
 from scheduling.simulator import SimulationResult, context_for, simulate  # noqa: E402
 from scheduling.trace import Trace, replica_capacity, trace_from_telemetry  # noqa: E402
@@ -113,7 +116,7 @@ def main() -> None:
         started = time.perf_counter()
         result = run(trace, levels, fast=args.fast_forecast, n_jobs=args.n_jobs)
         wall = time.perf_counter() - started
-        document = summary(result)
+        document = summary(result, per_model_breakdown=False)
         oracle_hours = float(result.outcomes[ORACLE].provisioned.sum() * trace.interval_hours)
         metrics = {n: policy_metrics(result, n, oracle_hours=oracle_hours) for n in result.outcomes}
         document["goals"] = {
@@ -124,6 +127,10 @@ def main() -> None:
         document["command"] = " ".join(["python", "benchmarks/simulate/run.py", *sys.argv[1:]])
         document["wall_seconds"] = round(wall, 1)
         (RESULTS / f"{dataset}.json").write_text(json.dumps(document, indent=1))
+        per_model = pd.concat(
+            [pd.DataFrame(breakdown(result, name)).assign(policy=name) for name in result.outcomes], ignore_index=True
+        )
+        per_model.to_csv(RESULTS / f"{dataset}_per_model.csv.gz", index=False)
         md = table(result, sparse, levels[0])
         (RESULTS / f"{dataset}.md").write_text(md + "\n")
         plot_simulation(result, RESULTS / f"{dataset}.png", title=f"{dataset}: {len(trace.models)} models, "

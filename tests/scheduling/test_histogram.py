@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from prewarm import columns as C
 from scheduling.histogram import HistogramConfig, HistogramPolicy, forecast_idle_time, warm_window
