@@ -10,6 +10,7 @@ place; windows that vanished are superseded and their scheduled runs cancelled.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from datetime import datetime, timedelta
@@ -165,45 +166,72 @@ def store_plans(windows: list[PlanWindow], forecast_run_id: int, models: list[st
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless(DeploymentMissingError))
 def schedule_plan_runs(
-    plan_ids: list[int], *, target: str, warm_deployment: str, cool_down_deployment: str | None, keep_alive_seconds: float
+    plan_ids: list[int], *, target: str, warm_deployment: str, cool_down_deployment: str | None,
+    keep_alive_seconds: float, api_concurrency: int = 16,
 ) -> int:
-    """Create a ``warm-model`` run per unscheduled plan at start minus lead (idempotent), and its cool-down run."""
-    from prefect.deployments import run_deployment
+    """Create a ``warm-model`` run per unscheduled plan at start minus lead (idempotent), and its cool-down run.
+
+    Runs are created ``api_concurrency`` at a time; the plans are marked scheduled in one transaction.
+    """
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    return run_coro_as_sync(
+        _schedule(plan_ids, target=target, warm_deployment=warm_deployment, cool_down_deployment=cool_down_deployment,
+                  keep_alive_seconds=keep_alive_seconds, api_concurrency=api_concurrency)
+    )
+
+
+async def _schedule(
+    plan_ids: list[int], *, target: str, warm_deployment: str, cool_down_deployment: str | None,
+    keep_alive_seconds: float, api_concurrency: int,
+) -> int:
+    from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
     now = utcnow()
+    wanted = set(plan_ids)
     with session_scope(history_engine()) as session:
-        plans = [p for p in list_plans(session, statuses=[PlanStatus.PLANNED]) if p.id in set(plan_ids)]
-    scheduled = 0
-    for plan in plans:
-        start = max(now, plan.window_start - timedelta(seconds=plan.lead_seconds))
-        parameters = {
-            "model": plan.model, "version": plan.version, "replicas": plan.replicas, "target": target,
-            "trigger": "scheduled", "plan_id": plan.id,
-        }
+        plans = [p for p in list_plans(session, statuses=[PlanStatus.PLANNED]) if p.id in wanted]
+    if not plans:
+        return 0
+    gate = asyncio.Semaphore(api_concurrency)
+    async with get_client() as client:
         try:
-            run = _run_once(run_deployment, warm_deployment, parameters, start, plan.idempotency_key)
-            if cool_down_deployment:
-                # The plan's end already includes the keep-alive; cool-down skips the unload if a window follows soon.
-                cool = {"model": plan.model, "version": plan.version, "target": target, "plan_id": plan.id,
-                        "keep_alive_seconds": keep_alive_seconds}
-                _run_once(run_deployment, cool_down_deployment, cool, plan.window_end, f"cool:{plan.idempotency_key}")
+            warm = await client.read_deployment_by_name(warm_deployment)
+            cool = await client.read_deployment_by_name(cool_down_deployment) if cool_down_deployment else None
         except ObjectNotFound as exc:
             raise DeploymentMissingError(
                 f"deployment {warm_deployment!r} or {cool_down_deployment!r} is missing: run `prefect deploy --all`"
                 " from the repository root, or pass schedule_runs=false to plan without scheduling"
             ) from exc
-        with session_scope(history_engine()) as session:
-            set_plan_status(session, plan.id, PlanStatus.SCHEDULED, orchestrator_run_id=str(run.id))
-        scheduled += 1
-    return scheduled
+
+        async def schedule(plan: Any) -> tuple[int, str]:
+            parameters = {"model": plan.model, "version": plan.version, "replicas": plan.replicas, "target": target,
+                          "trigger": "scheduled", "plan_id": plan.id}
+            start = max(now, plan.window_start - timedelta(seconds=plan.lead_seconds))
+            async with gate:
+                run = await _create_once(client, warm.id, parameters, start, plan.idempotency_key)
+                if cool is not None:
+                    # The plan's end already includes the keep-alive; cool-down skips the unload if a window follows.
+                    cool_parameters = {"model": plan.model, "version": plan.version, "target": target,
+                                       "plan_id": plan.id, "keep_alive_seconds": keep_alive_seconds}
+                    await _create_once(client, cool.id, cool_parameters, plan.window_end, f"cool:{plan.idempotency_key}")
+            return plan.id, str(run.id)
+
+        created = await asyncio.gather(*(schedule(plan) for plan in plans))
+    with session_scope(history_engine()) as session:
+        for plan_id, run_id in created:
+            set_plan_status(session, plan_id, PlanStatus.SCHEDULED, orchestrator_run_id=run_id)
+    return len(created)
 
 
-def _run_once(run_deployment: Any, name: str, parameters: dict[str, Any], when: datetime, key: str) -> Any:
-    """A run of ``name`` under idempotency ``key``; a key whose run was cancelled gets a numbered successor."""
+async def _create_once(client: Any, deployment_id: Any, parameters: dict[str, Any], when: datetime, key: str) -> Any:
+    """A run under idempotency ``key``; a key whose run was cancelled gets a numbered successor."""
+    from prefect.states import Scheduled
+
     for attempt in range(20):
-        run = run_deployment(
-            name, parameters=parameters, scheduled_time=when, timeout=0, as_subflow=False,
+        run = await client.create_flow_run_from_deployment(
+            deployment_id, parameters=parameters, state=Scheduled(scheduled_time=when),
             idempotency_key=key if attempt == 0 else f"{key}:{attempt}",
         )
         if run.state is None or run.state.type.value not in TERMINAL_CANCELLED:
@@ -212,23 +240,31 @@ def _run_once(run_deployment: Any, name: str, parameters: dict[str, Any], when: 
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def cancel_runs(vanished: list[dict[str, Any]]) -> int:
+def cancel_runs(vanished: list[dict[str, Any]], api_concurrency: int = 16) -> int:
     """Cancel the scheduled runs of superseded plans; returns how many were cancelled."""
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    return run_coro_as_sync(_cancel(vanished, api_concurrency))
+
+
+async def _cancel(vanished: list[dict[str, Any]], api_concurrency: int) -> int:
     from prefect import get_client
     from prefect.states import Cancelled
 
-    cancelled = 0
-    with get_client(sync_client=True) as client:
-        for item in vanished:
-            if not item["flow_run_id"]:
-                continue
-            run = client.read_flow_run(item["flow_run_id"])
-            if run.state is not None and run.state.is_scheduled():
-                client.set_flow_run_state(
-                    run.id, Cancelled(message=f"plan {item['plan_id']} superseded by a newer forecast"), force=True
-                )
-                cancelled += 1
-    return cancelled
+    gate = asyncio.Semaphore(api_concurrency)
+    async with get_client() as client:
+
+        async def cancel(item: dict[str, Any]) -> bool:
+            async with gate:
+                run = await client.read_flow_run(item["flow_run_id"])
+                if run.state is None or not run.state.is_scheduled():
+                    return False
+                message = f"plan {item['plan_id']} superseded by a newer forecast"
+                await client.set_flow_run_state(run.id, Cancelled(message=message), force=True)
+                return True
+
+        done = await asyncio.gather(*(cancel(item) for item in vanished if item["flow_run_id"]))
+    return sum(done)
 
 
 @task(cache_policy=NO_CACHE)
