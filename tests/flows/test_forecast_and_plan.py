@@ -105,3 +105,14 @@ def test_scheduled_runs_are_not_duplicated_and_vanished_windows_are_cancelled(fl
     live = [r for r in by_id.values() if r.state.is_scheduled()]
     assert len(live) == moved["windows"]
     assert all(r.expected_start_time <= datetime.now(UTC) + timedelta(seconds=5) for r in live)  # past starts run now
+
+
+def test_batches_run_on_a_dask_cluster_when_one_is_given(fleet_history: Engine) -> None:
+    distributed = pytest.importorskip("distributed")
+    local = forecast_and_plan(schedule_runs=False, as_of=AS_OF)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        on_dask = forecast_and_plan(
+            schedule_runs=False, as_of=AS_OF, models_per_task=2, dask_address=cluster.scheduler_address
+        )
+    assert on_dask["batches"] == 2
+    assert on_dask["plan_ids"] == local["plan_ids"]  # same windows, same idempotency keys
