@@ -1,21 +1,33 @@
 """The compile-artifact cache: ``torch.compile`` results saved to and restored from the artifact store.
 
-Entries are keyed by the model's sha256, the torch version, the device capability and the compile mode, and
-live under ``<artifact root>/compile-cache/<key>.bin``. ``torch.compiler.save_cache_artifacts`` collects what
-this process compiled so far, so an entry may hold more than one model's kernels: harmless on restore.
+An entry is a zip with two parts: ``mega.bin``, what ``torch.compiler.save_cache_artifacts`` returns (the
+FX graph, AOTAutograd and autotuning caches, and Triton kernels on GPU), and ``kernels/...``, the files the
+compile added to the inductor cache directory. The second part matters on CPU: the mega-cache holds the
+generated C++ source but not the shared objects g++ built from it, so without them a "hit" still spends most
+of the cold time compiling C++. Entries are keyed by the model's sha256, the torch version, the device
+capability and the compile mode, and live under ``<artifact root>/compile-cache/<key>.bin``.
+
+``save_cache_artifacts`` collects what this process compiled so far, so ``mega.bin`` may hold more than one
+model's graphs: harmless on restore.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import os
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import torch
 
 from warmers.artifacts import ArtifactStore, join_uri
 
 logger = logging.getLogger(__name__)
+
+Snapshot = dict[str, int]
 
 
 def compile_key(sha256: str, capability: str, mode: str) -> str:
@@ -29,24 +41,67 @@ def compile_cache_uri(root: str, key: str) -> str:
     return join_uri(root, "compile-cache", f"{key}.bin")
 
 
+def inductor_dir() -> Path:
+    """The inductor cache directory of this process (``TORCHINDUCTOR_CACHE_DIR`` or torch's default)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return Path(cache_dir())
+
+
+def snapshot() -> Snapshot:
+    """Files of the inductor cache directory and their modification times, to find what a compile added."""
+    root = inductor_dir()
+    if not root.exists():
+        return {}
+    return {
+        str(path.relative_to(root)): path.stat().st_mtime_ns
+        for path in root.rglob("*")
+        if path.is_file() and path.relative_to(root).parts[0] != "locks"
+    }
+
+
 def restore(store: ArtifactStore, uri: str) -> bool:
-    """Load the compile artifacts stored at ``uri`` into this process; True on a hit."""
+    """Install the compile artifacts stored at ``uri`` into this process; True on a hit."""
     blob = store.read_blob(uri)
     if blob is None:
         return False
-    torch.compiler.load_cache_artifacts(blob)
+    root = inductor_dir()
+    with zipfile.ZipFile(io.BytesIO(blob)) as bundle:
+        for name in bundle.namelist():
+            if not name.startswith("kernels/"):
+                continue
+            relative = PurePosixPath(name.removeprefix("kernels/"))
+            if relative.is_absolute() or ".." in relative.parts:
+                logger.warning("skipping %s in %s: it points outside the inductor cache", name, uri)
+                continue
+            target = root.joinpath(*relative.parts)
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+            partial.write_bytes(bundle.read(name))
+            os.replace(partial, target)
+        mega = bundle.read("mega.bin")
+    torch.compiler.load_cache_artifacts(mega)
     logger.info("restored %d bytes of compile artifacts from %s", len(blob), uri)
     return True
 
 
-def save(store: ArtifactStore, uri: str) -> bool:
-    """Save what this process has compiled to ``uri``; False when torch had nothing to save."""
+def save(store: ArtifactStore, uri: str, *, before: Snapshot) -> bool:
+    """Save what this process compiled (and the kernel files added since ``before``) to ``uri``."""
     result = torch.compiler.save_cache_artifacts()
     if result is None:
         return False
-    blob, _info = result
-    store.write_blob(uri, blob)
-    logger.info("saved %d bytes of compile artifacts to %s", len(blob), uri)
+    mega, _info = result
+    root = inductor_dir()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("mega.bin", mega)
+        for relative, mtime in sorted(snapshot().items()):
+            if before.get(relative) != mtime:
+                bundle.write(root / relative, f"kernels/{PurePosixPath(Path(relative))}")
+    store.write_blob(uri, buffer.getvalue())
+    logger.info("saved %d bytes of compile artifacts to %s", buffer.tell(), uri)
     return True
 
 

@@ -60,10 +60,10 @@ class ModelRepository:
         with self._lock:
             return list(self._specs.values())
 
-    def find(self, name: str) -> ModelSpec:
-        """The spec of ``name``, refreshing once on a miss; :class:`ModelNotFoundError` if still unknown."""
+    def find(self, name: str, *, refresh: bool = False) -> ModelSpec:
+        """The spec of ``name``, re-reading the source first (``refresh``) or on a miss; 404 if still unknown."""
         with self._lock:
-            spec = self._specs.get(name)
+            spec = None if refresh else self._specs.get(name)
         if spec is None:
             spec = {s.name: s for s in self.refresh()}.get(name)
         if spec is None:
@@ -206,7 +206,7 @@ class DataPlane:
 
     async def load(self, name: str) -> WarmReport:
         """Fetch, load, warm and validate ``name`` from the repository; the report says if it became ready."""
-        spec = await anyio.to_thread.run_sync(self.repository.find, name)
+        spec = await anyio.to_thread.run_sync(lambda: self.repository.find(name, refresh=True))
         return await anyio.to_thread.run_sync(lambda: self.engine.warm(spec))
 
     async def unload(self, name: str) -> float:

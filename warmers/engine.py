@@ -26,12 +26,14 @@ from warmers.artifacts import ArtifactStore
 from warmers.errors import (
     CapacityError,
     DeviceOutOfMemoryError,
+    InferenceError,
     ModelNotFoundError,
     ModelNotReadyError,
     WarmupError,
 )
 from warmers.loading import device_capacity_mb, device_class, resolve_device
-from warmers.report import Baseline, StageClock, WarmReport, judge
+from warmers.report import Baseline, Latency, StageClock, WarmReport, judge
+from warmers.tensors import bucket_combinations, example_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +153,9 @@ class Engine:
 
     def _load(self, entry: Entry, spec: ModelSpec, baseline: Baseline) -> WarmReport:
         label = f"{spec.name}:{spec.version}"
-        entry.state, entry.reason, entry.spec = ModelState.LOADING, None, spec
+        serving = entry.state is ModelState.READY and entry.loaded is not None
+        if not serving:  # a changed spec of a ready version: the old copy serves until the new one is ready
+            entry.state, entry.reason, entry.spec = ModelState.LOADING, None, spec
         clock = StageClock()
         reserved = 0.0
         result: pipeline.PipelineResult | None = None
@@ -173,14 +177,18 @@ class Engine:
         cache_hits["compile"] = result.compile_hit
         report = self._report(spec, clock, cache_hits, result, baseline)
         if not report.ready:
-            _free_device(self.device)
             del result
-            entry.state, entry.reason, entry.report, entry.loaded = ModelState.UNAVAILABLE, report.reason, report, None
+            _free_device(self.device)
+            with self._lock:
+                entry.report = report
+                if not serving:
+                    entry.state, entry.reason, entry.loaded = ModelState.UNAVAILABLE, report.reason, None
             self._notify_failure(spec.name, "ValidationFailed")
             logger.warning("[%s] not ready: %s", label, report.reason)
             return report
         with self._lock:
-            entry.state, entry.report, entry.loaded = ModelState.READY, report, result.loaded
+            entry.spec, entry.state, entry.reason = spec, ModelState.READY, None
+            entry.report, entry.loaded = report, result.loaded
         self._retire_other_versions(spec)
         logger.info("[%s] ready in %.3f s (warmed first request %.2f ms)", label, report.time_to_ready_s or 0,
                     report.warm_first_request_ms or 0)
@@ -191,14 +199,13 @@ class Engine:
         assert entry.loaded is not None
         loaded, spec, clock = entry.loaded, entry.spec, StageClock()
         generator = torch.Generator().manual_seed(pipeline.SEED)
-        combos = pipeline.bucket_combinations(spec.warmup)
-        probe = pipeline.example_inputs(spec.warmup, combos[0], generator=generator)
+        combos = bucket_combinations(spec.warmup)
+        probe = example_inputs(spec.warmup, combos[0], generator=generator)
         pipeline.warm_up(spec, loaded.module, loaded.device, loaded.stream, combos, generator, clock)
         with clock.stage("validate"):
             samples = [pipeline.timed_ms(lambda: loaded.run(probe)) for _ in range(spec.warmup.probes + 1)]
-        result = pipeline.PipelineResult(loaded, float("nan"), pipeline.Latency.from_samples(samples), None, True)
+        result = pipeline.PipelineResult(loaded, None, Latency.from_samples(samples), None, True)
         report = self._report(spec, clock, {"artifact": True, "resident": True}, result, baseline)
-        report = _replace(report, cold_first_request_ms=None)
         entry.report = report
         if not report.ready:
             logger.warning("[%s:%s] resident but slower than its baseline: %s", spec.name, spec.version, report.reason)
@@ -236,7 +243,9 @@ class Engine:
             reason=str(error), error=str(error), error_type=type(error).__name__,
         )
         with self._lock:
-            entry.state, entry.reason, entry.report, entry.loaded = ModelState.UNAVAILABLE, str(error), report, None
+            entry.report = report
+            if not (entry.state is ModelState.READY and entry.loaded is not None):  # else the old copy serves on
+                entry.state, entry.reason, entry.loaded = ModelState.UNAVAILABLE, str(error), None
         self._notify_failure(spec.name, type(error).__name__)
         logger.warning("[%s:%s] load failed: %s", spec.name, spec.version, error)
         return report
@@ -315,6 +324,10 @@ class Engine:
             loaded.in_flight += 1
         try:
             return entry, loaded.run(inputs)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise DeviceOutOfMemoryError(f"model {entry.spec.name!r}: out of device memory during inference") from exc
+        except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+            raise InferenceError(f"model {entry.spec.name!r}: inference failed: {type(exc).__name__}: {exc}") from exc
         finally:
             with self._lock:
                 loaded.in_flight -= 1
@@ -341,9 +354,3 @@ def _free_device(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _replace(report: WarmReport, **changes: object) -> WarmReport:
-    import dataclasses
-
-    return dataclasses.replace(report, **changes)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@
     ├── ModelNotFoundError      no model (or version) of that name is known to the host (HTTP 404)
     ├── ModelNotReadyError      the model is known but not ready to serve (HTTP 400/503)
     ├── InferenceInputError     a request's tensors are malformed: names the input (HTTP 400)
+    ├── InferenceError          the model failed on a well-formed request (HTTP 500)
     └── TargetError             a remote V2 server refused or failed a call
 
 HTTP status codes are chosen only at the edge (:mod:`warmers.host`), never here.
@@ -56,6 +57,10 @@ class ModelNotReadyError(WarmupError):
 
 class InferenceInputError(WarmupError):
     """A request's tensors are malformed, of the wrong shape or of the wrong datatype."""
+
+
+class InferenceError(WarmupError):
+    """The model raised on a request that passed validation."""
 
 
 class TargetError(WarmupError):

@@ -84,7 +84,7 @@ class PipelineResult:
     """What the pipeline produced before the verdict: the resident model and its measurements."""
 
     loaded: Loaded
-    cold_first_request_ms: float
+    cold_first_request_ms: float | None
     latency: Latency
     compile_hit: bool | None
     artifact_hit: bool
@@ -142,13 +142,14 @@ def _compile(
         return module, None
     uri = compile_cache_uri_for(spec, device, compile_root)
     with clock.stage("compile"):
+        before = compile_cache.snapshot()
         hit = compile_cache.restore(store, uri)
         compiled = compile_cache.compile_module(module, spec.compile)
         generator = torch.Generator().manual_seed(SEED + 1)
         for dims in combos:  # compilation is lazy: one call per bucket shape compiles it
             run_module(compiled, spec, example_inputs(spec.warmup, dims, generator=generator), device, stream)
         if not hit:
-            compile_cache.save(store, uri)
+            compile_cache.save(store, uri, before=before)
     return compiled, hit
 
 

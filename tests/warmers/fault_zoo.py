@@ -24,3 +24,17 @@ def oom_reranker(d_in: int = 64, hidden: int = 128) -> OutOfMemoryReranker:
 def exploding_factory() -> torch.nn.Module:
     """A factory whose own code fails."""
     raise ValueError("layer sizes do not add up")
+
+
+class FragileReranker(Reranker):
+    """The example reranker, except that an all-zero query makes it fail the way a model bug would."""
+
+    def forward(self, query: torch.Tensor, document: torch.Tensor) -> torch.Tensor:
+        if not bool(query.any()):
+            raise RuntimeError("index 7 is out of bounds for dimension 0 with size 4")
+        return super().forward(query, document)
+
+
+def fragile_reranker(d_in: int = 64, hidden: int = 128) -> FragileReranker:
+    """Weights-compatible with ``warmers.zoo:reranker``; fails on an all-zero query."""
+    return FragileReranker(d_in=d_in, hidden=hidden)

@@ -175,7 +175,11 @@ def test_compile_artifacts_are_saved_then_restored(tmp_path: Path, example_specs
     spec = variant(base, compile="default", warmup={**base.warmup.model_dump(), "buckets": {"batch": [1]}})
     cold = make_engine(tmp_path).warm(spec)
     assert cold.ready and cold.cache_hits["compile"] is False and "compile" in cold.stage_seconds
-    assert list((tmp_path / "store" / "compile-cache").glob("*.bin"))
+    [entry] = list((tmp_path / "store" / "compile-cache").glob("*.bin"))
+    import zipfile
+
+    names = zipfile.ZipFile(entry).namelist()
+    assert "mega.bin" in names and any(n.startswith("kernels/") and n.endswith(".so") for n in names)
     torch._dynamo.reset()
     hit = make_engine(tmp_path).warm(spec)
     assert hit.ready and hit.cache_hits["compile"] is True
@@ -204,3 +208,28 @@ def test_cuda_out_of_memory_leaves_the_model_not_ready(tmp_path: Path, example_s
     report = engine.warm(huge)
     assert not report.ready and report.error_type == "DeviceOutOfMemoryError"
     assert engine.get("embedder").state is ModelState.READY
+
+
+def test_a_changed_spec_loads_beside_the_serving_copy(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+    engine = cpu_engine
+    spec = example_specs["reranker"]
+    engine.warm(spec)
+    broken = variant(spec, sha256="2" * 64, artifact_uri="/nonexistent/reranker.safetensors")
+    report = engine.warm(broken)
+    assert not report.ready and report.error_type == "ArtifactNotFoundError"
+    entry = engine.get("reranker")
+    assert entry.state is ModelState.READY and entry.spec == spec and entry.report == report
+    assert engine.infer("reranker", None, probe(spec))[1][0].shape == (1,)
+    changed = variant(spec, device_memory_mb=5.0)
+    assert engine.warm(changed).ready and engine.get("reranker").spec == changed
+    assert engine.memory_used_mb == pytest.approx(5.0)
+
+
+def test_a_model_failing_on_a_request_raises_inference_error(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+    from warmers.errors import InferenceError
+
+    spec = variant(example_specs["reranker"], name="fragile", factory="tests.warmers.fault_zoo:fragile_reranker")
+    assert cpu_engine.warm(spec).ready
+    zeros = {"query": torch.zeros(1, 64), "document": torch.ones(1, 64)}
+    with pytest.raises(InferenceError, match=r"model 'fragile': inference failed: RuntimeError: index 7 is out of bounds"):
+        cpu_engine.infer("fragile", None, zeros)

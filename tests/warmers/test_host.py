@@ -209,3 +209,14 @@ def test_ready_waits_for_startup_loads(start_host: HostFactory, tmp_path: Path) 
     fleet = write_fleet(tmp_path / "fleet", [raw_entry("reranker")])
     url = start_host(fleet=fleet)  # start_host returns only after /v2/health/ready said 200
     assert httpx.get(f"{url}/v2/models/reranker/ready").status_code == 200
+
+
+def test_a_model_failure_is_500_with_the_message(start_host: HostFactory, tmp_path: Path) -> None:
+    fleet = write_fleet(tmp_path / "fleet", [raw_entry("reranker", name="fragile", factory="tests.warmers.fault_zoo:fragile_reranker")])
+    url = start_host(fleet=fleet)
+    request = reranker_request(batch=1)
+    request["inputs"][0]["data"] = [0.0] * 64
+    response = httpx.post(f"{url}/v2/models/fragile/infer", json=request)
+    assert response.status_code == 500
+    assert "model 'fragile': inference failed: RuntimeError" in response.json()["error"]
+    assert httpx.post(f"{url}/v2/models/fragile/infer", json=reranker_request(batch=1)).status_code == 200
