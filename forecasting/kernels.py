@@ -145,11 +145,16 @@ def seasonal_ar(x: np.ndarray, h: int, *, lags: tuple[int, ...], fit_window: int
     gram = design.T @ design + ridge * m * np.eye(design.shape[1])
     gram[0, 0] -= ridge * m  # leave the intercept unpenalised
     coef = np.linalg.solve(gram, design.T @ (x[rows] - center))
-    buffer = np.concatenate([x - center, np.zeros(h)])
-    for step in range(h):
-        t = n + step
-        buffer[t] = coef[0] + sum(c * buffer[t - lag] for c, lag in zip(coef[1:], lags, strict=True))
-    out = buffer[n:] + center
+    # the forecast recursion z[t] = c0 + sum_k c_k z[t - lag_k] is an all-pole filter driven by c0,
+    # started from the centred history: one C call instead of a Python loop over steps and lags
+    poles = np.zeros(longest + 1)
+    poles[0] = 1.0
+    for c, lag in zip(coef[1:], lags, strict=True):
+        poles[lag] -= c
+    past = (x[n - longest :] - center)[::-1]
+    # initial state of lfilter's transposed direct form: zi[m] = -sum_j poles[m + 1 + j] * past[j]
+    state = -np.convolve(poles[1:][::-1], past)[longest - 1 :: -1][:longest]
+    out = lfilter([1.0], poles, np.full(h, coef[0]), zi=state)[0] + center
     # an explosive fit leaves the range the series has shown: such a model is not used
     recent = x[rows]
     spread = float(recent.max() - recent.min())

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,13 +50,16 @@ def _prewarm() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "prewarm.cli.main"]
 
 
-def run_cli(train_csv: Path, output: Path, jobs: int, fast: bool) -> float:
-    """Run ``prewarm forecast`` on ``train_csv``; returns its wall time in seconds."""
+def run_cli(train_csv: Path, output: Path, jobs: int, fast: bool) -> tuple[float, float]:
+    """Run ``prewarm forecast`` on ``train_csv``; returns its wall time and CPU time in seconds."""
     cmd = [*_prewarm(), "forecast", "--input", str(train_csv), "--horizon", str(HORIZON)]
     cmd += ["--level", str(LEVEL), "--output", str(output), "--jobs", str(jobs)] + (["--fast"] if fast else [])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(cmd, check=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def snaive_scores(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> Scores:
@@ -123,11 +128,13 @@ def main() -> None:
         train_csv, output = Path(tmp) / "m4_hourly_train.csv", Path(tmp) / "forecast.csv"
         to_long(train).to_csv(train_csv, index=False)
         print(f"{len(train)} series written to {train_csv}; running prewarm forecast ...", flush=True)
-        wall = run_cli(train_csv, output, args.jobs, args.fast)
+        wall, cpu = run_cli(train_csv, output, args.jobs, args.fast)
         ours, rows = our_scores(train, test, output)
     snaive = snaive_scores(train, test)
     table = render(ours, snaive, wall, args)
     print(table)
+    load = os.getloadavg()[0]
+    print(f"CLI wall {wall:.1f} s, CPU {cpu:.1f} s (all processes); load average after: {load:.2f} on {os.cpu_count()} cores")
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_fast" if args.fast else ""
     meta = {
@@ -136,8 +143,9 @@ def main() -> None:
         "jobs": args.jobs,
         "fast": args.fast,
         "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "load_average_1m_after": round(load, 2),
         "rows": rows,
-        "ours": ours.__dict__ if hasattr(ours, "__dict__") else {k: getattr(ours, k) for k in ours.__slots__},
         "snaive": {k: getattr(snaive, k) for k in snaive.__slots__},
     }
     meta["ours"] = {k: getattr(ours, k) for k in ours.__slots__}
