@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import torch
@@ -170,9 +170,12 @@ def test_second_fetch_is_a_cache_hit(tmp_path: Path, example_specs: dict[str, Mo
 
 
 @pytest.mark.slow
-def test_compile_artifacts_are_saved_then_restored(tmp_path: Path, example_specs: dict[str, ModelSpec]) -> None:
+def test_compile_artifacts_are_saved_then_restored(
+    tmp_path: Path, example_specs: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = example_specs["reranker"]
     spec = variant(base, compile="default", warmup={**base.warmup.model_dump(), "buckets": {"batch": [1]}})
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-first-host"))
     cold = make_engine(tmp_path).warm(spec)
     assert cold.ready and cold.cache_hits["compile"] is False and "compile" in cold.stage_seconds
     [entry] = list((tmp_path / "store" / "compile-cache").glob("*.bin"))
@@ -181,8 +184,12 @@ def test_compile_artifacts_are_saved_then_restored(tmp_path: Path, example_specs
     names = zipfile.ZipFile(entry).namelist()
     assert "mega.bin" in names and any(n.startswith("kernels/") and n.endswith(".so") for n in names)
     torch._dynamo.reset()
+    fresh = tmp_path / "inductor-second-host"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(fresh))
     hit = make_engine(tmp_path).warm(spec)
     assert hit.ready and hit.cache_hits["compile"] is True
+    restored = {p.name for p in fresh.rglob("*.so")}
+    assert restored and restored == {PurePosixPath(n).name for n in names if n.endswith(".so")}
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
