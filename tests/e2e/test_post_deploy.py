@@ -57,9 +57,15 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
         )
         started.append(server)
         wait_until(http_ok(f"{api_url}/health"), timeout=90, what="the Prefect server", on_timeout=server.log_tail)
-        for pool in ("prewarm-cpu", "prewarm-gpu"):
-            run_cli([str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process"], env=env)
-        deployed = run_cli([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env)
+        pools = [
+            Background(f"pool-{pool}", [str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process"],
+                       env=env, log_dir=tmp_path)
+            for pool in ("prewarm-cpu", "prewarm-gpu")
+        ]
+        started.extend(pools)
+        for pool in pools:
+            assert pool.process.wait(timeout=120) == 0, pool.log_tail()
+        # The worker and the webhook start while `prefect deploy` runs: they only need the server and the pools.
         worker = Background(
             "worker", [str(BIN / "prefect"), "worker", "start", "--pool", "prewarm-gpu", "--type", "process"],
             env=env, log_dir=tmp_path,
@@ -67,6 +73,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
         started.append(worker)
         hook = Background("webhook", [str(BIN / "prewarm"), "webhook", "--port", str(hook_port)], env=env, log_dir=tmp_path)
         started.append(hook)
+        deployed = run_cli([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env)
         wait_until(http_ok(f"http://127.0.0.1:{hook_port}/healthz"), timeout=60, what="the webhook", on_timeout=hook.log_tail)
         yield {
             "env": env, "api_url": api_url, "hook_url": f"http://127.0.0.1:{hook_port}{PATH}",
