@@ -72,7 +72,9 @@ class Baseline:
     time_to_ready_s: float | None
 
 
-def upsert_plan(session: Session, window: PlanWindow, *, forecast_run_id: int | None = None) -> tuple[WarmPlan, bool]:
+def upsert_plan(
+    session: Session, window: PlanWindow, *, forecast_run_id: int | None = None
+) -> tuple[WarmPlan, bool]:
     """Insert the plan for ``window`` or update the one with the same idempotency key.
 
     Returns the row and whether it was created. A plan that had been superseded or cancelled and comes back
@@ -100,7 +102,9 @@ def upsert_plan(session: Session, window: PlanWindow, *, forecast_run_id: int | 
     return plan, created
 
 
-def supersede_vanished(session: Session, *, models: Iterable[str], keep_keys: Iterable[str]) -> list[WarmPlan]:
+def supersede_vanished(
+    session: Session, *, models: Iterable[str], keep_keys: Iterable[str]
+) -> list[WarmPlan]:
     """Mark open plans of ``models`` whose key is not in ``keep_keys`` as superseded.
 
     Open means planned or scheduled: its warm run has not started (``warm_model`` marks it running), so the
@@ -159,7 +163,9 @@ def list_plans(
     return list(session.scalars(query).all())
 
 
-def next_window_start(session: Session, model: str, *, after: datetime, exclude_plan_id: int | None = None) -> datetime | None:
+def next_window_start(
+    session: Session, model: str, *, after: datetime, exclude_plan_id: int | None = None
+) -> datetime | None:
     """Start of the earliest open or running plan of ``model`` that starts after ``after`` (None if none)."""
     query = (
         select(WarmPlan.window_start)
@@ -194,13 +200,17 @@ def record_warm_run(
     """
     missing = [key for key in ("model", "version") if not report.get(key)]
     if missing:
-        raise ValueError(f"warm report lacks {', '.join(missing)}: pass WarmReport.to_dict() of a finished warm-up")
+        raise ValueError(
+            f"warm report lacks {', '.join(missing)}: pass WarmReport.to_dict() of a finished warm-up"
+        )
     values = {key: report[key] for key in _RUN_COLUMNS if key in report and report[key] is not None}
     values.setdefault("finished_at", utcnow())
     values["started_at"] = started_at or _as_datetime(values.get("started_at")) or values["finished_at"]
     values["finished_at"] = _as_datetime(values["finished_at"])
     ready = bool(report.get("ready"))
-    status = WarmStatus.READY if ready else (WarmStatus.FAILED if report.get("error") else WarmStatus.NOT_READY)
+    status = (
+        WarmStatus.READY if ready else (WarmStatus.FAILED if report.get("error") else WarmStatus.NOT_READY)
+    )
     full = dict(report)
     if extra:
         full.update(extra)
@@ -249,7 +259,9 @@ def baseline_for(
     )
 
 
-def time_to_ready_history(session: Session, *, models: Iterable[str] | None = None, last: int = 20) -> dict[str, list[float]]:
+def time_to_ready_history(
+    session: Session, *, models: Iterable[str] | None = None, last: int = 20
+) -> dict[str, list[float]]:
     """Per model, the time-to-ready seconds of its last ``last`` successful warm runs, newest first."""
     query = (
         select(WarmRun.model, WarmRun.time_to_ready_s)
@@ -266,7 +278,9 @@ def time_to_ready_history(session: Session, *, models: Iterable[str] | None = No
     return history
 
 
-def time_to_ready_runs(session: Session, *, models: Iterable[str] | None = None, last: int = 20) -> list[dict[str, Any]]:
+def time_to_ready_runs(
+    session: Session, *, models: Iterable[str] | None = None, last: int = 20
+) -> list[dict[str, Any]]:
     """The last ``last`` successful runs per model as records of model, device_class and time_to_ready_s.
 
     The shape ``scheduling.leads.lead_times_from_runs`` takes: lead time per model and device class.
@@ -287,7 +301,9 @@ def time_to_ready_runs(session: Session, *, models: Iterable[str] | None = None,
     return records
 
 
-def warm_runs_for(session: Session, *, model: str | None = None, plan_ids: Iterable[int] | None = None) -> list[WarmRun]:
+def warm_runs_for(
+    session: Session, *, model: str | None = None, plan_ids: Iterable[int] | None = None
+) -> list[WarmRun]:
     """Warm runs, newest first, optionally of one model or of some plans."""
     query = select(WarmRun).order_by(WarmRun.id.desc())
     if model is not None:

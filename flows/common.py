@@ -20,7 +20,10 @@ Replicas = Annotated[int, Field(ge=1, le=1024)]
 Trigger = Literal["scheduled", "manual", "post_deploy"]
 Target = Annotated[
     str,
-    Field(min_length=1, description="'local' warms in this process; an http(s):// URL warms on a V2 inference server."),
+    Field(
+        min_length=1,
+        description="'local' warms in this process; an http(s):// URL warms on a V2 inference server.",
+    ),
 ]
 
 

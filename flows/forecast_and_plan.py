@@ -14,7 +14,7 @@ import asyncio
 import os
 import time
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, runtime, task
@@ -29,7 +29,14 @@ from db.models import PlanStatus
 from db.registry import latest_models, spec_of
 from db.session import session_scope
 from db.telemetry import load_telemetry
-from db.warm import PlanWindow, list_plans, set_plan_status, supersede_vanished, time_to_ready_runs, upsert_plan
+from db.warm import (
+    PlanWindow,
+    list_plans,
+    set_plan_status,
+    supersede_vanished,
+    time_to_ready_runs,
+    upsert_plan,
+)
 from flows.common import (
     COOL_DOWN_DEPLOYMENT,
     WARM_DEPLOYMENT,
@@ -60,7 +67,9 @@ def registered_specs(models: list[str] | None) -> list[ModelSpec]:
     if models is not None:
         unknown = sorted(set(models) - {s.name for s in specs})
         if unknown:
-            raise LookupError(f"models {', '.join(unknown)} are not registered: import them with `prewarm models import`")
+            raise LookupError(
+                f"models {', '.join(unknown)} are not registered: import them with `prewarm models import`"
+            )
     return specs
 
 
@@ -98,7 +107,9 @@ def build_task_runner(dask_address: str | None, local_workers: int | None, batch
     return ProcessPoolTaskRunner(max_workers=workers)
 
 
-def merge_forecasts(results: list[ForecastResult], *, horizon: int, level: float, seconds: float) -> ForecastResult:
+def merge_forecasts(
+    results: list[ForecastResult], *, horizon: int, level: float, seconds: float
+) -> ForecastResult:
     """One forecast result out of the batches' results."""
     frames = [r.frame for r in results if not r.frame.empty]
     frame = pd.concat(frames, ignore_index=True) if frames else results[0].frame
@@ -117,7 +128,11 @@ def store_forecast(result: ForecastResult, horizon: int, level: float, interval_
     run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
     with session_scope(history_engine()) as session:
         run = store_forecast_run(
-            session, result, horizon=horizon, level=level, interval_seconds=interval_seconds,
+            session,
+            result,
+            horizon=horizon,
+            level=level,
+            interval_seconds=interval_seconds,
             orchestrator_run_id=run_id,
         )
         return run.id
@@ -137,14 +152,22 @@ def make_plan(
         frame,
         plan_models_from_fleet(specs),
         lead_times=lead_times_from_runs(runs),
-        config=PlannerConfig(keep_alive_s=keep_alive_seconds, interval=pd.Timedelta(get_settings().forecast_interval)),
+        config=PlannerConfig(
+            keep_alive_s=keep_alive_seconds, interval=pd.Timedelta(get_settings().forecast_interval)
+        ),
         now=pd.Timestamp(now),
     )
     windows = [
         PlanWindow(
-            model=row.model, version=row.version, window_start=row.window_start.to_pydatetime(),
-            window_end=row.end.to_pydatetime(), replicas=row.replicas, lead_seconds=row.lead_seconds,
-            idempotency_key=row.idempotency_key, reason=row.reason, expected_demand=row.expected_demand,
+            model=row.model,
+            version=row.version,
+            window_start=row.window_start.to_pydatetime(),
+            window_end=row.end.to_pydatetime(),
+            replicas=row.replicas,
+            lead_seconds=row.lead_seconds,
+            idempotency_key=row.idempotency_key,
+            reason=row.reason,
+            expected_demand=row.expected_demand,
         )
         for row in plan.rows
     ]
@@ -156,7 +179,9 @@ def make_plan(
 
 
 @task(cache_policy=NO_CACHE)
-def store_plans(windows: list[PlanWindow], forecast_run_id: int, models: list[str]) -> tuple[list[int], list[dict[str, Any]]]:
+def store_plans(
+    windows: list[PlanWindow], forecast_run_id: int, models: list[str]
+) -> tuple[list[int], list[dict[str, Any]]]:
     """Upsert the plans and supersede vanished windows; returns plan ids and the superseded plans' runs."""
     with session_scope(history_engine()) as session:
         ids = [upsert_plan(session, w, forecast_run_id=forecast_run_id)[0].id for w in windows]
@@ -164,10 +189,20 @@ def store_plans(windows: list[PlanWindow], forecast_run_id: int, models: list[st
         return ids, [{"plan_id": p.id, "flow_run_id": p.orchestrator_run_id} for p in vanished]
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless(DeploymentMissingError))
+@task(
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless(DeploymentMissingError),
+)
 def schedule_plan_runs(
-    plan_ids: list[int], *, target: str, warm_deployment: str, cool_down_deployment: str | None,
-    keep_alive_seconds: float, api_concurrency: int = 16,
+    plan_ids: list[int],
+    *,
+    target: str,
+    warm_deployment: str,
+    cool_down_deployment: str | None,
+    keep_alive_seconds: float,
+    api_concurrency: int = 16,
 ) -> int:
     """Create a ``warm-model`` run per unscheduled plan at start minus lead (idempotent), and its cool-down run.
 
@@ -176,14 +211,25 @@ def schedule_plan_runs(
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     return run_coro_as_sync(
-        _schedule(plan_ids, target=target, warm_deployment=warm_deployment, cool_down_deployment=cool_down_deployment,
-                  keep_alive_seconds=keep_alive_seconds, api_concurrency=api_concurrency)
+        _schedule(
+            plan_ids,
+            target=target,
+            warm_deployment=warm_deployment,
+            cool_down_deployment=cool_down_deployment,
+            keep_alive_seconds=keep_alive_seconds,
+            api_concurrency=api_concurrency,
+        )
     )
 
 
 async def _schedule(
-    plan_ids: list[int], *, target: str, warm_deployment: str, cool_down_deployment: str | None,
-    keep_alive_seconds: float, api_concurrency: int,
+    plan_ids: list[int],
+    *,
+    target: str,
+    warm_deployment: str,
+    cool_down_deployment: str | None,
+    keep_alive_seconds: float,
+    api_concurrency: int,
 ) -> int:
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
@@ -198,7 +244,9 @@ async def _schedule(
     async with get_client() as client:
         try:
             warm = await client.read_deployment_by_name(warm_deployment)
-            cool = await client.read_deployment_by_name(cool_down_deployment) if cool_down_deployment else None
+            cool = (
+                await client.read_deployment_by_name(cool_down_deployment) if cool_down_deployment else None
+            )
         except ObjectNotFound as exc:
             raise DeploymentMissingError(
                 f"deployment {warm_deployment!r} or {cool_down_deployment!r} is missing: run `prefect deploy --all`"
@@ -206,16 +254,29 @@ async def _schedule(
             ) from exc
 
         async def schedule(plan: Any) -> tuple[int, str]:
-            parameters = {"model": plan.model, "version": plan.version, "replicas": plan.replicas, "target": target,
-                          "trigger": "scheduled", "plan_id": plan.id}
+            parameters = {
+                "model": plan.model,
+                "version": plan.version,
+                "replicas": plan.replicas,
+                "target": target,
+                "trigger": "scheduled",
+                "plan_id": plan.id,
+            }
             start = max(now, plan.window_start - timedelta(seconds=plan.lead_seconds))
             async with gate:
                 run = await _create_once(client, warm.id, parameters, start, plan.idempotency_key)
                 if cool is not None:
                     # The plan's end already includes the keep-alive; cool-down skips the unload if a window follows.
-                    cool_parameters = {"model": plan.model, "version": plan.version, "target": target,
-                                       "plan_id": plan.id, "keep_alive_seconds": keep_alive_seconds}
-                    await _create_once(client, cool.id, cool_parameters, plan.window_end, f"cool:{plan.idempotency_key}")
+                    cool_parameters = {
+                        "model": plan.model,
+                        "version": plan.version,
+                        "target": target,
+                        "plan_id": plan.id,
+                        "keep_alive_seconds": keep_alive_seconds,
+                    }
+                    await _create_once(
+                        client, cool.id, cool_parameters, plan.window_end, f"cool:{plan.idempotency_key}"
+                    )
             return plan.id, str(run.id)
 
         created = await asyncio.gather(*(schedule(plan) for plan in plans))
@@ -225,13 +286,17 @@ async def _schedule(
     return len(created)
 
 
-async def _create_once(client: Any, deployment_id: Any, parameters: dict[str, Any], when: datetime, key: str) -> Any:
+async def _create_once(
+    client: Any, deployment_id: Any, parameters: dict[str, Any], when: datetime, key: str
+) -> Any:
     """A run under idempotency ``key``; a key whose run was cancelled gets a numbered successor."""
     from prefect.states import Scheduled
 
     for attempt in range(20):
         run = await client.create_flow_run_from_deployment(
-            deployment_id, parameters=parameters, state=Scheduled(scheduled_time=when),
+            deployment_id,
+            parameters=parameters,
+            state=Scheduled(scheduled_time=when),
             idempotency_key=key if attempt == 0 else f"{key}:{attempt}",
         )
         if run.state is None or run.state.type.value not in TERMINAL_CANCELLED:
@@ -272,15 +337,25 @@ def publish_plan(windows: list[PlanWindow], shortfall: list[str]) -> None:
     """A table artifact of the plan (first 500 windows), with the shortfall in its description."""
     rows = [
         {
-            "model": w.model, "version": w.version, "start": w.window_start.isoformat(),
-            "end": w.window_end.isoformat(), "replicas": w.replicas, "lead_s": round(w.lead_seconds, 1),
-            "expected_demand": None if w.expected_demand is None else round(w.expected_demand, 1), "reason": w.reason,
+            "model": w.model,
+            "version": w.version,
+            "start": w.window_start.isoformat(),
+            "end": w.window_end.isoformat(),
+            "replicas": w.replicas,
+            "lead_s": round(w.lead_seconds, 1),
+            "expected_demand": None if w.expected_demand is None else round(w.expected_demand, 1),
+            "reason": w.reason,
         }
         for w in windows[:500]
     ]
-    description = f"{len(windows)} warm windows" + (f"; shortfall: {'; '.join(shortfall[:20])}" if shortfall else "")
-    create_table_artifact(table=rows or [{"model": "-", "reason": "nothing to warm"}], key=artifact_key("warm-plan"),
-                          description=description)
+    description = f"{len(windows)} warm windows" + (
+        f"; shortfall: {'; '.join(shortfall[:20])}" if shortfall else ""
+    )
+    create_table_artifact(
+        table=rows or [{"model": "-", "reason": "nothing to warm"}],
+        key=artifact_key("warm-plan"),
+        description=description,
+    )
 
 
 @flow(name="forecast-and-plan")
@@ -313,7 +388,9 @@ def forecast_and_plan(
     started = time.perf_counter()
     with build_task_runner(dask_address, local_workers, len(batches)) as runner:
         futures = [
-            runner.submit(forecast_batch, parameters={"history": b, "horizon": horizon, "level": level, "freq": freq})
+            runner.submit(
+                forecast_batch, parameters={"history": b, "horizon": horizon, "level": level, "freq": freq}
+            )
             for b in batches
         ]
         results = [f.result() for f in futures]
@@ -325,16 +402,33 @@ def forecast_and_plan(
     scheduled = cancelled = 0
     if schedule_runs:
         scheduled = schedule_plan_runs(
-            plan_ids, target=target, warm_deployment=warm_deployment,
-            cool_down_deployment=cool_down_deployment, keep_alive_seconds=keep_alive_seconds,
+            plan_ids,
+            target=target,
+            warm_deployment=warm_deployment,
+            cool_down_deployment=cool_down_deployment,
+            keep_alive_seconds=keep_alive_seconds,
         )
         cancelled = cancel_runs(vanished)
     publish_plan(windows, shortfall)
     summary = {
-        "forecast_run_id": forecast_run_id, "models": len(specs), "batches": len(batches), "windows": len(windows),
-        "plan_ids": plan_ids, "scheduled": scheduled, "superseded": len(vanished), "cancelled": cancelled,
-        "shortfall": shortfall, "forecast_seconds": round(forecast_seconds, 3),
+        "forecast_run_id": forecast_run_id,
+        "models": len(specs),
+        "batches": len(batches),
+        "windows": len(windows),
+        "plan_ids": plan_ids,
+        "scheduled": scheduled,
+        "superseded": len(vanished),
+        "cancelled": cancelled,
+        "shortfall": shortfall,
+        "forecast_seconds": round(forecast_seconds, 3),
     }
-    logger.info("forecast %d models in %d batches in %.1f s (pool start included): %d windows, %d scheduled, %d superseded",
-                len(specs), len(batches), forecast_seconds, len(windows), scheduled, len(vanished))
+    logger.info(
+        "forecast %d models in %d batches in %.1f s (pool start included): %d windows, %d scheduled, %d superseded",
+        len(specs),
+        len(batches),
+        forecast_seconds,
+        len(windows),
+        scheduled,
+        len(vanished),
+    )
     return summary

@@ -19,7 +19,10 @@ def ingest_sources_task(sources: list[str]) -> dict[str, Any]:
     from prewarm.ingest import ingest_sources
 
     summary = ingest_sources(sources, engine=history_engine())
-    return {key: str(value) if not isinstance(value, int | float) else value for key, value in asdict(summary).items()}
+    return {
+        key: str(value) if not isinstance(value, int | float) else value
+        for key, value in asdict(summary).items()
+    }
 
 
 @flow(name="ingest-telemetry")

@@ -54,7 +54,9 @@ def ensure_registered(model: str, version: str, artifact_uri: str | None, sha256
 
 
 @task(cache_policy=NO_CACHE)
-def emit_verdict(report: dict[str, Any], *, passed: bool, previous: str | None, warm_run_id: int) -> str | None:
+def emit_verdict(
+    report: dict[str, Any], *, passed: bool, previous: str | None, warm_run_id: int
+) -> str | None:
     """Emit the validation verdict as a Prefect event and return its id."""
     event = emit_event(
         event=PASSED_EVENT if passed else FAILED_EVENT,
@@ -99,9 +101,17 @@ def post_deploy_warm(
     baseline = load_baseline(spec, version=previous or version, device_class=target_device_class(target))
     report = run_warmup(spec, target=target, baseline=baseline)
     passed = bool(report["ready"])
-    validation = {"passed": passed, "baseline_version": previous, "reason": report.get("reason") or report.get("error")}
+    validation = {
+        "passed": passed,
+        "baseline_version": previous,
+        "reason": report.get("reason") or report.get("error"),
+    }
     run_id = record_run(
-        report, trigger="post_deploy", target=target, plan_id=None, started_at=started_at,
+        report,
+        trigger="post_deploy",
+        target=target,
+        plan_id=None,
+        started_at=started_at,
         extra={"validation": validation},
     )
     publish_summary(report, run_id=run_id, replicas=1)

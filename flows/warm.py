@@ -24,7 +24,14 @@ from db.base import utcnow
 from db.models import PlanStatus, WarmTrigger
 from db.registry import get_model, spec_of
 from db.session import session_scope
-from db.warm import baseline_for, get_plan, last_device_class, next_window_start, record_warm_run, set_plan_status
+from db.warm import (
+    baseline_for,
+    get_plan,
+    last_device_class,
+    next_window_start,
+    record_warm_run,
+    set_plan_status,
+)
 from flows.common import ModelName, Replicas, Target, Trigger, Version, artifact_key, history_engine
 from prewarm.fleet import ModelSpec
 
@@ -153,7 +160,9 @@ def _ms(value: float | None) -> str:
 @task(cache_policy=NO_CACHE)
 def publish_summary(report: dict[str, Any], *, run_id: int, replicas: int) -> None:
     """A markdown artifact with the readiness, the latencies and the stage timings of this warm run."""
-    stages = " | ".join(f"{name} {seconds:.2f} s" for name, seconds in report.get("stage_seconds", {}).items())
+    stages = " | ".join(
+        f"{name} {seconds:.2f} s" for name, seconds in report.get("stage_seconds", {}).items()
+    )
     verdict = "ready" if report.get("ready") else f"NOT ready: {report.get('reason') or report.get('error')}"
     markdown = "\n".join(
         [
@@ -203,15 +212,23 @@ def warm_model(
         mark_plan(plan_id, PlanStatus.RUNNING)
     report = run_warmup(spec, target=target, baseline=baseline)
     run_id = record_run(
-        report, trigger=trigger, target=target, plan_id=plan_id, started_at=started_at, extra={"replicas": replicas}
+        report,
+        trigger=trigger,
+        target=target,
+        plan_id=plan_id,
+        started_at=started_at,
+        extra={"replicas": replicas},
     )
     publish_summary(report, run_id=run_id, replicas=replicas)
     if plan_id is not None:
         mark_plan(plan_id, PlanStatus.DONE if report["ready"] else PlanStatus.FAILED)
     get_run_logger().info(
         "%s %s ready=%s warm first request %s (cold %s)",
-        spec.name, spec.version, report["ready"],
-        _ms(report.get("warm_first_request_ms")), _ms(report.get("cold_first_request_ms")),
+        spec.name,
+        spec.version,
+        report["ready"],
+        _ms(report.get("warm_first_request_ms")),
+        _ms(report.get("cold_first_request_ms")),
     )
     return {**report, "warm_run_id": run_id}
 
@@ -231,7 +248,10 @@ def cool_down(
     logger = get_run_logger()
     now = utcnow()
     with session_scope(history_engine()) as session:
-        if plan_id is not None and get_plan(session, plan_id).status in (PlanStatus.SUPERSEDED, PlanStatus.CANCELLED):
+        if plan_id is not None and get_plan(session, plan_id).status in (
+            PlanStatus.SUPERSEDED,
+            PlanStatus.CANCELLED,
+        ):
             logger.info("plan %s was superseded: its warm run never happened, nothing to cool down", plan_id)
             return False
         upcoming = next_window_start(session, model, after=now, exclude_plan_id=plan_id)

@@ -45,7 +45,9 @@ class WindowResult:
         return self.cold_first_request_ms - self.warm_first_request_ms
 
 
-def forecast_figure_png(history: pd.DataFrame, forecast: pd.DataFrame, windows: Sequence[WindowResult]) -> bytes:
+def forecast_figure_png(
+    history: pd.DataFrame, forecast: pd.DataFrame, windows: Sequence[WindowResult]
+) -> bytes:
     """A PNG with one panel per model: observed requests, forecast mean and interval, warm windows shaded."""
     import matplotlib
 
@@ -53,17 +55,26 @@ def forecast_figure_png(history: pd.DataFrame, forecast: pd.DataFrame, windows: 
     import matplotlib.pyplot as plt
 
     models = sorted(set(forecast[C.MODEL]) | set(history[C.MODEL]))
-    fig, axes = plt.subplots(len(models), 1, figsize=(10, 2.4 * max(len(models), 1)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(models), 1, figsize=(10, 2.4 * max(len(models), 1)), sharex=True, squeeze=False
+    )
     for ax, model in zip(axes[:, 0], models, strict=True):
         seen = history[history[C.MODEL] == model]
         ahead = forecast[forecast[C.MODEL] == model].sort_values(C.TIMESTAMP)
         ax.plot(seen[C.TIMESTAMP], seen[C.REQUESTS], color="#555555", linewidth=1, label="observed")
         if not ahead.empty:
             ax.plot(ahead[C.TIMESTAMP], ahead[C.YHAT], color="#1f77b4", linewidth=1.5, label="forecast")
-            ax.fill_between(ahead[C.TIMESTAMP], ahead[C.LO], ahead[C.HI], color="#1f77b4", alpha=0.2, label="interval")
+            ax.fill_between(
+                ahead[C.TIMESTAMP], ahead[C.LO], ahead[C.HI], color="#1f77b4", alpha=0.2, label="interval"
+            )
         for i, window in enumerate(w for w in windows if w.model == model):
-            ax.axvspan(window.warm_start, window.window_end, color="#2ca02c", alpha=0.12,
-                       label="warm window" if i == 0 else None)
+            ax.axvspan(
+                window.warm_start,
+                window.window_end,
+                color="#2ca02c",
+                alpha=0.12,
+                label="warm window" if i == 0 else None,
+            )
             ax.axvline(window.warm_start, color="#2ca02c", linewidth=1, linestyle="--")
         ax.set_title(model, fontsize=10, loc="left")
         ax.set_ylabel("requests")

@@ -196,7 +196,9 @@ def create_app(
                 now=clock(),
             )
         except SignatureError as exc:
-            logger.warning("rejected webhook from %s: %s", request.client.host if request.client else "?", exc)
+            logger.warning(
+                "rejected webhook from %s: %s", request.client.host if request.client else "?", exc
+            )
             return _reject(401, str(exc))
         try:
             deployed = ModelDeployed.model_validate_json(body)
@@ -215,7 +217,12 @@ def create_app(
         logger.info("model %s version %s deployed: event %s", row.name, row.version, event_id)
         return JSONResponse(
             status_code=202,
-            content={"event_id": event_id, "event": DEPLOYED_EVENT, "model": row.name, "version": row.version},
+            content={
+                "event_id": event_id,
+                "event": DEPLOYED_EVENT,
+                "model": row.name,
+                "version": row.version,
+            },
         )
 
     return app

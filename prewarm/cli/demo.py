@@ -56,8 +56,12 @@ def demo(
     fleet: Path = typer.Option(EXAMPLES / "fleet.yaml", help="Fleet file to import."),
     telemetry: Path = typer.Option(EXAMPLES / "telemetry.csv", help="Telemetry to ingest (CSV or Parquet)."),
     horizon: int = typer.Option(24, min=1, max=168, help="Intervals to forecast and plan."),
-    speedup: float = typer.Option(3600.0, min=1.0, help="Plan seconds per demo second (3600: an hour a second)."),
-    report: Path | None = typer.Option(None, help="Where to write the HTML report (default PREWARM_HOME/demo/report.html)."),
+    speedup: float = typer.Option(
+        3600.0, min=1.0, help="Plan seconds per demo second (3600: an hour a second)."
+    ),
+    report: Path | None = typer.Option(
+        None, help="Where to write the HTML report (default PREWARM_HOME/demo/report.html)."
+    ),
 ) -> None:
     """Run the whole loop on the example fleet: ingest, forecast, plan, warm ahead of each window, report."""
     from prewarm.settings import get_settings
@@ -69,7 +73,12 @@ def demo(
             raise InputError(f"{path}: {what} not found; pass --{what.split()[0]} PATH")
     out = report or settings.home / "demo" / "report.html"
     started = time.perf_counter()
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=12), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=12),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         as_of, names = _load(progress, fleet, telemetry)
         plan_ids = _forecast_and_plan(progress, horizon=horizon, as_of=as_of, models=names)
@@ -98,7 +107,9 @@ def _load(progress: Progress, fleet: Path, telemetry: Path) -> tuple[datetime, l
     summary = ingest_sources([str(telemetry)], engine=engine)
     if summary.last is None:
         raise InputError(f"{telemetry}: no telemetry rows to forecast from")
-    _done(progress, task, f"Ingested {summary.rows_read:,} rows of {summary.models} models up to {summary.last}")
+    _done(
+        progress, task, f"Ingested {summary.rows_read:,} rows of {summary.models} models up to {summary.last}"
+    )
     from prewarm.settings import get_settings
 
     first_forecast = summary.last.to_pydatetime() + get_settings().forecast_interval
@@ -183,9 +194,14 @@ def _results(plan_ids: list[int]) -> list[Any]:
             run = runs.get(plan_id)
             windows.append(
                 WindowResult(
-                    model=plan.model, version=plan.version, window_start=plan.window_start,
-                    window_end=plan.window_end, warm_start=plan.window_start - timedelta(seconds=plan.lead_seconds),
-                    replicas=plan.replicas, lead_seconds=plan.lead_seconds, expected_demand=plan.expected_demand,
+                    model=plan.model,
+                    version=plan.version,
+                    window_start=plan.window_start,
+                    window_end=plan.window_end,
+                    warm_start=plan.window_start - timedelta(seconds=plan.lead_seconds),
+                    replicas=plan.replicas,
+                    lead_seconds=plan.lead_seconds,
+                    expected_demand=plan.expected_demand,
                     reason=plan.reason,
                     cold_first_request_ms=run.cold_first_request_ms if run else None,
                     warm_first_request_ms=run.warm_first_request_ms if run else None,
@@ -198,7 +214,9 @@ def _results(plan_ids: list[int]) -> list[Any]:
     return sorted(windows, key=lambda w: (w.warm_start, w.model))
 
 
-def _write(progress: Progress, out: Path, windows: list[Any], names: list[str], *, as_of: datetime, speedup: float) -> None:
+def _write(
+    progress: Progress, out: Path, windows: list[Any], names: list[str], *, as_of: datetime, speedup: float
+) -> None:
     import pandas as pd
 
     from db.forecasts import latest_forecast
@@ -214,7 +232,10 @@ def _write(progress: Progress, out: Path, windows: list[Any], names: list[str], 
         forecast = latest_forecast(session, models=names)
     history = history[history[C.TIMESTAMP] >= pd.Timestamp(as_of) - pd.Timedelta(days=3)]
     write_report(
-        out, history=history, forecast=forecast, windows=windows,
+        out,
+        history=history,
+        forecast=forecast,
+        windows=windows,
         notes=[
             f"Planned as of {as_of:%Y-%m-%d %H:%M} UTC from the sample telemetry; the day was replayed {speedup:g}x faster.",
             "Cold first request: the first inference right after load. Warm: the first after warm-up and validation.",
@@ -229,14 +250,25 @@ def _ms(value: float | None) -> str:
 
 def _table(windows: list[Any]) -> Table:
     table = Table(
-        "model", "window (UTC)", "warm at", "cold ms", "warm ms", "delta ms", "ready",
+        "model",
+        "window (UTC)",
+        "warm at",
+        "cold ms",
+        "warm ms",
+        "delta ms",
+        "ready",
         title="First-request latency, cold vs warmed, per planned window",
         caption="cold: first request right after load; warm: first request after warm-up",
     )
     for w in windows:
         ready = "-" if w.ready is None else ("[green]ready[/]" if w.ready else f"[red]no[/] {w.detail or ''}")
         table.add_row(
-            w.model, f"{w.window_start:%a %H:%M}–{w.window_end:%a %H:%M}", f"{w.warm_start:%H:%M}",
-            _ms(w.cold_first_request_ms), _ms(w.warm_first_request_ms), _ms(w.delta_ms), ready,
+            w.model,
+            f"{w.window_start:%a %H:%M}–{w.window_end:%a %H:%M}",
+            f"{w.warm_start:%H:%M}",
+            _ms(w.cold_first_request_ms),
+            _ms(w.warm_first_request_ms),
+            _ms(w.delta_ms),
+            ready,
         )
     return table

@@ -41,7 +41,9 @@ def _window(model: str = "chat", hour: int = 8, replicas: int = 1) -> PlanWindow
     )
 
 
-def _report(model: str = "chat", version: str = "1", *, p50: float = 10.0, ready: bool = True, ttr: float = 3.0) -> dict:
+def _report(
+    model: str = "chat", version: str = "1", *, p50: float = 10.0, ready: bool = True, ttr: float = 3.0
+) -> dict:
     return {
         "model": model,
         "version": version,
@@ -106,7 +108,11 @@ def test_record_warm_run_keeps_columns_and_full_report(engine: Engine) -> None:
     with session_scope(engine) as session:
         plan, _ = upsert_plan(session, _window())
         run = record_warm_run(
-            session, _report(), trigger=WarmTrigger.SCHEDULED, target="local", plan_id=plan.id,
+            session,
+            _report(),
+            trigger=WarmTrigger.SCHEDULED,
+            target="local",
+            plan_id=plan.id,
             extra={"validation": {"passed": True}},
         )
     with session_scope(engine) as session:
@@ -136,8 +142,12 @@ def test_baseline_uses_successful_runs_of_that_version_and_device(engine: Engine
     with session_scope(engine) as session:
         for p50 in (10.0, 20.0, 30.0):
             record_warm_run(session, _report(p50=p50), trigger=WarmTrigger.SCHEDULED, target="local")
-        record_warm_run(session, _report(p50=500.0, ready=False), trigger=WarmTrigger.SCHEDULED, target="local")
-        record_warm_run(session, _report(version="2", p50=99.0), trigger=WarmTrigger.SCHEDULED, target="local")
+        record_warm_run(
+            session, _report(p50=500.0, ready=False), trigger=WarmTrigger.SCHEDULED, target="local"
+        )
+        record_warm_run(
+            session, _report(version="2", p50=99.0), trigger=WarmTrigger.SCHEDULED, target="local"
+        )
     with session_scope(engine) as session:
         base = baseline_for(session, model="chat", version="1", device_class="cpu")
         assert base is not None
@@ -151,7 +161,12 @@ def test_time_to_ready_history_per_model(engine: Engine) -> None:
         for ttr in (1.0, 2.0, 3.0):
             record_warm_run(session, _report(ttr=ttr), trigger=WarmTrigger.SCHEDULED, target="local")
         record_warm_run(session, _report(model="ocr", ttr=9.0), trigger=WarmTrigger.SCHEDULED, target="local")
-        record_warm_run(session, _report(model="ocr", ttr=50.0, ready=False), trigger=WarmTrigger.SCHEDULED, target="local")
+        record_warm_run(
+            session,
+            _report(model="ocr", ttr=50.0, ready=False),
+            trigger=WarmTrigger.SCHEDULED,
+            target="local",
+        )
     with session_scope(engine) as session:
         history = time_to_ready_history(session, last=2)
         assert history == {"chat": [3.0, 2.0], "ocr": [9.0]}
@@ -173,7 +188,9 @@ def test_time_to_ready_runs_feed_the_planner_lead_times(engine: Engine) -> None:
     with session_scope(engine) as session:
         for ttr in (10.0, 20.0):
             record_warm_run(session, _report(ttr=ttr), trigger=WarmTrigger.SCHEDULED, target="local")
-        record_warm_run(session, _report(ttr=99.0, ready=False), trigger=WarmTrigger.SCHEDULED, target="local")
+        record_warm_run(
+            session, _report(ttr=99.0, ready=False), trigger=WarmTrigger.SCHEDULED, target="local"
+        )
     with session_scope(engine) as session:
         runs = time_to_ready_runs(session, models=["chat"])
     assert runs == [

@@ -55,8 +55,14 @@ class Background:
             self._log.close()
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.5,
-               on_timeout: Callable[[], str] | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    on_timeout: Callable[[], str] | None = None,
+) -> None:
     """Poll ``check`` until it is true; fail with ``what`` (and ``on_timeout()``'s text) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,9 +85,13 @@ def http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
-def run_cli(args: list[str], *, env: Mapping[str, str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], *, env: Mapping[str, str], timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
     """Run a command to completion in the repository root; raise with its output when it fails."""
     done = subprocess.run(args, cwd=REPO, env=dict(env), capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done

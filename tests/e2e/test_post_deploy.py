@@ -52,14 +52,22 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
     started: list[Background] = []
     try:
         server = Background(
-            "server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(api_port)],
-            env=env, log_dir=tmp_path,
+            "server",
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(api_port)],
+            env=env,
+            log_dir=tmp_path,
         )
         started.append(server)
-        wait_until(http_ok(f"{api_url}/health"), timeout=90, what="the Prefect server", on_timeout=server.log_tail)
+        wait_until(
+            http_ok(f"{api_url}/health"), timeout=90, what="the Prefect server", on_timeout=server.log_tail
+        )
         pools = [
-            Background(f"pool-{pool}", [str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process"],
-                       env=env, log_dir=tmp_path)
+            Background(
+                f"pool-{pool}",
+                [str(BIN / "prefect"), "work-pool", "create", pool, "--type", "process"],
+                env=env,
+                log_dir=tmp_path,
+            )
             for pool in ("prewarm-cpu", "prewarm-gpu")
         ]
         started.extend(pools)
@@ -67,17 +75,31 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
             assert pool.process.wait(timeout=120) == 0, pool.log_tail()
         # The worker and the webhook start while `prefect deploy` runs: they only need the server and the pools.
         worker = Background(
-            "worker", [str(BIN / "prefect"), "worker", "start", "--pool", "prewarm-gpu", "--type", "process"],
-            env=env, log_dir=tmp_path,
+            "worker",
+            [str(BIN / "prefect"), "worker", "start", "--pool", "prewarm-gpu", "--type", "process"],
+            env=env,
+            log_dir=tmp_path,
         )
         started.append(worker)
-        hook = Background("webhook", [str(BIN / "prewarm"), "webhook", "--port", str(hook_port)], env=env, log_dir=tmp_path)
+        hook = Background(
+            "webhook", [str(BIN / "prewarm"), "webhook", "--port", str(hook_port)], env=env, log_dir=tmp_path
+        )
         started.append(hook)
         deployed = run_cli([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env=env)
-        wait_until(http_ok(f"http://127.0.0.1:{hook_port}/healthz"), timeout=60, what="the webhook", on_timeout=hook.log_tail)
+        wait_until(
+            http_ok(f"http://127.0.0.1:{hook_port}/healthz"),
+            timeout=60,
+            what="the webhook",
+            on_timeout=hook.log_tail,
+        )
         yield {
-            "env": env, "api_url": api_url, "hook_url": f"http://127.0.0.1:{hook_port}{PATH}",
-            "history_url": history_url, "worker": worker, "server": server, "deploy_output": deployed.stdout,
+            "env": env,
+            "api_url": api_url,
+            "hook_url": f"http://127.0.0.1:{hook_port}{PATH}",
+            "history_url": history_url,
+            "worker": worker,
+            "server": server,
+            "deploy_output": deployed.stdout,
         }
     finally:
         for process in reversed(started):
@@ -112,7 +134,9 @@ def test_signed_webhook_triggers_post_deploy_warm_that_records_a_warm_run(stack:
     body = json.dumps({"model": spec.name, "version": "e2e-2", "sha256": spec.sha256}).encode()
     unsigned = httpx.post(str(stack["hook_url"]), content=body, headers={"Content-Type": "application/json"})
     assert unsigned.status_code == 401
-    response = httpx.post(str(stack["hook_url"]), content=body, headers=signed_headers(SECRET, body), timeout=30)
+    response = httpx.post(
+        str(stack["hook_url"]), content=body, headers=signed_headers(SECRET, body), timeout=30
+    )
     assert response.status_code == 202, response.text
     assert response.json()["event_id"]
 
@@ -128,7 +152,9 @@ def test_signed_webhook_triggers_post_deploy_warm_that_records_a_warm_run(stack:
             return True
         return False
 
-    wait_until(finished, timeout=180, interval=1.0, what="the post-deploy-warm flow run", on_timeout=worker.log_tail)
+    wait_until(
+        finished, timeout=180, interval=1.0, what="the post-deploy-warm flow run", on_timeout=worker.log_tail
+    )
     assert final["state_type"] == "COMPLETED", worker.log_tail(80)
     parameters = final["parameters"]
     assert isinstance(parameters, dict)

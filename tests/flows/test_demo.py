@@ -19,7 +19,9 @@ MODELS = ("reranker", "ocr-longtail")
 
 
 def _small_fleet(tmp_path: Path) -> Path:
-    models = [m.model_dump(mode="json") for m in load_fleet(EXAMPLES / "fleet.yaml").models if m.name in MODELS]
+    models = [
+        m.model_dump(mode="json") for m in load_fleet(EXAMPLES / "fleet.yaml").models if m.name in MODELS
+    ]
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump({"models": models}))
     return path

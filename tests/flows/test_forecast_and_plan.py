@@ -33,13 +33,17 @@ def fleet_history(history_db: Engine) -> Engine:
 
 
 def test_dry_run_stores_the_forecast_and_plans_without_scheduling(fleet_history: Engine) -> None:
-    summary = forecast_and_plan(horizon=24, schedule_runs=False, as_of=AS_OF, models_per_task=2, local_workers=2)
+    summary = forecast_and_plan(
+        horizon=24, schedule_runs=False, as_of=AS_OF, models_per_task=2, local_workers=2
+    )
     assert summary["models"] == 4 and summary["batches"] == 2
     assert summary["windows"] > 0 and summary["scheduled"] == 0
     with session_scope(fleet_history) as session:
         run = session.get(ForecastRun, summary["forecast_run_id"])
         assert run is not None and run.models_count == 4 and run.orchestrator_run_id
-        points = session.scalar(select(func.count()).select_from(ForecastPoint).where(ForecastPoint.run_id == run.id))
+        points = session.scalar(
+            select(func.count()).select_from(ForecastPoint).where(ForecastPoint.run_id == run.id)
+        )
         assert points == 4 * 24
         plans = list_plans(session)
         assert {p.id for p in plans} == set(summary["plan_ids"])
@@ -104,13 +108,17 @@ def test_scheduled_runs_are_not_duplicated_and_vanished_windows_are_cancelled(fl
         assert set(statuses) == {PlanStatus.SUPERSEDED}
     live = [r for r in by_id.values() if r.state.is_scheduled()]
     assert len(live) == moved["windows"]
-    assert all(r.expected_start_time <= datetime.now(UTC) + timedelta(seconds=5) for r in live)  # past starts run now
+    assert all(
+        r.expected_start_time <= datetime.now(UTC) + timedelta(seconds=5) for r in live
+    )  # past starts run now
 
 
 def test_batches_run_on_a_dask_cluster_when_one_is_given(fleet_history: Engine) -> None:
     distributed = pytest.importorskip("distributed")
     local = forecast_and_plan(schedule_runs=False, as_of=AS_OF)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
         on_dask = forecast_and_plan(
             schedule_runs=False, as_of=AS_OF, models_per_task=2, dask_address=cluster.scheduler_address
         )

@@ -36,8 +36,13 @@ def registered(history_db: Engine) -> ModelSpec:
 def _plan(engine: Engine, spec: ModelSpec, *, minutes: int = 60) -> int:
     start = utcnow() + timedelta(minutes=minutes)
     window = PlanWindow(
-        model=spec.name, version=spec.version, window_start=start, window_end=start + timedelta(hours=1),
-        replicas=2, lead_seconds=60, idempotency_key=f"{spec.name}:{start.isoformat()}",
+        model=spec.name,
+        version=spec.version,
+        window_start=start,
+        window_end=start + timedelta(hours=1),
+        replicas=2,
+        lead_seconds=60,
+        idempotency_key=f"{spec.name}:{start.isoformat()}",
     )
     with session_scope(engine) as session:
         return upsert_plan(session, window)[0].id
@@ -52,7 +57,9 @@ def test_warm_model_records_the_run_marks_the_plan_and_publishes_an_artifact(
     with session_scope(history_db) as session:
         run = session.get(WarmRun, result["warm_run_id"])
         assert run is not None
-        assert run.trigger is WarmTrigger.SCHEDULED and run.status is WarmStatus.READY and run.plan_id == plan_id
+        assert (
+            run.trigger is WarmTrigger.SCHEDULED and run.status is WarmStatus.READY and run.plan_id == plan_id
+        )
         assert run.cold_first_request_ms is not None and run.warm_first_request_ms is not None
         assert {"load", "warmup", "validate"} <= set(run.stage_seconds)
         assert run.report["replicas"] == 2  # taken from the plan
@@ -68,7 +75,11 @@ def test_warm_model_skips_a_superseded_plan(history_db: Engine, registered: Mode
     plan_id = _plan(history_db, registered)
     with session_scope(history_db) as session:
         set_plan_status(session, plan_id, PlanStatus.SUPERSEDED)
-    assert warm_model(registered.name, plan_id=plan_id) == {"model": "reranker", "skipped": "superseded", "plan_id": plan_id}
+    assert warm_model(registered.name, plan_id=plan_id) == {
+        "model": "reranker",
+        "skipped": "superseded",
+        "plan_id": plan_id,
+    }
     with session_scope(history_db) as session:
         assert session.scalars(select(WarmRun)).all() == []
 

@@ -72,7 +72,9 @@ def client(engine: Engine, emitter: RecordingEmitter) -> TestClient:
 
 
 def _post(client: TestClient, body: bytes, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return client.post(PATH, content=body, headers=headers if headers is not None else signed_headers(SECRET, body))
+    return client.post(
+        PATH, content=body, headers=headers if headers is not None else signed_headers(SECRET, body)
+    )
 
 
 def _versions(engine: Engine) -> list[str]:
@@ -86,7 +88,12 @@ def test_signed_request_registers_version_and_answers_202_with_event_id(
     body = json.dumps({"model": "chat-small", "version": "2", "sha256": SHA_B}).encode()
     response = _post(client, body)
     assert response.status_code == 202
-    assert response.json() == {"event_id": "evt-1", "event": "prewarm.model.deployed", "model": "chat-small", "version": "2"}
+    assert response.json() == {
+        "event_id": "evt-1",
+        "event": "prewarm.model.deployed",
+        "model": "chat-small",
+        "version": "2",
+    }
     assert emitter.sent == [ModelDeployed(model="chat-small", version="2", sha256=SHA_B)]
     with session_scope(engine) as session:
         row = get_model(session, "chat-small", "2")
@@ -136,7 +143,9 @@ def test_stale_or_future_timestamp_is_401(client: TestClient, engine: Engine, sk
 
 def test_non_numeric_timestamp_is_401(client: TestClient) -> None:
     body = b"{}"
-    response = _post(client, body, {TIMESTAMP_HEADER: "yesterday", SIGNATURE_HEADER: sign(SECRET, "yesterday", body)})
+    response = _post(
+        client, body, {TIMESTAMP_HEADER: "yesterday", SIGNATURE_HEADER: sign(SECRET, "yesterday", body)}
+    )
     assert response.status_code == 401
     assert "unix seconds" in response.json()["detail"]
 
@@ -153,7 +162,9 @@ def test_body_over_limit_without_content_length_is_413(client: TestClient) -> No
         for _ in range(5):
             yield b"x" * (MAX_BODY_BYTES // 4)
 
-    response = client.post(PATH, content=chunks(), headers={TIMESTAMP_HEADER: "1", SIGNATURE_HEADER: "sha256=0"})
+    response = client.post(
+        PATH, content=chunks(), headers={TIMESTAMP_HEADER: "1", SIGNATURE_HEADER: "sha256=0"}
+    )
     assert response.status_code == 413
 
 
@@ -168,7 +179,9 @@ def test_body_over_limit_without_content_length_is_413(client: TestClient) -> No
     ],
     ids=["malformed", "unknown-field", "missing-version", "bad-name", "bad-sha"],
 )
-def test_malformed_or_unknown_fields_are_422(client: TestClient, engine: Engine, body: bytes, message: str) -> None:
+def test_malformed_or_unknown_fields_are_422(
+    client: TestClient, engine: Engine, body: bytes, message: str
+) -> None:
     response = _post(client, body)
     assert response.status_code == 422
     assert message in json.dumps(response.json())
@@ -202,7 +215,9 @@ def test_verify_signature_messages() -> None:
     with pytest.raises(SignatureError, match="missing X-Prewarm-Timestamp"):
         verify_signature(SECRET, timestamp=None, signature="sha256=0", body=body, now=now)
     with pytest.raises(SignatureError, match="301 s off"):
-        verify_signature(SECRET, timestamp=str(now), signature=sign(SECRET, now, body), body=body, now=now + 301)
+        verify_signature(
+            SECRET, timestamp=str(now), signature=sign(SECRET, now, body), body=body, now=now + 301
+        )
     with pytest.raises(SignatureError, match="does not match"):
         verify_signature(SECRET, timestamp=str(now), signature=sign("x", now, body), body=body, now=now)
 
