@@ -31,6 +31,7 @@ MIN_INTERVAL_ERRORS = 2  # origins needed before backtest errors replace the mod
 # M4 hourly train set (docs/forecasting.md), never on its test set.
 INTERVAL_INFLATION = 1.15
 MAX_SEASONS = 12  # history beyond this many of the longest season adds cost, not accuracy
+_NUMERIC_FAILURES = (ValueError, ArithmeticError, np.linalg.LinAlgError)
 FAST_ENSEMBLE = ("sar_log", "sar_raw", "level_week2", "ar_day7")
 FAST_INTERMITTENT = ("mean_day28", "tsb")
 
@@ -93,7 +94,7 @@ def _step(options: Options) -> int:
     return options.periods[0] if options.periods else max(1, options.horizon // 4)
 
 
-def _model_based(y: np.ndarray, options: Options, reason: str) -> SeriesForecast:
+def _model_based(y: np.ndarray, options: Options, reason: str | None) -> SeriesForecast:
     """Seasonal naive (or naive when shorter than a season) with its textbook normal interval."""
     periods = options.periods
     model = SeasonalNaive() if periods and len(y) >= periods[0] else Naive()
@@ -123,7 +124,7 @@ def _with_interval(
     errors, _ = combination_errors(y, chosen, h, cuts)
     method = "+".join(c.name for c in chosen)
     if len(errors) < MIN_INTERVAL_ERRORS:
-        fallback = _model_based(y, options, "")
+        fallback = _model_based(y, options, None)
         width_lo, width_hi = fallback.mean - fallback.lo, fallback.hi - fallback.mean
         reason = f"history of {len(y)} points too short to calibrate the interval: {fallback.method} interval"
         return SeriesForecast(mean, mean - width_lo, mean + width_hi, method, reason, backtest_mae=mae)
@@ -162,7 +163,12 @@ def _trim(y: np.ndarray, options: Options) -> np.ndarray:
 
 
 def forecast_series(y: np.ndarray, options: Options) -> SeriesForecast:
-    """Forecast one regular series ``y``; numeric trouble falls back to seasonal naive instead of raising."""
+    """Forecast one regular series ``y``; a failing model falls back to seasonal naive instead of raising.
+
+    The fallback's reason names the exception. Numeric failures are expected now and then (a singular
+    fit, an overflow) and are logged at debug level; anything else is logged with its traceback,
+    since it points at a bug, but still costs only this series its selected method.
+    """
     special = _special_case(y, options)
     if special is not None:
         return special
@@ -171,22 +177,19 @@ def forecast_series(y: np.ndarray, options: Options) -> SeriesForecast:
         pywarnings.simplefilter("always")
         try:
             result = _forecast(y, options)
-        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        except _NUMERIC_FAILURES as exc:
             log.debug("forecast failed, falling back to seasonal naive: %s", exc)
             result = _model_based(y, options, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - reported on the series, never hidden
+            log.warning("unexpected error forecasting a series; seasonal naive instead", exc_info=True)
+            result = _model_based(y, options, f"{type(exc).__name__}: {exc}")
     caught = tuple(sorted({f"{r.category.__name__}: {r.message}" for r in records}))
+    if not (np.all(np.isfinite(result.mean)) and np.all(np.isfinite(result.hi)) and np.all(np.isfinite(result.lo))):
+        result = _model_based(y, options, f"{result.method} gave a non-finite forecast")
     mean = np.maximum(result.mean, 0.0)
     lo = np.clip(result.lo, 0.0, mean)
     hi = np.maximum(result.hi, mean)
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(hi))):
-        return forecast_series_fallback(y, options, "non-finite forecast")
     return SeriesForecast(mean, lo, hi, result.method, result.fallback_reason or None, caught, result.backtest_mae)
-
-
-def forecast_series_fallback(y: np.ndarray, options: Options, reason: str) -> SeriesForecast:
-    """The seasonal naive forecast with its normal interval, naming ``reason``."""
-    result = _model_based(y, options, reason)
-    return SeriesForecast(np.maximum(result.mean, 0.0), np.maximum(result.lo, 0.0), result.hi, result.method, reason)
 
 
 @dataclass(frozen=True, slots=True)
