@@ -123,9 +123,10 @@ def test_signed_webhook_triggers_post_deploy_warm_that_records_a_warm_run(stack:
     for name in ("ingest-telemetry", "forecast-and-plan", "warm-model", "cool-down", "post-deploy-warm"):
         assert f"'{name}/{name}' successfully created" in " ".join(output.split()), output[-2000:]
 
-    # The first version is imported from the example fleet; CI/CD then announces version 2.
+    # The first version is imported from the example fleet; CI/CD then announces version 2. No SLA, so the
+    # verdict does not depend on how busy this machine is (the latency rules have their own tests).
     fleet = load_fleet(FLEET)
-    spec = fleet.models[0]
+    spec = next(m for m in fleet.models if m.name == "reranker").model_copy(update={"sla_p99_ms": None})
     engine = make_engine(str(stack["history_url"]))
     upgrade(engine)
     with session_scope(engine) as session:
