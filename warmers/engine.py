@@ -27,6 +27,7 @@ from warmers.errors import (
     CapacityError,
     DeviceOutOfMemoryError,
     InferenceError,
+    ModelLoadError,
     ModelNotFoundError,
     ModelNotReadyError,
     WarmupError,
@@ -161,6 +162,7 @@ class Engine:
         result: pipeline.PipelineResult | None = None
         cache_hits: dict[str, bool | None] = {}
         try:
+            self._check_device(spec)
             fetched, cache_hits["artifact"] = pipeline.fetch_stage(spec, self.store, clock)
             reserved = spec.device_memory_mb or fetched.size_bytes / 2**20 * 1.2
             self._reserve(spec, reserved)
@@ -249,6 +251,16 @@ class Engine:
         self._notify_failure(spec.name, type(error).__name__)
         logger.warning("[%s:%s] load failed: %s", spec.name, spec.version, error)
         return report
+
+    def _check_device(self, spec: ModelSpec) -> None:
+        if spec.device == "auto":
+            return
+        wanted = resolve_device(spec.device)
+        if wanted != self.device:
+            raise ModelLoadError(
+                f"model {spec.name}:{spec.version} asks for device {spec.device!r} but this engine serves {self.device}; "
+                f"set device: auto or run it on an engine for {wanted}"
+            )
 
     # -- memory ---------------------------------------------------------------------------------------
     def _reserve(self, spec: ModelSpec, need_mb: float) -> None:

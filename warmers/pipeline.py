@@ -50,16 +50,20 @@ class Loaded:
 def run_module(
     module: Callable[..., Any], spec: ModelSpec, inputs: Mapping[str, torch.Tensor], device: torch.device, stream: Any
 ) -> list[torch.Tensor]:
-    """Run ``module`` on ``inputs`` (ordered as the spec declares them) and return its outputs on the CPU."""
-    args = [inputs[t.name].to(device, non_blocking=True) for t in spec.warmup.inputs]
+    """Run ``module`` on ``inputs`` (ordered as the spec declares them) and return its outputs on the CPU.
+
+    On CUDA the input copies, the forward pass and the output copies all run on the model's serving stream.
+    """
     with torch.inference_mode():
         if stream is not None:
             with torch.cuda.stream(stream):
+                args = [inputs[t.name].to(device, non_blocking=True) for t in spec.warmup.inputs]
                 result = module(*args)
                 outputs = [t.to("cpu", non_blocking=False) for t in _as_list(result)]
             stream.synchronize()
             return outputs
-        return [t.detach() for t in _as_list(module(*args))]
+        args = [inputs[t.name].to(device) for t in spec.warmup.inputs]
+        return [t.detach().cpu() for t in _as_list(module(*args))]
 
 
 def _as_list(result: Any) -> list[torch.Tensor]:

@@ -65,17 +65,19 @@ def host(spec_path: str, warm_first: str | None = None) -> dict[str, object]:
     """A running engine (another model already served, so the process is warm) loads and warms the spec."""
     from warmers.engine import Engine
 
-    engine = Engine()
+    spec = _spec(spec_path)
+    engine = Engine(device=None if spec.device == "auto" else spec.device)
     if warm_first:
         engine.warm(_spec(warm_first))
-    return engine.warm(_spec(spec_path)).to_dict()
+    return engine.warm(spec).to_dict()
 
 
 def compile_probe(spec_path: str, store: str) -> dict[str, object]:
     """Warm with ``torch.compile``; the compile cache lives under ``store`` (hit when a previous probe filled it)."""
     from warmers.engine import Engine
 
-    return Engine(compile_root=store).warm(_spec(spec_path)).to_dict()
+    spec = _spec(spec_path)
+    return Engine(device=None if spec.device == "auto" else spec.device, compile_root=store).warm(spec).to_dict()
 
 
 def main() -> None:

@@ -96,6 +96,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         if part.get("compile"):
             lines += ["torch.compile, cold vs restored compile artifacts (fresh process and inductor cache each):", "",
                       *_compile_table(part["compile"]), ""]
+        if kind == "gpu":
+            host = next(iter(part["host"].values()))
+            stages = host["stage_seconds"]
+            lines += [f"Time to ready in a running host from the local cache, no compile: {host['time_to_ready_s']:.2f} s "
+                      f"({_ok(host['time_to_ready_s'], 1.0)}; goal <= 1.0 s), of which fetch {stages['fetch']:.3f} s "
+                      f"and load {stages['load']:.3f} s.", ""]
         if part.get("h2d"):
             h = part["h2d"]
             lines += [f"Host-to-device copies: pinned {h['pinned_gb_s']:.1f} GB/s, pageable {h['pageable_gb_s']:.1f} GB/s.", ""]

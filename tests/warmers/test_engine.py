@@ -240,3 +240,13 @@ def test_a_model_failing_on_a_request_raises_inference_error(cpu_engine: Engine,
     zeros = {"query": torch.zeros(1, 64), "document": torch.ones(1, 64)}
     with pytest.raises(InferenceError, match=r"model 'fragile': inference failed: RuntimeError: index 7 is out of bounds"):
         cpu_engine.infer("fragile", None, zeros)
+
+
+def test_a_spec_for_another_device_is_refused(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+    spec = example_specs["reranker"]
+    assert cpu_engine.warm(variant(spec, device="cpu")).ready
+    other = variant(spec, name="on-gpu", device="cuda:0")
+    report = cpu_engine.warm(other)
+    assert not report.ready and report.error_type == "ModelLoadError"
+    expected = "this engine serves cpu" if torch.cuda.is_available() else "this machine has no CUDA device"
+    assert expected in (report.error or "")
