@@ -13,13 +13,16 @@
     ├── InferenceError          the model failed on a well-formed request (HTTP 500)
     └── TargetError             a remote V2 server refused or failed a call
 
-HTTP status codes are chosen only at the edge (:mod:`warmers.host`), never here.
+HTTP status codes are chosen only at the edge (:mod:`warmers.host`), never here. ``WarmupError`` is a
+:class:`prewarm.errors.PrewarmError`, so the command line reports it as one message and exit code 1.
 """
 
 from __future__ import annotations
 
+from prewarm.errors import PrewarmError
 
-class WarmupError(Exception):
+
+class WarmupError(PrewarmError):
     """Base class of every error the warm-up engine raises on purpose."""
 
 

@@ -105,7 +105,7 @@ def bench_host(children: Children, specs: dict[str, Any], names: list[str], reps
     out: dict[str, Any] = {}
     for name in names:
         spec_file = write_spec(specs[name], children.workdir / f"{name}.json")
-        fallback = next(s for n, s in specs.items() if n != name)
+        fallback = next((s for n, s in specs.items() if n != name), other)
         other_file = write_spec(other if other.name != name else fallback, children.workdir / "other.json")
         runs = []
         for rep in range(reps):
@@ -136,6 +136,7 @@ def bench_http(children: Children, specs: dict[str, Any], names: list[str], reps
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
     env["PREWARM_HOME"] = str(children.workdir / "home")
+    env["PREWARM_HOST__DEVICE"] = "cpu"  # the CPU part stays on the CPU on a machine with a GPU too
     command = [str(Path(sys.executable).parent / "prewarm"), "serve", "--port", str(port), "--fleet", str(fleet),
                "--no-preload"]
     if children.cpu_threads:

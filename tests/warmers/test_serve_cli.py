@@ -72,3 +72,13 @@ def test_default_source_serves_the_registered_models(
     url = start_host()  # no fleet: the registry decides
     index = httpx.post(f"{url}/v2/repository/index", json={}).json()
     assert [(i["name"], i["state"]) for i in index] == [("reranker", "READY")]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_serve_without_the_configured_device_exits_with_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREWARM_HOST__DEVICE", "cuda")
+    reset_settings()
+    result = CliRunner().invoke(app, ["serve", "--port", str(free_port())])
+    assert result.exit_code == 1
+    assert "device 'cuda' asked for, but this machine has no CUDA device" in result.output
+    assert "Traceback" not in result.output
