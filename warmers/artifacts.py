@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +19,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from warmers.errors import ArtifactError, ArtifactNotFoundError, ChecksumMismatchError
+from warmers.logcontext import model_logger
 
-logger = logging.getLogger(__name__)
+logger = model_logger(__name__)
 
 PART_BYTES = 8 * 1024 * 1024
 HASH_CHUNK = 4 * 1024 * 1024

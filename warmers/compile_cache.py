@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import os
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -24,8 +23,9 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from warmers.artifacts import ArtifactStore, join_uri
+from warmers.logcontext import model_logger
 
-logger = logging.getLogger(__name__)
+logger = model_logger(__name__)
 
 Snapshot = dict[str, int]
 

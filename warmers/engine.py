@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import gc
-import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -33,10 +32,11 @@ from warmers.errors import (
     WarmupError,
 )
 from warmers.loading import device_capacity_mb, device_class, resolve_device
+from warmers.logcontext import model_context, model_logger
 from warmers.report import Baseline, Latency, StageClock, WarmReport, judge
 from warmers.tensors import bucket_combinations, example_inputs
 
-logger = logging.getLogger(__name__)
+logger = model_logger(__name__)
 
 
 class ModelState(str, enum.Enum):
@@ -147,7 +147,7 @@ class Engine:
         """
         entry = self.register(spec)
         baseline = (baseline or Baseline()).with_sla(spec.sla_p99_ms)
-        with entry.lock:
+        with entry.lock, model_context(spec.name, spec.version):
             if entry.state is ModelState.READY and entry.spec == spec and entry.loaded is not None:
                 return self._rewarm(entry, baseline)
             return self._load(entry, spec, baseline)
@@ -186,13 +186,13 @@ class Engine:
                 if not serving:
                     entry.state, entry.reason, entry.loaded = ModelState.UNAVAILABLE, report.reason, None
             self._notify_failure(spec.name, "ValidationFailed")
-            logger.warning("[%s] not ready: %s", label, report.reason)
+            logger.warning("not ready: %s", report.reason)
             return report
         with self._lock:
             entry.spec, entry.state, entry.reason = spec, ModelState.READY, None
             entry.report, entry.loaded = report, result.loaded
         self._retire_other_versions(spec)
-        logger.info("[%s] ready in %.3f s (warmed first request %.2f ms)", label, report.time_to_ready_s or 0,
+        logger.info("ready in %.3f s (warmed first request %.2f ms)", report.time_to_ready_s or 0,
                     report.warm_first_request_ms or 0)
         return report
 
@@ -210,7 +210,7 @@ class Engine:
         report = self._report(spec, clock, {"artifact": True, "resident": True}, result, baseline)
         entry.report = report
         if not report.ready:
-            logger.warning("[%s:%s] resident but slower than its baseline: %s", spec.name, spec.version, report.reason)
+            logger.warning("resident but slower than its baseline: %s", report.reason)
         return report
 
     def _report(
@@ -249,7 +249,7 @@ class Engine:
             if not (entry.state is ModelState.READY and entry.loaded is not None):  # else the old copy serves on
                 entry.state, entry.reason, entry.loaded = ModelState.UNAVAILABLE, str(error), None
         self._notify_failure(spec.name, type(error).__name__)
-        logger.warning("[%s:%s] load failed: %s", spec.name, spec.version, error)
+        logger.warning("load failed: %s", error)
         return report
 
     def _check_device(self, spec: ModelSpec) -> None:

@@ -8,7 +8,6 @@ the model's serving stream, so the copy runs at pinned bandwidth.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import platform
 import threading
@@ -22,8 +21,9 @@ from torch import nn
 
 from prewarm.fleet import ModelSpec
 from warmers.errors import DeviceOutOfMemoryError, ModelLoadError
+from warmers.logcontext import model_logger
 
-logger = logging.getLogger(__name__)
+logger = model_logger(__name__)
 
 
 def resolve_device(requested: str) -> torch.device:

@@ -8,7 +8,6 @@ stream), validate (probe requests judged against the baseline and the SLA).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +20,11 @@ from prewarm.fleet import ModelSpec, TensorSpec
 from warmers import compile_cache
 from warmers.artifacts import ArtifactStore
 from warmers.loading import device_capability, load_module, module_bytes
+from warmers.logcontext import model_logger
 from warmers.report import Latency, StageClock
 from warmers.tensors import bucket_combinations, example_inputs, v2_datatype
 
-logger = logging.getLogger(__name__)
+logger = model_logger(__name__)
 
 SEED = 20240611
 

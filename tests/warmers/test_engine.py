@@ -250,3 +250,12 @@ def test_a_spec_for_another_device_is_refused(cpu_engine: Engine, example_specs:
     assert not report.ready and report.error_type == "ModelLoadError"
     expected = "this engine serves cpu" if torch.cuda.is_available() else "this machine has no CUDA device"
     assert expected in (report.error or "")
+
+
+def test_log_lines_carry_the_model(cpu_engine: Engine, example_specs: dict[str, ModelSpec], caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="warmers"):
+        cpu_engine.warm(example_specs["reranker"])
+    assert any(r.getMessage().startswith("[reranker:1] ready in") for r in caplog.records)
+    assert any(r.getMessage().startswith("[reranker:1] fetched ") and r.name == "warmers.artifacts" for r in caplog.records)
