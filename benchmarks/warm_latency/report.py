@@ -85,9 +85,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     for kind in ("cpu", "gpu"):
         part = results.get(kind)
         if not part:
-            lines += [f"### {kind.upper()}", "", "Not measured: no CUDA device was available.", ""]
+            note = "Not measured: no CUDA device was available." if kind == "gpu" else "Not run."
+            lines += [f"### {kind.upper()}", "", note, ""]
             continue
-        title = "CPU (example fleet)" if kind == "cpu" else f"GPU: {part['device']}, {part['model']}"
+        title = "CPU (example fleet)" if kind == "cpu" else f"GPU part: {part['device']}, {part['model']}"
         lines += [f"### {title}", "", *_latency_table(part, kind), "", "First request in a cold process, by step:", "",
                   *_cold_process_table(part), "", "Time to ready in a running host, by stage (s, median):", "",
                   *_stage_table(part), ""]

@@ -193,29 +193,36 @@ def bench_compile(children: Children, spec: Any, reps: int) -> dict[str, Any]:
     }
 
 
-def gpt2_medium_spec(workdir: Path) -> Any:
-    """A GPT-2-medium-shaped model: fp16 safetensors written from code with seeded weights, never downloaded."""
+def gpt2_medium_spec(workdir: Path, *, smoke: bool = False) -> Any:
+    """A GPT-2-medium-shaped model: fp16 safetensors written from code with seeded weights, never downloaded.
+
+    ``smoke`` builds the example ``chat_small`` shape in fp32 on the CPU instead, to run the GPU part's code
+    path on a machine without a GPU (its figures mean nothing).
+    """
     from safetensors.torch import save_file
 
     from prewarm.fleet import ModelSpec, TensorSpec, WarmupSpec
     from warmers import zoo
     from warmers.artifacts import sha256_file
 
-    path = workdir / "gpt2-medium.safetensors"
+    name, factory, vocab = ("lm-smoke", "chat_small", 512) if smoke else ("gpt2-medium", "gpt2_medium", 50257)
+    path = workdir / f"{name}.safetensors"
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = zoo.gpt2_medium().half()
+    with torch.device("cpu" if smoke else "cuda"):
+        model = getattr(zoo, factory)()
+        model = model if smoke else model.half()
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
     del model
-    torch.cuda.empty_cache()
+    if not smoke:
+        torch.cuda.empty_cache()
     log(f"built {path.name}: {path.stat().st_size / 1e9:.2f} GB")
     return ModelSpec(
-        name="gpt2-medium", version="1", artifact_uri=path.as_uri(), sha256=sha256_file(path), loader="safetensors",
-        factory="warmers.zoo:gpt2_medium", device="cuda",
+        name=name, version="1", artifact_uri=path.as_uri(), sha256=sha256_file(path), loader="safetensors",
+        factory=f"warmers.zoo:{factory}", device="cpu" if smoke else "cuda",
         warmup=WarmupSpec(
-            inputs=[TensorSpec(name="tokens", datatype="INT64", shape=["batch", "seq"], high=50257)],
-            outputs=[TensorSpec(name="logits", datatype="FP16", shape=["batch", 50257])],
-            buckets={"batch": [1, 8], "seq": [128, 512]}, iterations=3, probes=50,
+            inputs=[TensorSpec(name="tokens", datatype="INT64", shape=["batch", "seq"], high=vocab)],
+            outputs=[TensorSpec(name="logits", datatype="FP32" if smoke else "FP16", shape=["batch", vocab])],
+            buckets={"batch": [1, 8], "seq": [32, 128] if smoke else [128, 512]}, iterations=3, probes=50,
         ),
     )
 
@@ -236,16 +243,20 @@ def h2d_bandwidth(nbytes: int) -> dict[str, float]:
 
 
 def gpu_suite(children: Children, args: argparse.Namespace, specs: dict[str, Any]) -> dict[str, Any]:
-    spec = gpt2_medium_spec(children.workdir)
-    other = specs["chat-small"].model_copy(update={"device": "cuda"})
-    result: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "model": spec.name,
+    smoke = not torch.cuda.is_available()
+    spec = gpt2_medium_spec(children.workdir, smoke=smoke)
+    other = specs["reranker"].model_copy(update={"device": spec.device})
+    device = "CPU (smoke run: not a GPU figure)" if smoke else torch.cuda.get_device_name(0)
+    result: dict[str, Any] = {"device": device, "model": spec.name,
                               "artifact_bytes": Path(spec.artifact_uri.removeprefix("file://")).stat().st_size}
     result["cold_process"] = bench_cold_process(children, {spec.name: spec}, [spec.name], args.reps)
     result["host"] = bench_host(children, {spec.name: spec}, [spec.name], args.reps, other=other)
     if not args.skip_compile:
-        small = spec.model_copy(update={"warmup": spec.warmup.model_copy(update={"buckets": {"batch": [1, 8], "seq": [128]}})})
+        seq = spec.warmup.buckets["seq"][:1]
+        small = spec.model_copy(update={"warmup": spec.warmup.model_copy(update={"buckets": {"batch": [1, 8], "seq": seq}})})
         result["compile"] = bench_compile(children, small, args.compile_reps)
-    result["h2d"] = h2d_bandwidth(result["artifact_bytes"])
+    if not smoke:
+        result["h2d"] = h2d_bandwidth(result["artifact_bytes"])
     return result
 
 
@@ -285,6 +296,8 @@ def main() -> None:
     parser.add_argument("--compile-reps", type=int, default=1)
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--cpu-threads", type=int, default=None, help="OMP_NUM_THREADS for the probes")
+    parser.add_argument("--gpu-smoke", action="store_true",
+                        help="run only the GPU part's code path, on the CPU with a small model (figures mean nothing)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -297,15 +310,15 @@ def main() -> None:
     specs = cpu_specs()
     with tempfile.TemporaryDirectory(prefix="warm-latency-") as tmp:
         children = Children(Path(tmp), args.cpu_threads)
-        results["cpu"] = cpu_suite(children, args, specs)
-        if torch.cuda.is_available():
+        results["cpu"] = None if args.gpu_smoke else cpu_suite(children, args, specs)
+        if torch.cuda.is_available() or args.gpu_smoke:
             results["gpu"] = gpu_suite(children, args, specs)
         else:
             results["gpu"] = None
             log("no CUDA device: the GPU part was not run")
     results["wall_s"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "cuda" if results["gpu"] else "cpu"
+    suffix = "gpu-smoke" if args.gpu_smoke else ("cuda" if results["gpu"] else "cpu")
     (args.out / f"results-{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
     from report import plot_stages, render_markdown  # noqa: E402 - sibling module
 
