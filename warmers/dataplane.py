@@ -28,7 +28,14 @@ from warmers.protocol import (
 )
 from warmers.report import WarmReport
 from warmers.sources import SpecSource
-from warmers.tensors import check_request_names, decode_tensor, encode_binary, encode_json, metadata_shape
+from warmers.tensors import (
+    check_request_names,
+    decode_tensor,
+    encode_binary,
+    encode_json,
+    metadata_shape,
+    v2_datatype,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +166,6 @@ class DataPlane:
     def _encode(
         self, spec: ModelSpec, output_specs: list[Any], outputs: list[Any], request: InferenceRequest
     ) -> tuple[InferenceResponse, list[bytes]]:
-        from warmers.tensors import v2_datatype
-
         names = [o.name for o in output_specs] or [f"output{i}" for i in range(len(outputs))]
         binary_all = bool((request.parameters or {}).get("binary_data_output", False))
         wanted: dict[str, bool] = {}
