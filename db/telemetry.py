@@ -61,7 +61,10 @@ def _upsert_postgres(connection: Connection, frame: pd.DataFrame, bucket_seconds
                 "INSERT INTO telemetry (model, bucket_start, bucket_seconds, requests, p50_ms, p99_ms) "
                 "SELECT model, to_timestamp(epoch), %s, requests, p50_ms, p99_ms FROM telemetry_stage "
                 "ON CONFLICT (model, bucket_start) DO UPDATE SET bucket_seconds = EXCLUDED.bucket_seconds, "
-                "requests = EXCLUDED.requests, p50_ms = EXCLUDED.p50_ms, p99_ms = EXCLUDED.p99_ms",
+                "requests = EXCLUDED.requests, p50_ms = EXCLUDED.p50_ms, p99_ms = EXCLUDED.p99_ms "
+                # Unchanged rows are not rewritten: a re-ingest of the same data writes nothing.
+                "WHERE (telemetry.bucket_seconds, telemetry.requests, telemetry.p50_ms, telemetry.p99_ms) "
+                "IS DISTINCT FROM (EXCLUDED.bucket_seconds, EXCLUDED.requests, EXCLUDED.p50_ms, EXCLUDED.p99_ms)",
                 (bucket_seconds,),
             )
     cursor.close()
@@ -103,7 +106,9 @@ def _upsert_generic(connection: Connection, frame: pd.DataFrame, bucket_seconds:
         "INSERT INTO telemetry (model, bucket_start, bucket_seconds, requests, p50_ms, p99_ms) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, bucket_start) DO UPDATE SET "
         "bucket_seconds = excluded.bucket_seconds, requests = excluded.requests, "
-        "p50_ms = excluded.p50_ms, p99_ms = excluded.p99_ms",
+        "p50_ms = excluded.p50_ms, p99_ms = excluded.p99_ms "
+        "WHERE (telemetry.bucket_seconds, telemetry.requests, telemetry.p50_ms, telemetry.p99_ms) "
+        "IS NOT (excluded.bucket_seconds, excluded.requests, excluded.p50_ms, excluded.p99_ms)",
         rows,
     )
     cursor.close()
