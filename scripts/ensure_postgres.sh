@@ -45,6 +45,6 @@ if [[ ! -f "$DATA/PG_VERSION" ]]; then
   as_pg "'$BIN/initdb' -D '$DATA' -U postgres --auth=trust -E UTF8 >/dev/null"
 fi
 # Throwaway test cluster: durability off makes CREATE DATABASE and COPY fast.
-as_pg "'$BIN/pg_ctl' -D '$DATA' -l '$DATA/server.log' -w -o \"-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c shared_buffers=256MB -c max_wal_size=4GB\" start" >&2
+as_pg "'$BIN/pg_ctl' -D '$DATA' -l '$DATA/server.log' -w -o \"-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c max_wal_size=4GB\" start" >&2
 log "PostgreSQL is up on 127.0.0.1:$PORT"
 echo "$URL"
