@@ -97,3 +97,12 @@ def test_registry_path_without_models_exits_2(engine: Engine) -> None:
     result = run("forecast", "--horizon", "6")
     assert result.exit_code == 2
     assert "no registered models" in result.stderr
+
+
+def test_parquet_input(tmp_path: Path) -> None:
+    source = tmp_path / "telemetry.parquet"
+    hourly_frame({"a": seasonal_values(24 * 9, seed=8)}).to_parquet(source)
+    output = tmp_path / "forecast.csv"
+    result = run("forecast", "--input", str(source), "--horizon", "3", "--output", str(output))
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(output)) == 3
