@@ -293,15 +293,34 @@ async def _create_once(
     from prefect.states import Scheduled
 
     for attempt in range(20):
-        run = await client.create_flow_run_from_deployment(
-            deployment_id,
-            parameters=parameters,
-            state=Scheduled(scheduled_time=when),
-            idempotency_key=key if attempt == 0 else f"{key}:{attempt}",
+        run = await _with_backoff(
+            lambda attempt=attempt: client.create_flow_run_from_deployment(
+                deployment_id,
+                parameters=parameters,
+                state=Scheduled(scheduled_time=when),
+                idempotency_key=key if attempt == 0 else f"{key}:{attempt}",
+            )
         )
         if run.state is None or run.state.type.value not in TERMINAL_CANCELLED:
             return run
     raise RuntimeError(f"idempotency key {key!r} was cancelled 20 times; clean up its flow runs")
+
+
+async def _with_backoff(call: Any, attempts: int = 6) -> Any:
+    """Await ``call()``, retrying while the API answers 429 or 503 (an overloaded server, e.g. on SQLite).
+
+    Creating runs is idempotent (keys), so a retry never duplicates one.
+    """
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code not in (429, 503) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
