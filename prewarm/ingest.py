@@ -56,7 +56,8 @@ def ingest_frame(frame: pd.DataFrame, *, engine: Engine, interval: timedelta | N
 
     interval = interval or get_settings().forecast_interval
     started = time.perf_counter()
-    buckets = to_buckets(frame, interval)
+    missing = {column: float("nan") for column in C.TELEMETRY_OPTIONAL if column not in frame.columns}
+    buckets = to_buckets(frame.assign(**missing), interval)
     with engine.begin() as connection:
         written = upsert_telemetry(connection, buckets, bucket_seconds=int(interval.total_seconds()))
     seconds = time.perf_counter() - started

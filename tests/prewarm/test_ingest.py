@@ -182,3 +182,13 @@ def test_model_names_with_quotes_tabs_and_backslashes_round_trip(engine: Engine)
     )
     ingest_frame(frame, engine=engine)
     assert counts(engine) == {name: float(i + 1) for i, name in enumerate(names)}
+
+
+def test_frames_without_latency_columns_ingest(engine: Engine) -> None:
+    from prewarm.ingest import ingest_frame
+    from prewarm.synthetic import synthetic_telemetry
+
+    summary = ingest_frame(synthetic_telemetry(3, 48, seed=1), engine=engine)
+    assert summary.buckets_written == 144
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM telemetry WHERE p50_ms IS NULL")).scalar() == 144
