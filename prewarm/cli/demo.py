@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from prewarm.cli.output import console, exits_cleanly
 from prewarm.errors import InputError
@@ -250,12 +250,12 @@ def _ms(value: float | None) -> str:
 
 def _table(windows: list[Any]) -> Table:
     table = Table(
-        "model",
-        "window (UTC)",
+        Column("model", no_wrap=True),
+        Column("window (UTC)", no_wrap=True),
         "warm at",
         "cold ms",
         "warm ms",
-        "delta ms",
+        "Δ ms",
         "ready",
         title="First-request latency, cold vs warmed, per planned window",
         caption="cold: first request right after load; warm: first request after warm-up",
