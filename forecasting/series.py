@@ -62,15 +62,24 @@ def seasonal_periods(delta: pd.Timedelta) -> tuple[int, ...]:
     return tuple(periods)
 
 
-def infer_freq(frame: pd.DataFrame) -> pd.Timedelta:
-    """The most common gap between consecutive distinct timestamps of a model, over all models."""
+def observed_interval(frame: pd.DataFrame) -> pd.Timedelta | None:
+    """The most common gap between consecutive distinct timestamps of a model, over all models.
+
+    None when no model has two distinct timestamps.
+    """
     stamps = frame[[C.MODEL, C.TIMESTAMP]].drop_duplicates().sort_values([C.MODEL, C.TIMESTAMP])
     gaps = stamps[C.TIMESTAMP].diff()
     same_model = stamps[C.MODEL].eq(stamps[C.MODEL].shift())
     gaps = gaps[same_model & gaps.gt(pd.Timedelta(0))]
     if gaps.empty:
-        return freq_delta(DEFAULT_FREQ)
+        return None
     return pd.Timedelta(gaps.mode().iloc[0])
+
+
+def infer_freq(frame: pd.DataFrame) -> pd.Timedelta:
+    """The observed bucket width (:func:`observed_interval`), or the default hourly width without one."""
+    interval = observed_interval(frame)
+    return freq_delta(DEFAULT_FREQ) if interval is None else interval
 
 
 def _check_columns(frame: pd.DataFrame) -> None:

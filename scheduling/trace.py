@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from forecasting.series import observed_interval
 from prewarm import columns as C
 from scheduling.errors import SimulationError
 
@@ -54,15 +55,12 @@ class Trace:
 
 
 def _infer_interval(frame: pd.DataFrame) -> pd.Timedelta:
-    stamps = frame[[C.MODEL, C.TIMESTAMP]].drop_duplicates().sort_values([C.MODEL, C.TIMESTAMP])
-    gaps = stamps[C.TIMESTAMP].diff()
-    same = stamps[C.MODEL].eq(stamps[C.MODEL].shift())
-    gaps = gaps[same & gaps.gt(pd.Timedelta(0))]
-    if gaps.empty:
+    interval = observed_interval(frame)
+    if interval is None:
         raise SimulationError(
             "telemetry has no model with two distinct timestamps; the bucket width cannot be inferred"
         )
-    return pd.Timedelta(gaps.mode().iloc[0])
+    return interval
 
 
 def trace_from_telemetry(frame: pd.DataFrame, *, eval_intervals: int) -> Trace:
