@@ -183,3 +183,20 @@ class WarmRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     orchestrator_run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class WebhookDelivery(Base):
+    """A webhook delivery already accepted: replays of it answer with the original event and emit nothing.
+
+    ``key`` is ``delivery:<X-Prewarm-Delivery>`` when the sender gave a delivery id, else
+    ``signature:<hex>`` (the signature covers the timestamp and the body, so it names one delivery).
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(100))
+    event_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -9,10 +9,14 @@ from __future__ import annotations
 import functools
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated, Any
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Code that a fleet entry's ``factory`` may name by default: the example fleet's module.
+DEFAULT_FACTORY_MODULES = ("warmers.zoo",)
 
 
 class S3Settings(BaseModel):
@@ -30,6 +34,17 @@ class HostSettings(BaseModel):
         default=None, description="Device memory the host may use; unset means what the device reports."
     )
     cache_max_gb: float = Field(default=20.0, description="Size limit of the local artifact cache.")
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token required on the repository and inference routes; unset means no authentication.",
+    )
+    max_body_mb: float = Field(default=64.0, gt=0, description="Largest request body the host parses (413 above).")
+    heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Seconds between a registered host's heartbeats; 3 missed mean down."
+    )
+    cold_window_s: float = Field(
+        default=60.0, ge=0, description="Requests served this soon after a load finished count as cold starts."
+    )
 
 
 class Settings(BaseSettings):
@@ -55,8 +70,23 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC key that signs post-deploy webhooks."
     )
+    artifact_sources: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="URI prefixes artifacts may come from (comma-separated); unset means the artifact root.",
+    )
+    factory_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_FACTORY_MODULES),
+        description="Module prefixes a fleet entry's factory may come from (comma-separated).",
+    )
     s3: S3Settings = Field(default_factory=S3Settings)
     host: HostSettings = Field(default_factory=HostSettings)
+
+    @field_validator("artifact_sources", "factory_modules", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _interval_positive(self) -> Settings:
@@ -77,6 +107,11 @@ class Settings(BaseSettings):
         if self.artifact_root:
             return self.artifact_root
         return str(self.home / "artifacts")
+
+    @property
+    def resolved_artifact_sources(self) -> list[str]:
+        """URI prefixes artifacts may be fetched from: ``PREWARM_ARTIFACT_SOURCES``, else the artifact root."""
+        return list(self.artifact_sources) if self.artifact_sources else [self.resolved_artifact_root]
 
     @property
     def cache_dir(self) -> Path:

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, inspect
 from db.base import Base
 from db.migrate import downgrade, upgrade
 
-TABLES = {"models", "telemetry", "forecast_runs", "forecast_points", "warm_plans", "warm_runs"}
+TABLES = {"models", "telemetry", "forecast_runs", "forecast_points", "warm_plans", "warm_runs", "webhook_deliveries"}
 
 
 def test_upgrade_head_creates_every_table(engine: Engine) -> None:
