@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.base import utcnow
 from db.models import Model
 from prewarm.fleet import ModelSpec
 
@@ -33,6 +35,8 @@ def upsert_models(session: Session, specs: Iterable[ModelSpec]) -> list[Model]:
             row = Model(name=spec.name, version=spec.version, **_row_values(spec))
             session.add(row)
         else:
+            if row.sha256 != spec.sha256:  # a new artifact under the same version gets another chance
+                row.rolled_back_at, row.rolled_back_reason = None, None
             for key, value in _row_values(spec).items():
                 setattr(row, key, value)
         rows.append(row)
@@ -46,19 +50,36 @@ def list_models(session: Session) -> list[Model]:
 
 
 def latest_models(session: Session) -> list[Model]:
-    """The newest registered version of each model name."""
+    """The newest registered version of each model name that was not rolled back: the version to serve."""
     newest: dict[str, Model] = {}
     for row in list_models(session):
-        newest[row.name] = row  # ordered by id within a name, so the last one wins
+        if row.rolled_back_at is None:
+            newest[row.name] = row  # ordered by id within a name, so the last one wins
     return list(newest.values())
 
 
 def get_model(session: Session, name: str, version: str | None = None) -> Model | None:
-    """One model version, or the newest version of ``name`` when ``version`` is None."""
+    """One model version, or the newest version of ``name`` that was not rolled back when ``version`` is None."""
     query = select(Model).where(Model.name == name)
     if version is not None:
         return session.scalars(query.where(Model.version == version)).first()
-    return session.scalars(query.order_by(Model.id.desc())).first()
+    return session.scalars(query.where(Model.rolled_back_at.is_(None)).order_by(Model.id.desc())).first()
+
+
+def mark_rolled_back(session: Session, name: str, version: str, *, reason: str, now: datetime | None = None) -> None:
+    """Record that ``version`` of ``name`` failed its roll-out: hosts load the previous version again."""
+    row = session.scalars(select(Model).where(Model.name == name, Model.version == version)).first()
+    if row is None:
+        raise LookupError(f"model {name!r} version {version!r} is not registered")
+    row.rolled_back_at = now or utcnow()
+    row.rolled_back_reason = reason
+    session.flush()
+
+
+def rolled_back_versions(session: Session) -> set[tuple[str, str]]:
+    """Every (name, version) whose roll-out failed."""
+    query = select(Model.name, Model.version).where(Model.rolled_back_at.is_not(None))
+    return {(name, version) for name, version in session.execute(query)}
 
 
 def spec_of(row: Model) -> ModelSpec:

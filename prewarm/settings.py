@@ -47,6 +47,24 @@ class HostSettings(BaseModel):
     )
 
 
+class ControllerSettings(BaseModel):
+    """The fleet controller: staggering, retries, the pool lease, and when an unneeded model is unloaded."""
+
+    max_warmups_per_pool: int = Field(default=8, ge=1, description="Warm-ups running at once in one pool.")
+    max_attempts: int = Field(default=3, ge=1, description="Failed warms of a replica before it is marked failed.")
+    backoff_s: float = Field(
+        default=30.0, gt=0, description="Wait before the first retry of a failed warm; doubles with each failure."
+    )
+    lease_s: float = Field(
+        default=60.0, ge=3, description="Lifetime of a pool's lock; renewed while a tick runs, runs out if it dies."
+    )
+    keep_warm_s: float = Field(
+        default=600.0, ge=0, description="A model wanted again on a host within this many seconds is not unloaded."
+    )
+    observe_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of a host's repository index call.")
+    warm_timeout_s: float = Field(default=600.0, gt=0, description="Timeout of one call during a warm-up.")
+
+
 class Settings(BaseSettings):
     """All of prewarm's settings."""
 
@@ -80,6 +98,7 @@ class Settings(BaseSettings):
     )
     s3: S3Settings = Field(default_factory=S3Settings)
     host: HostSettings = Field(default_factory=HostSettings)
+    controller: ControllerSettings = Field(default_factory=ControllerSettings)
 
     @field_validator("artifact_sources", "factory_modules", mode="before")
     @classmethod

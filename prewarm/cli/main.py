@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prewarm.cli import ingest, models
+from prewarm.cli import hosts, ingest, models
 from prewarm.cli import plan as plan_cli
 from prewarm.cli import simulate as simulate_cli
 from prewarm.cli.forecast import forecast_command
@@ -31,6 +31,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
 app.command("ingest")(ingest.ingest)
 app.command("forecast")(forecast_command)
 app.add_typer(models.app, name="models")
+app.add_typer(hosts.app, name="hosts")
 app.command("webhook")(webhook_cli.webhook)
 app.command("serve")(serve)
 app.command("simulate")(simulate_cli.simulate)

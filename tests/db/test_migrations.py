@@ -9,7 +9,10 @@ from sqlalchemy import Engine, inspect
 from db.base import Base
 from db.migrate import downgrade, upgrade
 
-TABLES = {"models", "telemetry", "forecast_runs", "forecast_points", "warm_plans", "warm_runs", "webhook_deliveries"}
+TABLES = {
+    "models", "telemetry", "forecast_runs", "forecast_points", "warm_plans", "warm_runs", "webhook_deliveries",
+    "hosts", "fleet_replicas", "fleet_holds", "controller_ticks", "controller_actions", "controller_leases",
+}
 
 
 def test_upgrade_head_creates_every_table(engine: Engine) -> None:
