@@ -1,9 +1,10 @@
 """Host inventory repository: the serving hosts of each pool, their state and their last sign of life.
 
 Hosts come in two ways: ``prewarm serve --register`` registers itself (memory and device class from its engine)
-and then heartbeats; Triton, KServe and MLServer hosts are added by hand (``prewarm hosts add``). A host whose
-last sign of life is older than three heartbeats is down (:func:`lapsed`); the controller's own successful
-contact counts as a sign of life too, which is what keeps hand-added hosts up.
+and then heartbeats; Triton, KServe and MLServer hosts are added by hand (``prewarm hosts add``). A registered host
+whose last sign of life is older than three heartbeats is down (:func:`lapsed`); the controller's successful
+contact counts as a sign of life too. A host added by hand sends no heartbeats: it is down when the controller
+cannot reach it and has not reached it for three heartbeat intervals (:func:`silent`).
 """
 
 from __future__ import annotations
@@ -143,14 +144,26 @@ def remove_host(session: Session, name: str) -> Host:
     return host
 
 
-def lapsed(host: Host, *, now: datetime, default_heartbeat_s: float) -> bool:
-    """Whether ``host`` has been silent for more than :data:`MISSED_HEARTBEATS` heartbeats at ``now``.
+def silent(host: Host, *, now: datetime, default_heartbeat_s: float) -> bool:
+    """Whether nothing was heard from ``host`` for more than :data:`MISSED_HEARTBEATS` heartbeats at ``now``.
 
-    A host never seen counts as silent since it was added.
+    The interval is the host's own (announced at registration), else ``default_heartbeat_s``. A host never
+    seen counts as silent since it was added.
     """
     interval = host.heartbeat_s or default_heartbeat_s
     last = host.last_seen_at or host.created_at
     return now - last > timedelta(seconds=MISSED_HEARTBEATS * interval)
+
+
+def lapsed(host: Host, *, now: datetime, default_heartbeat_s: float) -> bool:
+    """Whether a self-registered ``host`` missed :data:`MISSED_HEARTBEATS` heartbeats at ``now`` (so it is down).
+
+    Hosts added by hand send no heartbeats: they are down only when the controller also fails to reach them
+    (see :func:`silent`), which the controller decides at each tick; this returns False for them.
+    """
+    if host.heartbeat_s is None:
+        return False
+    return silent(host, now=now, default_heartbeat_s=default_heartbeat_s)
 
 
 def mark_seen(session: Session, names: Iterable[str], *, now: datetime) -> None:

@@ -56,6 +56,8 @@ class PlanWindow:
     idempotency_key: str
     reason: str = ""
     expected_demand: float | None = None
+    host: str | None = None
+    pool: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +98,8 @@ def upsert_plan(
     plan.lead_seconds = window.lead_seconds
     plan.reason = window.reason
     plan.expected_demand = window.expected_demand
+    plan.host = window.host
+    plan.pool = window.pool
     if forecast_run_id is not None:
         plan.forecast_run_id = forecast_run_id
     session.flush()
@@ -103,21 +107,22 @@ def upsert_plan(
 
 
 def supersede_vanished(
-    session: Session, *, models: Iterable[str], keep_keys: Iterable[str]
+    session: Session, *, models: Iterable[str], keep_keys: Iterable[str], pool: str | None = None
 ) -> list[WarmPlan]:
-    """Mark open plans of ``models`` whose key is not in ``keep_keys`` as superseded.
+    """Mark open plans of ``models`` (in ``pool`` when given) whose key is not in ``keep_keys`` as superseded.
 
-    Open means planned or scheduled: its warm run has not started (``warm_model`` marks it running), so the
-    newer forecast's windows replace it. Returns the superseded rows (with their orchestrator run ids) so
-    the caller can cancel those runs.
+    Open means planned or scheduled: nobody has started warming it (the controller marks a plan running while
+    it warms, done once its replica is ready), so the newer forecast's windows replace it. Returns the
+    superseded rows.
     """
     model_list = list(models)
     if not model_list:
         return []
     keep = set(keep_keys)
-    rows = session.scalars(
-        select(WarmPlan).where(WarmPlan.model.in_(model_list), WarmPlan.status.in_(OPEN_STATUSES))
-    ).all()
+    query = select(WarmPlan).where(WarmPlan.model.in_(model_list), WarmPlan.status.in_(OPEN_STATUSES))
+    if pool is not None:
+        query = query.where(WarmPlan.pool == pool)
+    rows = session.scalars(query).all()
     vanished = [row for row in rows if row.idempotency_key not in keep]
     for row in vanished:
         row.status = PlanStatus.SUPERSEDED

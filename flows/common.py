@@ -11,12 +11,11 @@ from sqlalchemy import Engine
 from db.migrate import upgrade
 from db.session import get_engine
 
-WARM_DEPLOYMENT = "warm-model/warm-model"
-COOL_DOWN_DEPLOYMENT = "cool-down/cool-down"
-
 ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Version = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Replicas = Annotated[int, Field(ge=1, le=1024)]
+PoolName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+HostName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Trigger = Literal["scheduled", "manual", "post_deploy"]
 Target = Annotated[
     str,

@@ -2,7 +2,8 @@
 
 Public API::
 
-    plan_windows(forecast_frame, fleet, *, hosts=None, lead_times=None, config=None, now=None) -> PlanResult
+    plan_windows(forecast_frame, fleet, *, hosts=None, lead_times=None, config=None, now=None,
+                 previous=None) -> PlanResult
     plan_models_from_fleet(fleet.models) -> {name: PlanModel}
     lead_times_from_runs(warm_runs_frame, *, default_s, margin_s) -> LeadTimes
     run_simulation(telemetry_frame, SimulationOptions(...), *, forecast_fn=None) -> SimulationResult
@@ -15,7 +16,7 @@ from scheduling.errors import PlanningError, SchedulingError, SimulationError
 from scheduling.experiment import POLICY_NAMES, SimulationOptions, run_simulation
 from scheduling.leads import LeadTimes, lead_times_from_runs
 from scheduling.metrics import summary
-from scheduling.placement import Host
+from scheduling.placement import Host, Placed
 from scheduling.planner import (
     PLAN_COLUMNS,
     PlanModel,
@@ -39,6 +40,7 @@ __all__ = [
     "PlanModel",
     "PlanResult",
     "PlanRow",
+    "Placed",
     "PlannerConfig",
     "PlanningError",
     "SchedulingError",

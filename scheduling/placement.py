@@ -1,9 +1,17 @@
-"""Placing plan rows on hosts (memory, priority order) and staggering warm-up starts.
+"""Placing plan rows on hosts (distinct hosts, memory, priority order, sticky) and staggering warm-up starts.
 
-A host holds replicas while their rows are open; a row's replicas go to the first hosts (in the
-order given, those already serving the model first) whose free memory over the row's whole window
-fits them. Rows arrive in priority order, so higher-priority models take memory first and whatever
-does not fit is reported as a :class:`~scheduling.planner.Shortfall`.
+A host holds replicas while their rows are open. Each replica of a row goes to a different host, and a host
+holds at most one replica of a model at a time (a server loads a model once), so a model's overlapping rows
+(its base and peak layers) land on different hosts too. Candidates for a replica, in order:
+
+1. hosts where the previous plan placed this model, the one whose replica overlaps the row's window the
+   longest first: placement is **sticky**, a replica that still fits stays where it is across re-plans;
+2. then the host with the most free memory over the row's window (ties by name): new replicas **spread**
+   across the pool instead of filling one host first.
+
+A host fits when its free memory over the row's whole window holds the model's ``device_memory_mb`` (a host
+without a memory figure is not limited). Rows arrive in priority order, so higher-priority models take memory
+first and whatever does not fit is reported as a :class:`~scheduling.planner.Shortfall`.
 
 Staggering: a warm-up job occupies its host from the row's start for its lead time; no host runs
 more than ``Host.max_concurrent_warmups`` jobs at once, no pool more than the pool limit. A job that
@@ -29,16 +37,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Host:
-    """A machine that serves replicas: its device memory, pool, device class and warm-up concurrency."""
+    """A machine that serves replicas: its device memory (None: not limited), pool, device class, warm-up slots."""
 
     name: str
-    memory_mb: float
+    memory_mb: float | None
     pool: str = "default"
     device_class: str = ANY_DEVICE
-    max_concurrent_warmups: int = 2
+    max_concurrent_warmups: int = 1
 
     def __post_init__(self) -> None:
-        if self.memory_mb <= 0 or not math.isfinite(self.memory_mb):
+        if self.memory_mb is not None and (self.memory_mb <= 0 or not math.isfinite(self.memory_mb)):
             raise PlanningError(f"host {self.name!r}: memory_mb must be a positive number, got {self.memory_mb}")
         if self.max_concurrent_warmups < 1:
             raise PlanningError(f"host {self.name!r}: max_concurrent_warmups must be at least 1")
@@ -48,10 +56,22 @@ class Host:
         return ANY_DEVICE in (device_class, self.device_class) or device_class == self.device_class
 
 
-def _peak_use(placed: list[tuple[pd.Timestamp, pd.Timestamp, float]], start: pd.Timestamp, end: pd.Timestamp) -> float:
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """Where an earlier plan put a replica of a model: the host and the replica's window."""
+
+    host: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+
+_Booking = tuple[pd.Timestamp, pd.Timestamp, float, str]  # start, end, memory, model
+
+
+def _peak_use(placed: list[_Booking], start: pd.Timestamp, end: pd.Timestamp) -> float:
     """Highest memory in use on one host during ``[start, end)``."""
     events: list[tuple[pd.Timestamp, float]] = []
-    for s, e, mb in placed:
+    for s, e, mb, _ in placed:
         if s < end and e > start:
             events.append((max(s, start), mb))
             events.append((min(e, end), -mb))
@@ -62,52 +82,81 @@ def _peak_use(placed: list[tuple[pd.Timestamp, pd.Timestamp, float]], start: pd.
     return peak
 
 
+def _overlap_s(a_start: pd.Timestamp, a_end: pd.Timestamp, b_start: pd.Timestamp, b_end: pd.Timestamp) -> float:
+    return max(0.0, (min(a_end, b_end) - max(a_start, b_start)).total_seconds())
+
+
+def _stickiness(previous: Sequence[Placed], start: pd.Timestamp, end: pd.Timestamp) -> dict[str, tuple[int, float]]:
+    """A sort key per host that held the model before: overlapping replicas first, the closest window first.
+
+    Closeness is the overlap minus how far the starts and ends moved, so a model's base and peak replicas each
+    find their own host again; a host that held the model at another time comes after the overlapping ones.
+    """
+    keys: dict[str, tuple[int, float]] = {}
+    for placed in previous:
+        overlap = _overlap_s(placed.start, placed.end, start, end)
+        moved = abs((placed.start - start).total_seconds()) + abs((placed.end - end).total_seconds())
+        key = (0, -(overlap - moved)) if overlap > 0 else (1, 0.0)
+        keys[placed.host] = min(keys.get(placed.host, key), key)
+    return keys
+
+
+def _holds_model(bookings: list[_Booking], model: str, start: pd.Timestamp, end: pd.Timestamp) -> bool:
+    return any(m == model and s < end and e > start for s, e, _, m in bookings)
+
+
 def place_rows(
-    rows: list[PlanRow], fleet: Mapping[str, PlanModel], hosts: Sequence[Host]
+    rows: list[PlanRow],
+    fleet: Mapping[str, PlanModel],
+    hosts: Sequence[Host],
+    *,
+    previous: Mapping[str, Sequence[Placed]] | None = None,
 ) -> tuple[list[PlanRow], list[Shortfall]]:
-    """Assign each row's replicas to hosts with memory for them over its window; report what does not fit."""
+    """Put each row's replicas on distinct hosts with memory for them over its window; report what does not fit.
+
+    ``previous`` is where an earlier plan placed each model's replicas (sticky placement). A row of several
+    replicas becomes one row per host, each of one replica.
+    """
     from scheduling.planner import Shortfall
 
     names = [h.name for h in hosts]
     if len(set(names)) != len(names):
         raise PlanningError("host names must be unique; found a duplicate in " + ", ".join(names))
-    placed: dict[str, list[tuple[pd.Timestamp, pd.Timestamp, float]]] = {h.name: [] for h in hosts}
-    used_by: dict[str, set[str]] = {}
+    previous = previous or {}
+    booked: dict[str, list[_Booking]] = {h.name: [] for h in hosts}
     out: list[PlanRow] = []
     shortfalls: list[Shortfall] = []
     for row in rows:
         spec = fleet[row.model]
-        mine = used_by.setdefault(row.model, set())
-        candidates = sorted((h for h in hosts if h.serves(spec.device_class)), key=lambda h: h.name not in mine)
-        remaining = row.replicas
-        for host in candidates:
-            if remaining == 0:
-                break
-            mb = spec.device_memory_mb
-            if mb <= 0:
-                fits = remaining
+        mb = spec.device_memory_mb
+        eligible = [h for h in hosts if h.serves(spec.device_class)]
+        free_of = {
+            h.name: math.inf if h.memory_mb is None else h.memory_mb - _peak_use(booked[h.name], row.start, row.end)
+            for h in eligible
+        }
+        stay = _stickiness(previous.get(row.model, ()), row.start, row.end)
+        candidates = sorted(eligible, key=lambda h: (*stay.get(h.name, (2, 0.0)), -free_of[h.name], h.name))
+        free_hosts = [h for h in candidates if not _holds_model(booked[h.name], row.model, row.start, row.end)]
+        placed_hosts = [h for h in free_hosts if mb <= 0 or free_of[h.name] >= mb][: row.replicas]
+        for host in placed_hosts:
+            booked[host.name].append((row.start, row.end, max(mb, 0.0), row.model))
+            share = row.expected_demand / row.replicas
+            out.append(replace(row, replicas=1, host=host.name, pool=host.pool, expected_demand=round(share, 6)))
+        missing = row.replicas - len(placed_hosts)
+        if missing:
+            if not eligible:
+                reason = f"no host of device class {spec.device_class!r}"
+            elif len(free_hosts) < row.replicas and len(placed_hosts) == len(free_hosts):
+                reason = (
+                    f"only {len(eligible)} hosts for {len(eligible) - len(free_hosts) + row.replicas} replicas "
+                    "at once (one replica per host)"
+                )
             else:
-                free = host.memory_mb - _peak_use(placed[host.name], row.start, row.end)
-                fits = min(remaining, int(free // mb))
-            if fits <= 0:
-                continue
-            placed[host.name].append((row.start, row.end, fits * mb))
-            mine.add(host.name)
-            share = row.expected_demand * fits / row.replicas
-            out.append(replace(row, replicas=fits, host=host.name, pool=host.pool, expected_demand=round(share, 6)))
-            remaining -= fits
-        if remaining:
+                reason = "no host with enough free device memory"
             shortfalls.append(
                 Shortfall(
-                    model=row.model,
-                    version=row.version,
-                    window_start=row.window_start,
-                    end=row.end,
-                    wanted=row.replicas,
-                    placed=row.replicas - remaining,
-                    reason="no host with enough free device memory"
-                    if candidates
-                    else f"no host of device class {spec.device_class!r}",
+                    model=row.model, version=row.version, window_start=row.window_start, end=row.end,
+                    wanted=row.replicas, placed=len(placed_hosts), reason=reason,
                 )
             )
     return out, shortfalls

@@ -26,7 +26,7 @@ import pandas as pd
 from prewarm import columns as C
 from scheduling.errors import PlanningError
 from scheduling.leads import ANY_DEVICE, LeadTimes
-from scheduling.placement import Host, place_rows, stagger_rows
+from scheduling.placement import Host, Placed, place_rows, stagger_rows
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +265,15 @@ def plan_windows(
     lead_times: LeadTimes | None = None,
     config: PlannerConfig | None = None,
     now: pd.Timestamp | None = None,
+    previous: Mapping[str, Sequence[Placed]] | None = None,
 ) -> PlanResult:
     """Plan warm windows from a forecast frame (model, timestamp, yhat, lo, hi) for the models of ``fleet``.
 
-    ``hosts`` None means unlimited capacity and no staggering. ``now`` clips starts (a window that should
-    have started warming earlier starts now, marked "late start"); windows that ended before ``now`` are
-    dropped. Raises :class:`PlanningError` for a malformed frame or a model the fleet lacks.
+    ``hosts`` None means unlimited capacity and no staggering; with hosts, each replica goes to its own host
+    and ``previous`` (model -> where the last plan put its replicas) keeps replicas where they are. ``now``
+    clips starts (a window that should have started warming earlier starts now, marked "late start");
+    windows that ended before ``now`` are dropped. Raises :class:`PlanningError` for a malformed frame or a
+    model the fleet lacks.
     """
     config = config or PlannerConfig()
     lead_times = lead_times or LeadTimes()
@@ -289,7 +292,7 @@ def plan_windows(
         rows.extend(_model_rows(grouped[spec.name], spec, lead_s=lead_s, config=config, interval=interval, now=now))
     shortfalls: list[Shortfall] = []
     if hosts:
-        rows, shortfalls = place_rows(rows, fleet, hosts)
+        rows, shortfalls = place_rows(rows, fleet, hosts, previous=previous)
         rows = stagger_rows(rows, hosts, now=now, pool_limit=config.max_concurrent_warmups_per_pool)
     keyed = tuple(
         replace(r, idempotency_key=idempotency_key(r.model, r.version, r.window_start, r.end, r.replicas, r.host))

@@ -1,8 +1,14 @@
-"""``prewarm plan``: forecast a telemetry file and print the warm plan, scheduling nothing (a dry run)."""
+"""``prewarm plan``: forecast and print the warm plan.
+
+Two sources: ``--input`` forecasts a telemetry file and prints the windows (a dry run, nothing stored);
+``--pool P`` runs the steps of ``forecast-and-plan`` from the history database without Prefect, places the
+windows on the pool's up hosts (the same function the flow calls) and, with ``--store``, stores the plans.
+"""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +35,7 @@ class _HostEntry(BaseModel):
     memory_mb: float = Field(gt=0)
     pool: str = "default"
     device_class: str = "any"
-    max_concurrent_warmups: int = Field(default=2, ge=1)
+    max_concurrent_warmups: int = Field(default=1, ge=1)
 
 
 class _HostsFile(BaseModel):
@@ -72,21 +78,74 @@ def _table(result: PlanResult) -> Table:
     return table
 
 
+def _parse_as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PlanningError(f"--as-of {value!r}: expected an ISO-8601 time such as 2026-11-23T06:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 @exits_cleanly
 def plan(
-    input: Path = typer.Option(..., "--input", help="Telemetry file (CSV or Parquet, long format timestamp,model,requests)."),
+    input: Path | None = typer.Option(None, "--input", help="Telemetry file (CSV or Parquet, long format timestamp,model,requests)."),
+    pool: str | None = typer.Option(None, "--pool", help="Plan this pool from the history database, on its up hosts."),
+    as_of: str | None = typer.Option(None, "--as-of", help="With --pool: plan as if it were this time (ISO-8601, UTC if no offset)."),
+    store: bool = typer.Option(False, "--store", help="With --pool: store the forecast and the plans (else a dry run)."),
+    models: list[str] | None = typer.Option(None, "--model", help="With --pool: only this model (repeatable)."),
     horizon: int = typer.Option(24, "--horizon", help="Intervals to plan ahead."),
     fleet: Path | None = typer.Option(None, "--fleet", help="Fleet file: capacity, memory and priority per model."),
     hosts: Path | None = typer.Option(None, "--hosts", help="Hosts file (YAML); without it capacity is unlimited."),
-    level: float = typer.Option(80.0, "--level", help="Forecast interval level (%) whose upper bound is provisioned."),
+    level: float | None = typer.Option(
+        None, "--level", help="Forecast interval level (%) whose upper bound is provisioned (80; 95 with --pool, as the flow)."
+    ),
     replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Without --fleet: capacity = p95 ÷ this."),
     lead_seconds: float = typer.Option(120.0, "--lead-seconds", help="Time-to-ready assumed without warm-run history."),
-    keep_alive_seconds: float = typer.Option(0.0, "--keep-alive-seconds", help="Keep replicas this long after a window."),
+    keep_alive_seconds: float | None = typer.Option(
+        None, "--keep-alive-seconds", help="Keep replicas this long after a window (0; 600 with --pool, as the flow)."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write the plan rows as CSV here."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan and shortfall as JSON."),
     fast_forecast: bool = typer.Option(False, "--fast-forecast", help="Forecast without backtest selection (cheaper)."),
 ) -> None:
-    """Forecast the telemetry and print the warm windows it calls for; schedules nothing."""
+    """Forecast and print the warm windows: from a telemetry file (dry run), or for a pool from the history database."""
+    if (input is None) == (pool is None):
+        raise PlanningError("pass either --input FILE (a dry run on a file) or --pool P (the history database)")
+    if pool is not None:
+        _plan_pool(
+            pool, as_of=_parse_as_of(as_of), store=store, models=models or None, horizon=horizon,
+            level=95.0 if level is None else level, keep_alive_s=600.0 if keep_alive_seconds is None else keep_alive_seconds,
+            as_json=as_json, fast=fast_forecast,
+        )
+        return
+    if store or as_of or models:
+        raise PlanningError("--store, --as-of and --model go with --pool; --input is always a dry run")
+    assert input is not None
+    _plan_file(
+        input, horizon=horizon, fleet=fleet, hosts=hosts, level=80.0 if level is None else level,
+        replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds,
+        keep_alive_seconds=0.0 if keep_alive_seconds is None else keep_alive_seconds, out=out, as_json=as_json,
+        fast_forecast=fast_forecast,
+    )
+
+
+def _plan_file(
+    input: Path,
+    *,
+    horizon: int,
+    fleet: Path | None,
+    hosts: Path | None,
+    level: float,
+    replicas_at_peak: float,
+    lead_seconds: float,
+    keep_alive_seconds: float,
+    out: Path | None,
+    as_json: bool,
+    fast_forecast: bool,
+) -> None:
+    """The dry run on a telemetry file."""
     import forecasting
 
     if replicas_at_peak <= 0:
@@ -123,3 +182,109 @@ def plan(
         console.print(f"[yellow]shortfall:[/] {s.model} {s.window_start:%Y-%m-%d %H:%M}: {s.placed}/{s.wanted} replicas ({s.reason})")
     if out is not None:
         console.print(f"Plan written to {out}")
+
+
+def _plan_pool(
+    pool: str,
+    *,
+    as_of: datetime | None,
+    store: bool,
+    models: list[str] | None,
+    horizon: int,
+    level: float,
+    keep_alive_s: float,
+    as_json: bool,
+    fast: bool,
+) -> None:
+    """forecast-and-plan's steps without Prefect: telemetry from the history database, placement on the pool's hosts."""
+    import forecasting
+    from controller.inventory import check_name
+    from controller.planning import history_until, plan_pool
+    from db.base import utcnow
+    from db.forecasts import store_forecast_run
+    from db.migrate import upgrade
+    from db.registry import latest_models, spec_of
+    from db.session import get_engine, session_factory, session_scope
+    from prewarm.settings import get_settings
+
+    check_name(pool, "pool")
+    settings = get_settings()
+    interval = settings.forecast_interval
+    now = as_of or utcnow()
+    engine = get_engine()
+    upgrade(engine)
+    with session_scope(engine) as session:
+        specs = [spec_of(row) for row in latest_models(session) if models is None or row.name in models]
+        unknown = sorted(set(models or ()) - {s.name for s in specs})
+        if unknown:
+            raise PlanningError(f"models {', '.join(unknown)} are not registered: import them with `prewarm models import`")
+        if not specs:
+            raise PlanningError("no models are registered: import a fleet with `prewarm models import FLEET.yaml`")
+        history = history_until(session, [s.name for s in specs], as_of=as_of, interval=interval)
+    if history.empty:
+        raise PlanningError(f"no telemetry before {now.isoformat()} in the history database: ingest some with `prewarm ingest`")
+    with err_console.status(f"Forecasting {len(specs)} models..."):
+        result = forecasting.forecast(
+            history, horizon=horizon, level=level, freq=f"{int(interval.total_seconds())}s", fast=fast
+        )
+    session = session_factory(engine)()
+    try:
+        run_id = None
+        if store:
+            run_id = store_forecast_run(
+                session, result, horizon=horizon, level=level, interval_seconds=int(interval.total_seconds())
+            ).id
+        planned = plan_pool(
+            session, result.frame, specs, pool=pool, now=now, keep_alive_s=keep_alive_s, interval=interval,
+            max_warmups_per_pool=settings.controller.max_warmups_per_pool,
+            default_heartbeat_s=settings.host.heartbeat_s, forecast_run_id=run_id,
+        )
+        if store:
+            session.commit()
+        else:
+            session.rollback()  # the same steps as a stored plan, undone: a dry run
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    if as_json:
+        document = {
+            "pool": pool, "now": now.isoformat(), "stored": store, "forecast_run_id": run_id,
+            "hosts": list(planned.hosts), "created": planned.created if store else 0,
+            "superseded": planned.superseded if store else 0,
+            "plan_ids": list(planned.plan_ids) if store else [],
+            "windows": [
+                {
+                    "model": w.model, "version": w.version, "host": w.host,
+                    "warm_from": (w.window_start - timedelta(seconds=w.lead_seconds)).isoformat(),
+                    "window_start": w.window_start.isoformat(), "window_end": w.window_end.isoformat(),
+                    "lead_seconds": w.lead_seconds, "expected_demand": w.expected_demand, "reason": w.reason,
+                    "idempotency_key": w.idempotency_key,
+                }
+                for w in planned.windows
+            ],
+            "shortfall": list(planned.shortfall),
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    table = Table(
+        title=f"Pool {pool}: {len(planned.windows)} replica windows on {len(planned.hosts)} up hosts"
+        + ("" if store else " (dry run: nothing stored)")
+    )
+    for column in ("model", "host", "warm from", "window", "lead s", "expected", "reason"):
+        table.add_column(column)
+    for w in sorted(planned.windows, key=lambda w: (w.window_start, w.model, w.host or "")):
+        warm_from = w.window_start - timedelta(seconds=w.lead_seconds)
+        table.add_row(
+            w.model, w.host or "-", f"{warm_from:%Y-%m-%d %H:%M}", f"{w.window_start:%H:%M}–{w.window_end:%H:%M}",
+            f"{w.lead_seconds:.0f}", f"{w.expected_demand or 0:,.1f}", w.reason,
+        )
+    console.print(table)
+    for line in planned.shortfall:
+        console.print(f"[yellow]shortfall:[/] {line}", highlight=False)
+    if store:
+        console.print(
+            f"Stored forecast run {run_id} and {len(planned.plan_ids)} plans ({planned.created} new, "
+            f"{planned.superseded} superseded)"
+        )

@@ -9,7 +9,7 @@ import pytest
 from prewarm import columns as C
 from scheduling.errors import PlanningError
 from scheduling.leads import LeadTimes, lead_times_from_runs
-from scheduling.placement import Host
+from scheduling.placement import Host, Placed
 from scheduling.planner import (
     PLAN_COLUMNS,
     PlanModel,
@@ -113,7 +113,8 @@ def test_priority_goes_first_and_the_shortfall_is_reported() -> None:
     hosts = [Host("gpu-a", memory_mb=2500), Host("gpu-b", memory_mb=1000)]
     result = plan_windows(frame, fleet, hosts=hosts, lead_times=LeadTimes(default_s=60.0, margin_s=0.0), now=T0 - HOUR)
     placed = {(r.model, r.host): r.replicas for r in result.rows}
-    assert placed == {("high", "gpu-a"): 2, ("low", "gpu-b"): 1}
+    # Each replica on its own host: high takes one on each; low's second replica finds gpu-b full.
+    assert placed == {("high", "gpu-a"): 1, ("high", "gpu-b"): 1, ("low", "gpu-a"): 1}
     (short,) = result.shortfalls
     assert (short.model, short.wanted, short.placed) == ("low", 2, 1)
     assert "device memory" in short.reason
@@ -177,3 +178,44 @@ def test_bad_inputs_name_what_to_fix() -> None:
     with pytest.raises(PlanningError, match="demand_threshold must be > 0"):
         PlannerConfig(demand_threshold=0)
     assert plan_windows(_forecast("m", [3, 3]).iloc[0:0], fleet).rows == ()
+
+
+def test_replicas_go_to_distinct_hosts_and_overlapping_rows_too() -> None:
+    # Three replicas wanted all along, plus a fourth in the middle hour: a base row of 3 and a peak row of 1.
+    frame = _forecast("m", [30, 40, 30], yhat=[30, 40, 30])
+    fleet = _fleet(PlanModel("m", replica_capacity=10.0, device_memory_mb=10))
+    hosts = [Host(f"h{i}", memory_mb=1000) for i in range(3)]
+    result = plan_windows(frame, fleet, hosts=hosts, lead_times=LeadTimes(default_s=0.0, margin_s=0.0), now=T0)
+    assert all(r.replicas == 1 for r in result.rows)
+    base = [r for r in result.rows if r.end == T0 + 3 * HOUR]
+    assert sorted(r.host for r in base) == ["h0", "h1", "h2"]
+    (short,) = result.shortfalls  # the peak replica would need a fourth host
+    assert (short.wanted, short.placed) == (1, 0)
+    assert short.reason == "only 3 hosts for 4 replicas at once (one replica per host)"
+
+
+def test_new_replicas_spread_and_placement_is_sticky_across_replans() -> None:
+    frame = pd.concat([_forecast(name, [5, 5]) for name in ("a", "b", "c")])
+    fleet = _fleet(*(PlanModel(n, replica_capacity=10.0, device_memory_mb=100) for n in ("a", "b", "c")))
+    hosts = [Host("h1", memory_mb=1000), Host("h2", memory_mb=1000)]
+    leads = LeadTimes(default_s=0.0, margin_s=0.0)
+    first = plan_windows(frame, fleet, hosts=hosts, lead_times=leads, now=T0)
+    assert {r.model: r.host for r in first.rows} == {"a": "h1", "b": "h2", "c": "h1"}  # most free memory first
+    # A third host joins with more room than both: a re-plan keeps every replica where it was.
+    bigger = [*hosts, Host("h0", memory_mb=5000)]
+    previous = {r.model: [Placed(r.host, r.start, r.end)] for r in first.rows}
+    again = plan_windows(frame, fleet, hosts=bigger, lead_times=leads, now=T0, previous=previous)
+    assert {r.model: r.host for r in again.rows} == {"a": "h1", "b": "h2", "c": "h1"}
+    assert [r.idempotency_key for r in again.rows] == [r.idempotency_key for r in first.rows]
+    # A replica that no longer fits moves: h1 shrinks to one model's worth.
+    shrunk = [Host("h1", memory_mb=100), Host("h2", memory_mb=1000), Host("h0", memory_mb=5000)]
+    moved = plan_windows(frame, fleet, hosts=shrunk, lead_times=leads, now=T0, previous=previous)
+    assert {r.model: r.host for r in moved.rows} == {"a": "h1", "b": "h2", "c": "h0"}
+
+
+def test_hosts_without_a_memory_figure_are_not_limited() -> None:
+    frame = pd.concat([_forecast(name, [5, 5]) for name in ("a", "b")])
+    fleet = _fleet(*(PlanModel(n, replica_capacity=10.0, device_memory_mb=10**6) for n in ("a", "b")))
+    result = plan_windows(frame, fleet, hosts=[Host("triton", memory_mb=None)], now=T0)
+    assert {(r.model, r.host) for r in result.rows} == {("a", "triton"), ("b", "triton")}
+    assert result.shortfalls == ()
