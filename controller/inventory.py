@@ -64,6 +64,7 @@ class HostView:
     versioned_routes: bool | None = None
     heartbeat_s: float | None = None
     last_seen_at: datetime | None = None
+    created_at: datetime | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -73,7 +74,7 @@ class HostView:
             name=row.name, url=row.url, pool=row.pool, kind=row.kind, state=row.state, device_class=row.device_class,
             memory_mb=row.memory_mb, max_concurrent_warmups=row.max_concurrent_warmups,
             versioned_routes=row.versioned_routes, heartbeat_s=row.heartbeat_s, last_seen_at=row.last_seen_at,
-            labels=dict(row.labels or {}),
+            created_at=row.created_at, labels=dict(row.labels or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -24,6 +25,14 @@ MISSED_HEARTBEATS = 3
 
 class HostNotFoundError(LookupError):
     """No host of that name is in the inventory."""
+
+
+class SignsOfLife(Protocol):
+    """What liveness is judged from: a ``hosts`` row or a detached view of one."""
+
+    heartbeat_s: float | None
+    last_seen_at: datetime | None
+    created_at: datetime | None
 
 
 def upsert_host(
@@ -144,7 +153,7 @@ def remove_host(session: Session, name: str) -> Host:
     return host
 
 
-def silent(host: Host, *, now: datetime, default_heartbeat_s: float) -> bool:
+def silent(host: SignsOfLife, *, now: datetime, default_heartbeat_s: float) -> bool:
     """Whether nothing was heard from ``host`` for more than :data:`MISSED_HEARTBEATS` heartbeats at ``now``.
 
     The interval is the host's own (announced at registration), else ``default_heartbeat_s``. A host never
@@ -152,10 +161,10 @@ def silent(host: Host, *, now: datetime, default_heartbeat_s: float) -> bool:
     """
     interval = host.heartbeat_s or default_heartbeat_s
     last = host.last_seen_at or host.created_at
-    return now - last > timedelta(seconds=MISSED_HEARTBEATS * interval)
+    return last is None or now - last > timedelta(seconds=MISSED_HEARTBEATS * interval)
 
 
-def lapsed(host: Host, *, now: datetime, default_heartbeat_s: float) -> bool:
+def lapsed(host: SignsOfLife, *, now: datetime, default_heartbeat_s: float) -> bool:
     """Whether a self-registered ``host`` missed :data:`MISSED_HEARTBEATS` heartbeats at ``now`` (so it is down).
 
     Hosts added by hand send no heartbeats: they are down only when the controller also fails to reach them

@@ -6,8 +6,8 @@ holds at most one replica of a model at a time (a server loads a model once), so
 
 1. hosts where the previous plan placed this model, the one whose replica overlaps the row's window the
    longest first: placement is **sticky**, a replica that still fits stays where it is across re-plans;
-2. then the host with the most free memory over the row's window (ties by name): new replicas **spread**
-   across the pool instead of filling one host first.
+2. then the host holding the fewest replicas during the row's window, then the most free memory (ties by
+   name): new replicas **spread** across the pool instead of filling one host first.
 
 A host fits when its free memory over the row's whole window holds the model's ``device_memory_mb`` (a host
 without a memory figure is not limited). Rows arrive in priority order, so higher-priority models take memory
@@ -135,7 +135,10 @@ def place_rows(
             for h in eligible
         }
         stay = _stickiness(previous.get(row.model, ()), row.start, row.end)
-        candidates = sorted(eligible, key=lambda h: (*stay.get(h.name, (2, 0.0)), -free_of[h.name], h.name))
+        load = {h.name: sum(1 for s, e, _, _ in booked[h.name] if s < row.end and e > row.start) for h in eligible}
+        candidates = sorted(
+            eligible, key=lambda h: (*stay.get(h.name, (2, 0.0)), load[h.name], -free_of[h.name], h.name)
+        )
         free_hosts = [h for h in candidates if not _holds_model(booked[h.name], row.model, row.start, row.end)]
         placed_hosts = [h for h in free_hosts if mb <= 0 or free_of[h.name] >= mb][: row.replicas]
         for host in placed_hosts:

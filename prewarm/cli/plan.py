@@ -78,6 +78,11 @@ def _table(result: PlanResult) -> Table:
     return table
 
 
+def _span(start: datetime, end: datetime) -> str:
+    """``HH:MM–HH:MM``, with the end's day when it is another day."""
+    return f"{start:%H:%M}–{end:%H:%M}" if start.date() == end.date() else f"{start:%H:%M}–{end:%a %H:%M}"
+
+
 def _parse_as_of(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -277,7 +282,7 @@ def _plan_pool(
     for w in sorted(planned.windows, key=lambda w: (w.window_start, w.model, w.host or "")):
         warm_from = w.window_start - timedelta(seconds=w.lead_seconds)
         table.add_row(
-            w.model, w.host or "-", f"{warm_from:%Y-%m-%d %H:%M}", f"{w.window_start:%H:%M}–{w.window_end:%H:%M}",
+            w.model, w.host or "-", f"{warm_from:%Y-%m-%d %H:%M}", _span(w.window_start, w.window_end),
             f"{w.lead_seconds:.0f}", f"{w.expected_demand or 0:,.1f}", w.reason,
         )
     console.print(table)

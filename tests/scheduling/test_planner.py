@@ -200,7 +200,7 @@ def test_new_replicas_spread_and_placement_is_sticky_across_replans() -> None:
     hosts = [Host("h1", memory_mb=1000), Host("h2", memory_mb=1000)]
     leads = LeadTimes(default_s=0.0, margin_s=0.0)
     first = plan_windows(frame, fleet, hosts=hosts, lead_times=leads, now=T0)
-    assert {r.model: r.host for r in first.rows} == {"a": "h1", "b": "h2", "c": "h1"}  # most free memory first
+    assert {r.model: r.host for r in first.rows} == {"a": "h1", "b": "h2", "c": "h1"}  # fewest replicas first
     # A third host joins with more room than both: a re-plan keeps every replica where it was.
     bigger = [*hosts, Host("h0", memory_mb=5000)]
     previous = {r.model: [Placed(r.host, r.start, r.end)] for r in first.rows}

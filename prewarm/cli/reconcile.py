@@ -1,0 +1,86 @@
+"""``prewarm reconcile``: one controller tick over a pool, from the command line."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import typer
+from rich.table import Table
+
+from prewarm.cli.output import console, exits_cleanly
+
+
+def _as_of(value: str | None) -> datetime | None:
+    from controller.errors import InventoryError
+
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InventoryError(f"--as-of {value!r}: expected an ISO-8601 time such as 2026-11-23T06:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@exits_cleanly
+def reconcile(
+    pool: str = typer.Option(..., "--pool", help="The pool whose hosts to reconcile."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Run the tick as if it were this time (ISO-8601, UTC if no offset): a replay's clock."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the tick's report as JSON."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Let replicas marked failed be tried again."),
+) -> None:
+    """Run one controller tick: compare the pool's plans with what its hosts hold, warm, repair, unload, re-place."""
+    from controller.inventory import check_name
+    from controller.reconcile import reconcile as run_tick
+    from db.controller import reset_failed
+    from db.migrate import upgrade
+    from db.session import get_engine, session_scope
+
+    check_name(pool, "pool")
+    now = _as_of(as_of)
+    engine = get_engine()
+    upgrade(engine)
+    if retry_failed:
+        with session_scope(engine) as session:
+            count = reset_failed(session, pool=pool)
+        console.print(f"{count} failed replicas of pool {pool} may be tried again")
+    report = run_tick(pool, now, engine=engine)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    if report.reason and report.status.value == "skipped":
+        console.print(f"[yellow]skipped:[/] {report.reason}", highlight=False)
+        return
+    table = Table(title=f"Pool {pool} at {report.now:%Y-%m-%d %H:%M:%S} UTC: desired vs ready per host")
+    for column in ("host", "state", "desired", "ready", "missing", "extra"):
+        table.add_column(column)
+    for host in report.hosts:
+        state = host["state"] if host["reachable"] else f"{host['state']}, unreachable"
+        table.add_row(
+            host["name"], state, str(len(host["desired"])), str(len(host["ready"])),
+            ", ".join(host["missing"]) or "-", ", ".join(host["extra"]) or "-",
+        )
+    console.print(table)
+    if report.actions:
+        actions = Table(title="Actions")
+        for column in ("action", "host", "model", "outcome", "s", "why / error"):
+            actions.add_column(column)
+        for a in report.actions:
+            outcome = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(a["outcome"], a["outcome"])
+            seconds = "-" if a["seconds"] is None else f"{a['seconds']:.1f}"
+            why = a["error"] or (f"{a['reason']}; {a['note']}" if a.get("note") else a["reason"])
+            actions.add_row(a["kind"], a["host"], a["model"], outcome, seconds, why)
+        console.print(actions)
+    for w in report.waiting:
+        console.print(f"[yellow]{'failed' if w['failed'] else 'waiting'}:[/] {w['model']} on {w['host']}: {w['why']}", highlight=False)
+    for line in report.shortfall:
+        console.print(f"[yellow]shortfall:[/] {line}", highlight=False)
+    c = report.counts
+    console.print(
+        f"{c.get('ready', 0)}/{c.get('desired', 0)} desired replicas ready; {c.get('warms', 0)} warms, "
+        f"{c.get('repairs', 0)} repairs, {c.get('unloads', 0)} unloads, {c.get('replaced', 0)} re-placed, "
+        f"{c.get('failed_actions', 0)} failed; {report.seconds:.1f} s"
+    )
