@@ -34,6 +34,7 @@ def reconcile(
 ) -> None:
     """Run one controller tick: compare the pool's plans with what its hosts hold, warm, repair, unload, re-place."""
     from controller.inventory import check_name
+    from controller.reconcile import history_errors
     from controller.reconcile import reconcile as run_tick
     from db.controller import reset_failed
     from db.migrate import upgrade
@@ -42,11 +43,12 @@ def reconcile(
     check_name(pool, "pool")
     now = _as_of(as_of)
     engine = get_engine()
-    upgrade(engine)
-    if retry_failed:
-        with session_scope(engine) as session:
-            count = reset_failed(session, pool=pool)
-        console.print(f"{count} failed replicas of pool {pool} may be tried again")
+    with history_errors(engine, pool):
+        upgrade(engine)
+        if retry_failed:
+            with session_scope(engine) as session:
+                count = reset_failed(session, pool=pool)
+            console.print(f"{count} failed replicas of pool {pool} may be tried again")
     report = run_tick(pool, now, engine=engine)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

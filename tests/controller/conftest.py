@@ -205,3 +205,78 @@ def plans_of(engine: Engine) -> list[WarmPlan]:
     """Every stored plan, by id."""
     with session_scope(engine) as session:
         return list(session.scalars(select(WarmPlan).order_by(WarmPlan.id)).all())
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of a server, which a test can cut (every connection dropped and refused)."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream = (upstream_host, upstream_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cut_off = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut_off.is_set():
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: object, sink: object) -> None:
+        try:
+            while data := source.recv(65536):  # type: ignore[attr-defined]
+                sink.sendall(data)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()  # type: ignore[attr-defined]
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones, as a lost database server would."""
+        import socket
+
+        self.cut_off.set()
+        with self._lock:
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        self.cut_off.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self.listener.close()

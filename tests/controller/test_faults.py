@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
+
+from controller.errors import HistoryUnavailableError
+from controller.reconcile import ControllerConfig, reconcile
+from db.hosts import upsert_host
+from db.registry import upsert_models
+from db.session import make_engine
+from db.warm import PlanWindow, get_plan, upsert_plan
 
 from db.models import (
     ActionKind,
@@ -25,7 +33,7 @@ from db.models import (
     WarmRun,
 )
 from db.session import session_scope
-from tests.controller.conftest import POOL, T0, Fleet, plans_of
+from tests.controller.conftest import CONFIG, POOL, T0, Fleet, TcpProxy, fleet_specs, plans_of
 from tests.e2e.processes import BIN, Background, wait_until
 
 pytestmark = pytest.mark.slow
@@ -193,3 +201,72 @@ def test_two_ticks_at_once_never_load_a_model_twice(fleet: Fleet) -> None:
     again = fleet.tick(T0 + MINUTE)  # and a later tick does not load what is ready
     assert again.actions == [] and again.counts["ready"] == 3
     assert {name: fleet.loads(name) - before[name] for name in ("a", "b", "c")} == {"a": 1, "b": 1, "c": 1}
+
+
+@pytest.fixture
+def postgres_behind_proxy(postgres_template: str | None) -> Iterator[tuple[str, TcpProxy]]:
+    """A fresh, migrated Postgres database and a URL that reaches it through a proxy the test can cut."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import _postgres_admin_url
+
+    admin_url = _postgres_admin_url()
+    if admin_url is None or postgres_template is None:
+        pytest.skip("PREWARM_TEST_POSTGRES_URL is not set")
+    admin = create_engine(make_engine(admin_url).url, isolation_level="AUTOCOMMIT")
+    name = f"prewarm_t_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
+    direct = make_engine(admin_url).url.set(database=name)
+    proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5432)
+    try:
+        yield direct.set(port=proxy.port).render_as_string(hide_password=False), proxy
+    finally:
+        proxy.close()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_lost_history_database_fails_the_tick_with_one_error_and_the_next_tick_recovers(
+    fleet: Fleet, postgres_behind_proxy: tuple[str, TcpProxy]
+) -> None:
+    url, proxy = postgres_behind_proxy
+    engine = make_engine(url)
+    with session_scope(engine) as session:
+        upsert_models(session, fleet_specs())
+        upsert_host(session, name="a", url=fleet.url("a"), pool=POOL)  # by hand, on Postgres
+        plan_id = upsert_plan(session, PlanWindow(
+            model="reranker", version="1", window_start=T0, window_end=T0 + timedelta(hours=2), replicas=1,
+            lead_seconds=0.0, idempotency_key="pg", host="a", pool=POOL,
+        ))[0].id
+    config = ControllerConfig(**{**CONFIG.__dict__, "lease_s": 3})
+
+    def cut_then_act(context, action):  # type: ignore[no-untyped-def]
+        proxy.cut()  # the database goes away while the tick acts
+        return context.run(action)
+
+    with pytest.raises(HistoryUnavailableError) as failure:
+        reconcile(POOL, T0, engine=engine, config=config, runner=cut_then_act)
+    message = str(failure.value)
+    assert message.startswith(f"pool '{POOL}': the history database (postgresql+psycopg://")
+    assert f":{proxy.port}/" in message and "PREWARM_DATABASE_URL) could not be reached during the tick" in message
+    assert "the next tick starts over" in message and "\n" not in message
+    assert fleet.ready("a") == set()  # the warm needs the model's baseline first: nothing was loaded
+    with pytest.raises(HistoryUnavailableError, match="could not be reached during the tick"):
+        reconcile(POOL, T0 + MINUTE, engine=engine, config=config)  # still gone: the same one error
+    proxy.restore()
+    time.sleep(3.5)  # the failed tick could not release its lease; it runs out
+    report = reconcile(POOL, T0 + MINUTE, engine=engine, config=config)
+    assert report.status is TickStatus.DONE and report.counts["ready"] == 1
+    assert [(a["kind"], a["model"], a["outcome"]) for a in report.actions] == [("warm", "reranker", "ok")]
+    assert fleet.ready("a") == {"reranker"}
+    with session_scope(engine) as session:
+        assert get_plan(session, plan_id).status is PlanStatus.DONE
+        statuses = [t.status for t in session.scalars(select(ControllerTick).order_by(ControllerTick.id))]
+        assert statuses[0] is TickStatus.ABANDONED and statuses[-1] is TickStatus.DONE
+    engine.dispose()

@@ -136,3 +136,17 @@ def test_a_rolled_back_version_is_not_served(engine: Engine) -> None:
     with session_scope(engine) as session:
         newest = get_model(session, "reranker")
         assert newest is not None and newest.version == "2"
+
+
+def test_reconcile_without_a_reachable_history_database_prints_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prewarm.settings import reset_settings
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("PREWARM_DATABASE_URL", f"postgresql://prewarm:s3cret@127.0.0.1:{free_port()}/history")
+    reset_settings()
+    result = RUNNER.invoke(app, ["reconcile", "--pool", "p"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert lines[0].startswith("error: pool 'p': the history database (postgresql+psycopg://prewarm:***@127.0.0.1:")
+    assert "s3cret" not in result.output
