@@ -31,6 +31,8 @@ from scheduling.planner import PlannerConfig, Shortfall, plan_models_from_fleet,
 
 log = logging.getLogger(__name__)
 
+# Seconds added to the p95 time-to-ready of a model, besides one controller tick.
+LEAD_MARGIN_S = 30.0
 # Plans that no longer place anything: a re-plan does not stick to them.
 _GONE = (PlanStatus.SUPERSEDED, PlanStatus.CANCELLED)
 
@@ -71,12 +73,13 @@ def previous_placement(session: Session, *, pool: str, models: Sequence[str], no
     return placed
 
 
-def history_until(session: Session, models: Sequence[str], *, as_of: datetime | None, interval: timedelta) -> pd.DataFrame:
-    """The telemetry of ``models``, only the buckets complete at ``as_of`` when given (planning "as if it were then")."""
+def history_until(session: Session, models: Sequence[str], *, as_of: datetime | None) -> pd.DataFrame:
+    """The telemetry of ``models``; with ``as_of``, only the buckets that had begun by then (planning "as if it
+    were then": a live system at ``as_of`` has ingested the bucket in progress, in part)."""
     frame = load_telemetry(session, models=list(models))
     if as_of is None or frame.empty:
         return frame
-    return frame[frame[C.TIMESTAMP] + pd.Timedelta(interval) <= pd.Timestamp(as_of)].reset_index(drop=True)
+    return frame[frame[C.TIMESTAMP] < pd.Timestamp(as_of)].reset_index(drop=True)
 
 
 def _shortfall_text(s: Shortfall) -> str:
@@ -94,11 +97,14 @@ def plan_pool(
     interval: timedelta,
     max_warmups_per_pool: int | None,
     default_heartbeat_s: float,
+    tick_s: float = 60.0,
     forecast_run_id: int | None = None,
 ) -> PoolPlan:
     """Plan ``specs`` from ``forecast_frame`` on ``pool``'s up hosts, store the plans, supersede vanished ones.
 
-    Runs in the caller's transaction. Without an up host nothing is placed: every window is shortfall.
+    A warm-up is planned to start its p95 time-to-ready, a 30 s margin and one controller tick (``tick_s``)
+    before its window: the tick that starts it may come up to a tick after that moment. Runs in the caller's
+    transaction. Without an up host nothing is placed: every window is shortfall.
     """
     names = [s.name for s in specs]
     hosts = pool_hosts(session, pool, wall=utcnow(), default_heartbeat_s=default_heartbeat_s)
@@ -111,7 +117,7 @@ def plan_pool(
                  max_concurrent_warmups=h.max_concurrent_warmups)
             for h in hosts
         ] or None,
-        lead_times=lead_times_from_runs(runs),
+        lead_times=lead_times_from_runs(runs, margin_s=LEAD_MARGIN_S + tick_s),
         config=PlannerConfig(
             keep_alive_s=keep_alive_s, interval=pd.Timedelta(interval), max_concurrent_warmups_per_pool=max_warmups_per_pool
         ),

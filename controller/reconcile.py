@@ -20,11 +20,8 @@ host's repository index) afresh, computes the difference (:mod:`controller.decid
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,6 +36,7 @@ from controller.decide import Action, Decision, Rules, decide
 from controller.errors import HistoryUnavailableError
 from controller.execute import DB_ERRORS, ActionResult, Limits, TickContext, run_lanes
 from controller.inventory import HostView
+from controller.lock import LeaseKeeper, default_holder, pool_lease
 from controller.state import UNSETTLED, Observation, PoolState, load_pool_state
 from db.base import utcnow
 from db.controller import (
@@ -47,7 +45,6 @@ from db.controller import (
     finish_tick,
     record_skipped_tick,
     release_lease,
-    renew_lease,
     save_replicas,
     start_actions,
     start_tick,
@@ -116,11 +113,6 @@ class TickReport:
         }
 
 
-def default_holder() -> str:
-    """A name for this process as a lease holder: host, pid and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 def _redacted(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
@@ -136,34 +128,6 @@ def history_errors(engine: Engine, pool: str) -> Iterator[None]:
             f"pool {pool!r}: the history database ({_redacted(engine)}, PREWARM_DATABASE_URL) could not be reached "
             f"during the tick: {first}; nothing more was done, the next tick starts over"
         ) from None
-
-
-class LeaseKeeper:
-    """Renews a held lease in the background; :attr:`lost` is set when it could not."""
-
-    def __init__(self, engine: Engine, name: str, *, holder: str, ttl_s: float) -> None:
-        self.engine, self.name, self.holder, self.ttl_s = engine, name, holder, ttl_s
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"lease-{name}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
-            try:
-                with session_scope(self.engine) as session:
-                    if not renew_lease(session, self.name, holder=self.holder, now=utcnow(), ttl_s=self.ttl_s):
-                        self.lost.set()
-                        return
-            except DB_ERRORS:
-                log.warning("could not renew the lease %s; retrying", self.name)
 
 
 def observe(
@@ -215,7 +179,7 @@ def reconcile(
     wall = utcnow()
     now = now or wall
     started = time.perf_counter()
-    lease_name = f"pool:{pool}"
+    lease_name = pool_lease(pool)
     with history_errors(engine, pool):
         with session_scope(engine) as session:
             lease = acquire_lease(session, lease_name, holder=holder, now=wall, ttl_s=config.lease_s)

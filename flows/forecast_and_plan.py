@@ -50,9 +50,9 @@ def registered_specs(models: list[str] | None) -> list[ModelSpec]:
 
 @task(cache_policy=NO_CACHE)
 def load_history(models: list[str], models_per_task: int, as_of: datetime | None = None) -> list[pd.DataFrame]:
-    """The telemetry of ``models`` (complete by ``as_of``), in batches of ``models_per_task`` models."""
+    """The telemetry of ``models`` (begun before ``as_of``), in batches of ``models_per_task`` models."""
     with session_scope(history_engine()) as session:
-        frame = history_until(session, models, as_of=as_of, interval=get_settings().forecast_interval)
+        frame = history_until(session, models, as_of=as_of)
     names = sorted(frame[C.MODEL].unique())
     groups = [names[i : i + models_per_task] for i in range(0, len(names), models_per_task)]
     return [frame[frame[C.MODEL].isin(group)] for group in groups]
@@ -136,6 +136,7 @@ def plan_and_store(
             interval=settings.forecast_interval,
             max_warmups_per_pool=settings.controller.max_warmups_per_pool,
             default_heartbeat_s=settings.host.heartbeat_s,
+            tick_s=settings.controller.tick_s,
             forecast_run_id=forecast_run_id,
         )
 
@@ -183,7 +184,7 @@ def forecast_and_plan(
     """Forecast every registered model (or ``models``), place the windows on ``pool``'s up hosts, store the plans.
 
     The ``reconcile-fleet`` controller carries the plans out. ``as_of`` plans as if it were that time (a
-    replay, or the demo's compressed day): only telemetry complete by then is used.
+    replay, or the demo's compressed day): only telemetry of buckets begun by then is used.
     """
     logger = get_run_logger()
     now = as_of or utcnow()

@@ -1,16 +1,20 @@
-"""``post_deploy_warm``: warm a newly deployed version and validate it against the previous version's baseline.
+"""``post_deploy_warm``: roll a newly deployed version out, validated against the previous version's baseline.
 
-Triggered by the ``prewarm.model.deployed`` event (the webhook emits it). The verdict is recorded with the warm
-run and emitted as ``prewarm.model.validation.passed`` or ``prewarm.model.validation.failed``, which a CI/CD
-step can wait for; a failed validation also fails the flow run, so ``prefect deployment run --watch`` exits
-non-zero.
+Triggered by the ``prewarm.model.deployed`` event (the webhook emits it). On the hosts of ``pool`` that serve
+the old version, the new one is warmed and validated next to it, host by host, and replaces it only once it
+passes (``controller.rollout``); a failure rolls back: the old version keeps serving and the version is marked
+rolled back. Where no host serves the model, the new version is validated on ``target`` (``local``: in the
+worker's own process). The verdict is recorded with the warm runs and emitted as
+``prewarm.model.validation.passed`` or ``prewarm.model.validation.failed`` (with ``rolled_back`` and the hosts),
+which a CI/CD step can wait for; a failed validation also fails the flow run, so
+``prefect deployment run --watch`` exits non-zero.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import Field
@@ -18,8 +22,9 @@ from pydantic import Field
 from db.base import utcnow
 from db.registry import list_models
 from db.session import session_scope
-from flows.common import ModelName, Target, Version, history_engine
+from flows.common import ModelName, PoolName, Target, Version, history_engine
 from flows.warm import load_baseline, load_spec, publish_summary, record_run, run_warmup, target_device_class
+from prewarm.fleet import ModelSpec
 
 PASSED_EVENT = "prewarm.model.validation.passed"
 FAILED_EVENT = "prewarm.model.validation.failed"
@@ -54,10 +59,25 @@ def ensure_registered(model: str, version: str, artifact_uri: str | None, sha256
 
 
 @task(cache_policy=NO_CACHE)
+def roll_out_version(spec: ModelSpec, *, previous: str | None, pool: str) -> dict[str, Any] | None:
+    """Roll ``spec`` out on the pool's hosts serving an older version (None when none does)."""
+    from controller.rollout import roll_out
+
+    result = roll_out(
+        history_engine(), spec, previous=previous, pool=pool,
+        orchestrator_run_id=str(runtime.flow_run.id) if runtime.flow_run.id else None,
+    )
+    if result is None:
+        return None
+    return {**result.report, "rollout": result.to_dict()}
+
+
+@task(cache_policy=NO_CACHE)
 def emit_verdict(
     report: dict[str, Any], *, passed: bool, previous: str | None, warm_run_id: int
 ) -> str | None:
     """Emit the validation verdict as a Prefect event and return its id."""
+    rollout = report.get("rollout")
     event = emit_event(
         event=PASSED_EVENT if passed else FAILED_EVENT,
         resource={
@@ -70,11 +90,13 @@ def emit_verdict(
             "version": report["version"],
             "baseline_version": previous,
             "passed": passed,
-            "reason": report.get("reason") or report.get("error"),
+            "reason": (rollout or {}).get("reason") or report.get("reason") or report.get("error"),
             "steady_p50_ms": report.get("steady_p50_ms"),
             "steady_p99_ms": report.get("steady_p99_ms"),
             "baseline_p50_ms": report.get("baseline_p50_ms"),
             "warm_run_id": warm_run_id,
+            "rolled_back": bool(rollout and rollout["rolled_back"]),
+            "rollout": rollout,
         },
     )
     return str(event.id) if event is not None else None
@@ -84,11 +106,12 @@ def emit_verdict(
 def post_deploy_warm(
     model: ModelName,
     version: Version,
+    pool: PoolName = "default",
     target: Target = "local",
     artifact_uri: str | None = None,
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None,
 ) -> dict[str, Any]:
-    """Warm ``model`` ``version`` on ``target``, judge it by the previous version's runs, record and emit the verdict.
+    """Roll ``model`` ``version`` out on ``pool`` (or validate it on ``target``), record and emit the verdict.
 
     An unregistered ``version`` is registered first from the previous version's spec (with ``artifact_uri``
     and ``sha256`` when given), so a trigger that skips prewarm's webhook still works.
@@ -98,28 +121,40 @@ def post_deploy_warm(
     ensure_registered(model, version, artifact_uri, sha256)
     spec = load_spec(model, version)
     previous = previous_version(model, version)
-    baseline = load_baseline(spec, version=previous or version, device_class=target_device_class(target))
-    report = run_warmup(spec, target=target, baseline=baseline)
-    passed = bool(report["ready"])
-    validation = {
-        "passed": passed,
-        "baseline_version": previous,
-        "reason": report.get("reason") or report.get("error"),
-    }
-    run_id = record_run(
-        report,
-        trigger="post_deploy",
-        target=target,
-        plan_id=None,
-        started_at=started_at,
-        extra={"validation": validation},
-    )
-    publish_summary(report, run_id=run_id, replicas=1)
+    rolled = roll_out_version(spec, previous=previous, pool=pool)
+    if rolled is not None:
+        report = rolled
+        rollout = rolled["rollout"]
+        passed = bool(rollout["passed"])
+        run_id = int(report["warm_run_id"])
+        validation = {"passed": passed, "baseline_version": rollout["previous"], "reason": rollout["reason"],
+                      "rolled_back": rollout["rolled_back"], "hosts": [h["host"] for h in rollout["hosts"]]}
+        previous = rollout["previous"]
+    else:
+        baseline = load_baseline(spec, version=previous or version, device_class=target_device_class(target))
+        report = run_warmup(spec, target=target, baseline=baseline)
+        passed = bool(report["ready"])
+        validation = {
+            "passed": passed,
+            "baseline_version": previous,
+            "reason": report.get("reason") or report.get("error"),
+        }
+        run_id = record_run(
+            report,
+            trigger="post_deploy",
+            target=target,
+            plan_id=None,
+            started_at=started_at,
+            extra={"validation": validation},
+        )
+    publish_summary(report, run_id=run_id)
     event_id = emit_verdict(report, passed=passed, previous=previous, warm_run_id=run_id)
     result = {**report, "warm_run_id": run_id, "validation": validation, "event_id": event_id}
     if not passed:
+        where = f" on pool {pool}, rolled back: the old version keeps serving" if rolled is not None else ""
         raise ValidationFailedError(
-            f"{model} {version} failed validation against {previous or 'its SLA'}: {validation['reason']}"
+            f"{model} {version} failed validation against {previous or 'its SLA'}{where}: {validation['reason']}"
         )
-    logger.info("%s %s passed validation against %s", model, version, previous or "its SLA")
+    where = f" and replaced it on {', '.join(validation['hosts'])}" if rolled is not None else ""
+    logger.info("%s %s passed validation against %s%s", model, version, previous or "its SLA", where)
     return result

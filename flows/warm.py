@@ -1,19 +1,22 @@
-"""``warm_model`` and ``cool_down``: warm a model version on a target ahead of its window, unload it after.
+"""``warm_model``: warm a model version by hand, on a host of the inventory, in this process, or on a V2 server.
 
-``warm_model`` holds a global concurrency slot named after the device class and host (``gpu:<host>`` or
-``cpu:<host>``) around the warm-up only, so a host never loads more models at once than its limit allows;
-the per-pool limit is the deployment's and the work pool's concurrency limit (see ``prefect.yaml``).
+Planned windows are carried out by the ``reconcile-fleet`` controller; this flow is for the runs people start
+from the Prefect UI. With ``host`` it warms on that inventory host under its pool's lease (so it never races
+a tick) and holds the model there for ``keep_seconds``, so the controller keeps it instead of unloading it.
+``target: local`` warms in the worker's own process: it is for the demo and for validation in an isolated
+process, since nothing stays warm where traffic is served once the run's process exits. Around the warm-up a
+``local`` or URL target holds a global concurrency slot named after the device class and host (``gpu:<host>``
+or ``cpu:<host>``, ``v2:<host:port>``).
 """
 
 from __future__ import annotations
 
 import functools
 import socket
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
-import httpx
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -21,18 +24,11 @@ from prefect.concurrency.sync import concurrency
 from pydantic import Field
 
 from db.base import utcnow
-from db.models import PlanStatus, WarmTrigger
+from db.models import WarmTrigger
 from db.registry import get_model, spec_of
 from db.session import session_scope
-from db.warm import (
-    baseline_for,
-    get_plan,
-    last_device_class,
-    next_window_start,
-    record_warm_run,
-    set_plan_status,
-)
-from flows.common import ModelName, Replicas, Target, Trigger, Version, artifact_key, history_engine
+from db.warm import baseline_for, last_device_class, record_warm_run
+from flows.common import HostName, ModelName, Target, Trigger, Version, artifact_key, history_engine
 from prewarm.fleet import ModelSpec
 
 
@@ -103,21 +99,6 @@ def load_baseline(spec: ModelSpec, *, version: str, device_class: str | None) ->
 
 
 @task(cache_policy=NO_CACHE)
-def current_plan(plan_id: int) -> dict[str, Any]:
-    """The plan's status, version and replicas as they are now (a newer forecast may have changed them)."""
-    with session_scope(history_engine()) as session:
-        plan = get_plan(session, plan_id)
-        return {"status": plan.status.value, "version": plan.version, "replicas": plan.replicas}
-
-
-@task(cache_policy=NO_CACHE)
-def mark_plan(plan_id: int, status: PlanStatus) -> None:
-    """Move the plan this run carries out to ``status``."""
-    with session_scope(history_engine()) as session:
-        set_plan_status(session, plan_id, status, orchestrator_run_id=str(runtime.flow_run.id or "") or None)
-
-
-@task(cache_policy=NO_CACHE)
 def run_warmup(spec: ModelSpec, *, target: str, baseline: Any) -> dict[str, Any]:
     """Run the warm pipeline on ``target`` inside the host's concurrency slot; returns the warm report dict."""
     from warmers import warm
@@ -158,7 +139,7 @@ def _ms(value: float | None) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def publish_summary(report: dict[str, Any], *, run_id: int, replicas: int) -> None:
+def publish_summary(report: dict[str, Any], *, run_id: int) -> None:
     """A markdown artifact with the readiness, the latencies and the stage timings of this warm run."""
     stages = " | ".join(
         f"{name} {seconds:.2f} s" for name, seconds in report.get("stage_seconds", {}).items()
@@ -174,7 +155,7 @@ def publish_summary(report: dict[str, Any], *, run_id: int, replicas: int) -> No
             f"| {_ms(report.get('latency_delta_ms'))} | {_ms(report.get('steady_p50_ms'))} "
             f"| {_ms(report.get('steady_p99_ms'))} | {report.get('time_to_ready_s') or 0:.2f} s |",
             "",
-            f"Stages: {stages or '-'}. Device class: {report.get('device_class')}. Replicas requested: {replicas}."
+            f"Stages: {stages or '-'}. Device class: {report.get('device_class')}."
             f" Warm run #{run_id} in the history database.",
         ]
     )
@@ -185,94 +166,50 @@ def publish_summary(report: dict[str, Any], *, run_id: int, replicas: int) -> No
     )
 
 
+@task(cache_policy=NO_CACHE)
+def warm_on_inventory_host(spec: ModelSpec, *, host: str, keep_seconds: float, trigger: Trigger) -> dict[str, Any]:
+    """Warm on an inventory host under its pool's lease, record it, hold it there (``controller.manual``)."""
+    from controller.manual import warm_on_host
+
+    result = warm_on_host(
+        history_engine(), host_name=host, spec=spec, keep_s=keep_seconds, trigger=WarmTrigger(trigger),
+        orchestrator_run_id=str(runtime.flow_run.id) if runtime.flow_run.id else None,
+    )
+    held = result.held_until.isoformat() if result.held_until else None
+    return {**result.report.to_dict(), "warm_run_id": result.warm_run_id, "host": host, "held_until": held}
+
+
 @flow(name="warm-model")
 def warm_model(
     model: ModelName,
     version: Version | None = None,
-    replicas: Replicas = 1,
+    host: HostName | None = None,
     target: Target = "local",
+    keep_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 3600.0,
     trigger: Trigger = "manual",
-    plan_id: int | None = None,
 ) -> dict[str, Any]:
-    """Warm ``model`` ``version`` on ``target``, record the run with its timings, publish a summary artifact.
+    """Warm ``model`` ``version`` on inventory ``host`` (held there ``keep_seconds``), else on ``target``.
 
-    ``replicas`` is recorded with the run: one flow run warms one target, so a plan with several replicas is
-    carried out by several targets (hosts) each running this flow.
+    Records the warm run with every stage timing and publishes a summary artifact ``warm-<model>``.
     """
     started_at = utcnow()
-    if plan_id is not None:
-        current = current_plan(plan_id)
-        if current["status"] in (PlanStatus.SUPERSEDED.value, PlanStatus.CANCELLED.value):
-            get_run_logger().info("plan %s was %s: nothing to warm", plan_id, current["status"])
-            return {"model": model, "skipped": current["status"], "plan_id": plan_id}
-        version, replicas = current["version"], current["replicas"]  # a re-plan may have changed them
     spec = load_spec(model, version)
-    baseline = load_baseline(spec, version=spec.version, device_class=target_device_class(target))
-    if plan_id is not None:
-        mark_plan(plan_id, PlanStatus.RUNNING)
-    report = run_warmup(spec, target=target, baseline=baseline)
-    run_id = record_run(
-        report,
-        trigger=trigger,
-        target=target,
-        plan_id=plan_id,
-        started_at=started_at,
-        extra={"replicas": replicas},
-    )
-    publish_summary(report, run_id=run_id, replicas=replicas)
-    if plan_id is not None:
-        mark_plan(plan_id, PlanStatus.DONE if report["ready"] else PlanStatus.FAILED)
+    if host is not None:
+        report = warm_on_inventory_host(spec, host=host, keep_seconds=keep_seconds, trigger=trigger)
+        run_id = report["warm_run_id"]
+    else:
+        baseline = load_baseline(spec, version=spec.version, device_class=target_device_class(target))
+        report = run_warmup(spec, target=target, baseline=baseline)
+        run_id = record_run(report, trigger=trigger, target=target, plan_id=None, started_at=started_at)
+    publish_summary(report, run_id=run_id)
     get_run_logger().info(
-        "%s %s ready=%s warm first request %s (cold %s)",
+        "%s %s on %s: ready=%s warm first request %s (cold %s)%s",
         spec.name,
         spec.version,
+        host or target,
         report["ready"],
         _ms(report.get("warm_first_request_ms")),
         _ms(report.get("cold_first_request_ms")),
+        f"; kept there until {report['held_until']}" if report.get("held_until") else "",
     )
     return {**report, "warm_run_id": run_id}
-
-
-@flow(name="cool-down")
-def cool_down(
-    model: ModelName,
-    version: Version | None = None,
-    target: Target = "local",
-    plan_id: int | None = None,
-    keep_alive_seconds: Annotated[float, Field(ge=0)] = 600.0,
-) -> bool:
-    """Unload ``model`` from ``target`` unless another window of it starts within ``keep_alive_seconds``.
-
-    Returns whether it unloaded. Scheduled by ``forecast_and_plan`` at window end plus keep-alive.
-    """
-    logger = get_run_logger()
-    now = utcnow()
-    with session_scope(history_engine()) as session:
-        if plan_id is not None and get_plan(session, plan_id).status in (
-            PlanStatus.SUPERSEDED,
-            PlanStatus.CANCELLED,
-        ):
-            logger.info("plan %s was superseded: its warm run never happened, nothing to cool down", plan_id)
-            return False
-        upcoming = next_window_start(session, model, after=now, exclude_plan_id=plan_id)
-    if upcoming is not None and upcoming - now <= timedelta(seconds=keep_alive_seconds):
-        logger.info("keeping %s warm: its next window starts at %s", model, upcoming.isoformat())
-        return False
-    unload_model(model, version=version, target=target)
-    return True
-
-
-@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def unload_model(model: str, *, version: str | None, target: str) -> None:
-    """Ask ``target`` to unload ``model`` (retried: the target is remote)."""
-    if target == "local":
-        from warmers.errors import ModelNotFoundError
-
-        try:
-            _local_engine().unload(model, version=version)
-        except ModelNotFoundError:
-            get_run_logger().info("%s is not loaded in this process: nothing to unload", model)
-        return
-    response = httpx.post(f"{target.rstrip('/')}/v2/repository/models/{model}/unload", json={}, timeout=60)
-    if response.status_code != 404:  # a model the server no longer has is already cold
-        response.raise_for_status()

@@ -50,6 +50,9 @@ class HostSettings(BaseModel):
 class ControllerSettings(BaseModel):
     """The fleet controller: staggering, retries, the pool lease, and when an unneeded model is unloaded."""
 
+    tick_s: float = Field(
+        default=60.0, gt=0, description="How often reconcile-fleet runs; warm-ups are planned to start one tick earlier."
+    )
     max_warmups_per_pool: int = Field(default=8, ge=1, description="Warm-ups running at once in one pool.")
     max_attempts: int = Field(default=3, ge=1, description="Failed warms of a replica before it is marked failed.")
     backoff_s: float = Field(

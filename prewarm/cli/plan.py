@@ -225,7 +225,7 @@ def _plan_pool(
             raise PlanningError(f"models {', '.join(unknown)} are not registered: import them with `prewarm models import`")
         if not specs:
             raise PlanningError("no models are registered: import a fleet with `prewarm models import FLEET.yaml`")
-        history = history_until(session, [s.name for s in specs], as_of=as_of, interval=interval)
+        history = history_until(session, [s.name for s in specs], as_of=as_of)
     if history.empty:
         raise PlanningError(f"no telemetry before {now.isoformat()} in the history database: ingest some with `prewarm ingest`")
     with err_console.status(f"Forecasting {len(specs)} models..."):
@@ -242,7 +242,8 @@ def _plan_pool(
         planned = plan_pool(
             session, result.frame, specs, pool=pool, now=now, keep_alive_s=keep_alive_s, interval=interval,
             max_warmups_per_pool=settings.controller.max_warmups_per_pool,
-            default_heartbeat_s=settings.host.heartbeat_s, forecast_run_id=run_id,
+            default_heartbeat_s=settings.host.heartbeat_s,
+            tick_s=settings.controller.tick_s, forecast_run_id=run_id,
         )
         if store:
             session.commit()

@@ -1,5 +1,6 @@
-"""End to end: a real Prefect server and process worker on loopback, ``prefect deploy --all`` from prefect.yaml,
-a signed webhook from "CI/CD", and the post-deploy flow run that warms and validates the new version.
+"""End to end: a real Prefect server and process workers on loopback, ``prefect deploy --all`` from prefect.yaml,
+a signed webhook from "CI/CD" and the post-deploy flow run that warms and validates the new version, and two
+registered ``prewarm serve`` hosts kept warm by the forecast-and-plan and reconcile-fleet deployments.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ SECRET = "e2e-webhook-secret"
 FLEET = REPO / "examples" / "fleet.yaml"
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
-    """Prefect server, deployments, a process worker on prewarm-gpu and the webhook, all on loopback."""
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """Prefect server, deployments, process workers on both pools and the webhook, all on loopback."""
+    tmp_path = tmp_path_factory.mktemp("e2e")
     api_port, hook_port = free_port(), free_port()
     api_url = f"http://127.0.0.1:{api_port}/api"
     history_url = f"sqlite:///{tmp_path / 'history.db'}"
@@ -81,6 +83,13 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
             log_dir=tmp_path,
         )
         started.append(worker)
+        cpu_worker = Background(
+            "worker-cpu",
+            [str(BIN / "prefect"), "worker", "start", "--pool", "prewarm-cpu", "--type", "process"],
+            env=env,
+            log_dir=tmp_path,
+        )
+        started.append(cpu_worker)
         hook = Background(
             "webhook", [str(BIN / "prewarm"), "webhook", "--port", str(hook_port)], env=env, log_dir=tmp_path
         )
@@ -98,7 +107,9 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
             "hook_url": f"http://127.0.0.1:{hook_port}{PATH}",
             "history_url": history_url,
             "worker": worker,
+            "cpu_worker": cpu_worker,
             "server": server,
+            "tmp_path": tmp_path,
             "deploy_output": deployed.stdout,
         }
     finally:
@@ -120,7 +131,7 @@ def test_signed_webhook_triggers_post_deploy_warm_that_records_a_warm_run(stack:
     env = stack["env"]
     assert isinstance(env, dict)
     output = str(stack["deploy_output"])
-    for name in ("ingest-telemetry", "forecast-and-plan", "warm-model", "cool-down", "post-deploy-warm"):
+    for name in ("ingest-telemetry", "forecast-and-plan", "reconcile-fleet", "warm-model", "post-deploy-warm"):
         assert f"'{name}/{name}' successfully created" in " ".join(output.split()), output[-2000:]
 
     # The first version is imported from the example fleet; CI/CD then announces version 2. No SLA, so the
@@ -170,3 +181,70 @@ def test_signed_webhook_triggers_post_deploy_warm_that_records_a_warm_run(stack:
         assert run.orchestrator_run_id == final["id"]
         assert run.report is not None and run.report["validation"]["passed"] is True
     engine.dispose()
+
+
+def _ready(url: str) -> set[str]:
+    body = httpx.post(f"{url}/v2/repository/index", json={}, timeout=10).json()
+    return {e["name"] for e in body if e["state"] == "READY"}
+
+
+def test_two_registered_hosts_are_warm_ahead_of_their_windows_and_unloaded_after(stack: dict[str, object]) -> None:
+    from datetime import timedelta
+
+    from db.models import PlanStatus, WarmPlan
+    from prewarm.ingest import ingest_sources
+
+    env = stack["env"]
+    tmp_path = stack["tmp_path"]
+    assert isinstance(env, dict) and isinstance(tmp_path, Path)
+    engine = make_engine(str(stack["history_url"]))
+    upgrade(engine)
+    models = ["reranker", "ocr-longtail"]
+    specs = [m.model_copy(update={"sla_p99_ms": None}) for m in load_fleet(FLEET).models if m.name in models]
+    with session_scope(engine) as session:
+        upsert_models(session, specs)
+    ingest_sources([str(REPO / "examples" / "telemetry.csv")], engine=engine)
+    hosts: list[Background] = []
+    urls: dict[str, str] = {}
+    try:
+        for name in ("e2e-1", "e2e-2"):
+            port = free_port()
+            urls[name] = f"http://127.0.0.1:{port}"
+            host_env = {**env, "PREWARM_HOME": str(tmp_path / name), "PREWARM_HOST__HEARTBEAT_S": "2"}
+            hosts.append(Background(
+                name, [str(BIN / "prewarm"), "serve", "--port", str(port), "--no-preload", "--register", "--name", name,
+                       "--pool", "default", "--cpu-threads", "1"], env=host_env, log_dir=tmp_path,
+            ))
+        for host, url in zip(hosts, urls.values(), strict=True):
+            wait_until(http_ok(f"{url}/v2/health/ready"), timeout=120, what=f"host {host.name}", on_timeout=host.log_tail)
+        wait_until(lambda: "e2e-2" in run_cli([str(BIN / "prewarm"), "hosts", "list", "--json"], env=env).stdout,
+                   timeout=60, what="the hosts to register")
+        as_of = "2026-11-22T23:50:00+00:00"  # in the sample telemetry's last hour: the plans start at midnight
+        run_cli([str(BIN / "prefect"), "deployment", "run", "forecast-and-plan/forecast-and-plan", "--watch",
+                 "--params", json.dumps({"as_of": as_of, "models": models})], env=env, timeout=300)
+        with session_scope(engine) as session:
+            plans = session.scalars(select(WarmPlan).where(WarmPlan.pool == "default")).all()
+            windows = [(p.model, p.host, p.window_start - timedelta(seconds=p.lead_seconds), p.window_start,
+                        p.window_end) for p in plans]
+        assert windows and {h for _, h, *_ in windows} <= set(urls)
+        first = min(w[2] for w in windows)
+        due = [w for w in windows if w[2] <= first]
+
+        def tick(at: object) -> None:
+            run_cli([str(BIN / "prefect"), "deployment", "run", "reconcile-fleet/reconcile-fleet", "--watch",
+                     "--params", json.dumps({"as_of": str(at)})], env=env, timeout=300)
+
+        tick((first - timedelta(minutes=1)).isoformat())
+        assert all(not _ready(url) for url in urls.values())  # nothing before its warm-up begins
+        tick(first.isoformat())
+        for model, host, warm_from, window_start, _ in due:
+            assert model in _ready(urls[host]) and warm_from < window_start  # ready ahead of the window
+        tick((max(w[4] for w in windows) + timedelta(minutes=11)).isoformat())
+        assert all(not _ready(url) for url in urls.values())  # unloaded after the windows and keep-alive
+        with session_scope(engine) as session:
+            done = {p.model: p.status for p in session.scalars(select(WarmPlan)) if p.id in {q.id for q in plans}}
+        assert {m for m, *_ in due} <= {m for m, status in done.items() if status is PlanStatus.DONE}
+    finally:
+        for host in hosts:
+            host.stop()
+        engine.dispose()

@@ -1,9 +1,8 @@
-"""warm-model, cool-down and post-deploy-warm on the in-process engine with the example fleet's smallest model."""
+"""warm-model and post-deploy-warm in this process (target local) with the example fleet's smallest model."""
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -11,13 +10,12 @@ import pytest
 from prefect.client.orchestration import get_client
 from sqlalchemy import Engine, select
 
-from db.base import utcnow
-from db.models import PlanStatus, WarmRun, WarmStatus, WarmTrigger
+from db.models import WarmRun, WarmStatus, WarmTrigger
 from db.registry import upsert_models
 from db.session import session_scope
-from db.warm import PlanWindow, get_plan, record_warm_run, set_plan_status, upsert_plan
+from db.warm import record_warm_run
 from flows.post_deploy import ValidationFailedError, post_deploy_warm
-from flows.warm import ModelNotRegisteredError, cool_down, warm_model
+from flows.warm import ModelNotRegisteredError, warm_model
 from prewarm.fleet import ModelSpec, load_fleet
 
 FLEET = Path(__file__).parents[2] / "examples" / "fleet.yaml"
@@ -37,69 +35,24 @@ def registered(history_db: Engine) -> ModelSpec:
     return spec
 
 
-def _plan(engine: Engine, spec: ModelSpec, *, minutes: int = 60) -> int:
-    start = utcnow() + timedelta(minutes=minutes)
-    window = PlanWindow(
-        model=spec.name,
-        version=spec.version,
-        window_start=start,
-        window_end=start + timedelta(hours=1),
-        replicas=2,
-        lead_seconds=60,
-        idempotency_key=f"{spec.name}:{start.isoformat()}",
-    )
-    with session_scope(engine) as session:
-        return upsert_plan(session, window)[0].id
-
-
-def test_warm_model_records_the_run_marks_the_plan_and_publishes_an_artifact(
-    history_db: Engine, registered: ModelSpec
-) -> None:
-    plan_id = _plan(history_db, registered)
-    result = warm_model(registered.name, trigger="scheduled", plan_id=plan_id)
+def test_warm_model_records_the_run_and_publishes_an_artifact(history_db: Engine, registered: ModelSpec) -> None:
+    result = warm_model(registered.name)  # target local: this process
     assert result["ready"] is True
     with session_scope(history_db) as session:
         run = session.get(WarmRun, result["warm_run_id"])
         assert run is not None
-        assert (
-            run.trigger is WarmTrigger.SCHEDULED and run.status is WarmStatus.READY and run.plan_id == plan_id
-        )
+        assert run.trigger is WarmTrigger.MANUAL and run.status is WarmStatus.READY and run.target == "local"
         assert run.cold_first_request_ms is not None and run.warm_first_request_ms is not None
         assert {"load", "warmup", "validate"} <= set(run.stage_seconds)
-        assert run.report["replicas"] == 2  # taken from the plan
         assert run.orchestrator_run_id
-        assert get_plan(session, plan_id).status is PlanStatus.DONE
     with get_client(sync_client=True) as client:
-        artifact = client.read_latest_artifacts()
-        keys = {a.key for a in artifact}
+        keys = {a.key for a in client.read_latest_artifacts()}
     assert "warm-reranker" in keys
-
-
-def test_warm_model_skips_a_superseded_plan(history_db: Engine, registered: ModelSpec) -> None:
-    plan_id = _plan(history_db, registered)
-    with session_scope(history_db) as session:
-        set_plan_status(session, plan_id, PlanStatus.SUPERSEDED)
-    assert warm_model(registered.name, plan_id=plan_id) == {
-        "model": "reranker",
-        "skipped": "superseded",
-        "plan_id": plan_id,
-    }
-    with session_scope(history_db) as session:
-        assert session.scalars(select(WarmRun)).all() == []
 
 
 def test_warm_model_names_an_unregistered_model(history_db: Engine) -> None:
     with pytest.raises(ModelNotRegisteredError, match="model 'nope' has any version registered"):
         warm_model("nope")
-
-
-def test_cool_down_keeps_a_model_with_a_window_soon_and_unloads_otherwise(
-    history_db: Engine, registered: ModelSpec
-) -> None:
-    current = _plan(history_db, registered, minutes=-60)
-    _plan(history_db, registered, minutes=5)  # the next window starts in 5 minutes: keep warm
-    assert cool_down(registered.name, plan_id=current, keep_alive_seconds=600) is False
-    assert cool_down(registered.name, plan_id=current, keep_alive_seconds=0) is True
 
 
 def test_post_deploy_passes_against_the_previous_version_and_records_the_verdict(
