@@ -1,15 +1,23 @@
-"""``prewarm demo``: the whole loop on embedded defaults, in about a minute.
+"""``prewarm demo``: the whole loop on embedded defaults, with two real inference hosts on loopback.
 
-Imports the example fleet, ingests the sample telemetry into the SQLite history database, runs the
-``forecast-and-plan`` flow, then replays the planned day compressed in time: each ``warm-model`` run starts
-when its plan says (an hour of plan time is a second by default) and each window ends with ``cool-down``.
-Prefect runs on the configured API, or on its ephemeral local server when none is configured. Prints a table
-per model (window, cold vs warm first request, readiness) and writes an HTML report with the forecast plot.
+Imports the example fleet, ingests the sample telemetry into the SQLite history database, starts two
+``prewarm serve --register`` hosts (pool ``demo``), runs the ``forecast-and-plan`` flow, which places each
+window's replicas on those hosts, then replays the planned day as ticks of the ``reconcile-fleet`` controller
+on a compressed clock (an hour of plan time is a second by default): models become ready on their hosts ahead
+of their windows and are unloaded after them. A live controller ticks every minute; the replay ticks at the
+minutes in which the desired state changes (a warm-up begins, a window ends) and once an hour, since the
+ticks in between find nothing to do. Prefect runs on the configured API, or on its ephemeral local server
+when none is configured. Prints a table per window (host, ready vs window start, unloaded) and writes an
+HTML report with the forecast plot. The hosts stop when the demo ends.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,17 +29,19 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Column, Table
 
 from prewarm.cli.output import console, exits_cleanly
-from prewarm.errors import InputError
+from prewarm.errors import InputError, PrewarmError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+POOL = "demo"
+HOSTS = ("demo-1", "demo-2")
 
 
 @dataclass(frozen=True)
-class _Event:
-    at: datetime
-    kind: str  # "warm" or "cool"
-    plan_id: int
-    model: str
+class _Host:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
 
 
 def _quiet_prefect(home: Path) -> None:
@@ -81,10 +91,14 @@ def demo(
     )
     with Progress(*columns, console=console, transient=False) as progress:
         as_of, names = _load(progress, fleet, telemetry)
-        plan_ids = _forecast_and_plan(progress, horizon=horizon, as_of=as_of, models=names)
-        _replay(progress, plan_ids, as_of=as_of, speedup=speedup)
-        windows = _results(plan_ids)
-        _write(progress, out, windows, names, as_of=as_of, speedup=speedup)
+        hosts = _start_hosts(progress, settings.home / "demo")
+        try:
+            plan_ids = _forecast_and_plan(progress, horizon=horizon, as_of=as_of, models=names)
+            _replay(progress, plan_ids, as_of=as_of, speedup=speedup)
+            windows = _results(plan_ids)
+            _write(progress, out, windows, names, as_of=as_of, speedup=speedup)
+        finally:
+            _stop_hosts(hosts)
     console.print(_table(windows))
     console.print(f"Report: {out}  ({time.perf_counter() - started:.0f} s in all)")
 
@@ -116,102 +130,209 @@ def _load(progress: Progress, fleet: Path, telemetry: Path) -> tuple[datetime, l
     return first_forecast - timedelta(minutes=10), [s.name for s in specs]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_hosts(progress: Progress, folder: Path) -> list[_Host]:
+    """Two ``prewarm serve --register`` processes on loopback; returns once both have registered."""
+    from sqlalchemy import select
+
+    from db.base import utcnow
+    from db.models import Host
+    from db.session import session_scope
+    from flows.common import history_engine
+
+    task = _step(progress, f"Starting the inference hosts {', '.join(HOSTS)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    since = utcnow()
+    hosts: list[_Host] = []
+    for name in HOSTS:
+        port = _free_port()
+        log = folder / f"{name}.log"
+        args = [sys.executable, "-c", "from prewarm.cli.main import app; app()", "serve", "--port", str(port),
+                "--no-preload", "--register", "--name", name, "--pool", POOL, "--cpu-threads", "1"]
+        with log.open("wb") as out:
+            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        hosts.append(_Host(name=name, url=f"http://127.0.0.1:{port}", process=process, log=log))
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            for host in hosts:
+                if host.process.poll() is not None:
+                    tail = host.log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                    raise PrewarmError(f"host {host.name} stopped while starting ({host.log}): {tail[0]}")
+            with session_scope(history_engine()) as session:
+                seen = {
+                    h.name for h in session.scalars(select(Host).where(Host.name.in_(HOSTS)))
+                    if h.last_seen_at is not None and h.last_seen_at >= since
+                }
+            if seen == set(HOSTS):
+                break
+            if time.monotonic() > deadline:
+                raise PrewarmError(f"the demo hosts did not register within 180 s; see their logs in {folder}")
+            time.sleep(0.3)
+    except BaseException:
+        _stop_hosts(hosts)
+        raise
+    _done(progress, task, f"Started hosts {', '.join(f'{h.name} ({h.url})' for h in hosts)} in pool {POOL}")
+    return hosts
+
+
+def _stop_hosts(hosts: list[_Host]) -> None:
+    import signal
+
+    for host in hosts:
+        if host.process.poll() is None:
+            os.killpg(host.process.pid, signal.SIGTERM)
+    for host in hosts:
+        try:
+            host.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(host.process.pid, signal.SIGKILL)
+            host.process.wait(timeout=15)
+
+
 def _forecast_and_plan(progress: Progress, *, horizon: int, as_of: datetime, models: list[str]) -> list[int]:
     from flows.forecast_and_plan import forecast_and_plan
 
     task = _step(progress, "Forecasting and planning (Prefect flow forecast-and-plan)")
-    summary = forecast_and_plan(horizon=horizon, models=models, schedule_runs=False, as_of=as_of)
-    _done(progress, task, f"Forecast {summary['models']} models, planned {summary['windows']} warm windows")
+    summary = forecast_and_plan(horizon=horizon, models=models, pool=POOL, as_of=as_of)
+    short = f", {len(summary['shortfall'])} short" if summary["shortfall"] else ""
+    _done(
+        progress,
+        task,
+        f"Forecast {summary['models']} models, placed {summary['windows']} replica windows on {len(summary['hosts'])} hosts"
+        + short,
+    )
     return list(summary["plan_ids"])
 
 
-def _timeline(plan_ids: list[int]) -> list[_Event]:
+def _ceil_minute(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0) + (timedelta(minutes=1) if (at.second or at.microsecond) else timedelta())
+
+
+def _tick_times(plan_ids: list[int], *, as_of: datetime) -> list[datetime]:
+    """The minutes at which the desired state changes (a warm-up begins, a window ends), and every hour."""
     from db.session import session_scope
     from db.warm import get_plan
     from flows.common import history_engine
+    from prewarm.settings import get_settings
 
-    events: list[_Event] = []
+    keep = timedelta(seconds=get_settings().controller.keep_warm_s)
+    changes = {_ceil_minute(as_of)}
     with session_scope(history_engine()) as session:
         for plan_id in plan_ids:
             plan = get_plan(session, plan_id)
-            warm_at = plan.window_start - timedelta(seconds=plan.lead_seconds)
-            events.append(_Event(warm_at, "warm", plan.id, plan.model))
-            events.append(_Event(plan.window_end, "cool", plan.id, plan.model))
-    return sorted(events, key=lambda e: (e.at, e.kind == "warm", e.plan_id))
-
-
-def _ensure_slot() -> None:
-    """Create this host's warm-up concurrency limit (one at a time) unless an operator already did."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectNotFound
-
-    from flows.warm import slot_name
-
-    name = slot_name("local")
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            changes.add(_ceil_minute(max(as_of, plan.window_start - timedelta(seconds=plan.lead_seconds))))
+            changes.add(_ceil_minute(plan.window_end))
+            changes.add(_ceil_minute(plan.window_end + keep))
+    last = max(changes)
+    hours = math.ceil((last - as_of).total_seconds() / 3600)
+    changes.update(_ceil_minute(as_of + timedelta(hours=h)) for h in range(1, hours + 1))
+    return sorted(changes)
 
 
 def _replay(progress: Progress, plan_ids: list[int], *, as_of: datetime, speedup: float) -> None:
-    """Run each plan's warm-model flow at its (compressed) start and its cool-down at its window end."""
-    from flows.warm import cool_down, warm_model
+    """Run the reconcile-fleet flow at each tick of the compressed day."""
+    from flows.reconcile import reconcile_fleet
 
-    _ensure_slot()
-    events = _timeline(plan_ids)
-    task = progress.add_task(f"Replaying the plan ({speedup:g}x faster)", total=len(events))
+    ticks = _tick_times(plan_ids, as_of=as_of)
+    task = progress.add_task(f"Replaying the day as controller ticks ({speedup:g}x faster)", total=len(ticks))
     origin = time.monotonic()
-    for event in events:
-        due = (event.at - as_of).total_seconds() / speedup
-        wait = due - (time.monotonic() - origin)
-        clock = event.at.strftime("%H:%M")
+    warms = unloads = 0
+    for at in ticks:
+        wait = (at - as_of).total_seconds() / speedup - (time.monotonic() - origin)
         if wait > 0:
-            progress.update(task, description=f"Plan time {clock}: waiting to {event.kind} {event.model}")
             time.sleep(wait)
-        progress.update(task, description=f"Plan time {clock}: {event.kind} {event.model}")
-        if event.kind == "warm":
-            warm_model(event.model, trigger="scheduled", plan_id=event.plan_id)
-        else:
-            cool_down(event.model, plan_id=event.plan_id, keep_alive_seconds=0)
+        report = reconcile_fleet(pool=POOL, as_of=at)
+        counts = report.get("counts", {})
+        warms += counts.get("warms", 0) + counts.get("repairs", 0)
+        unloads += counts.get("unloads", 0)
+        progress.update(
+            task,
+            description=f"Plan time {at:%a %H:%M}: {counts.get('ready', 0)}/{counts.get('desired', 0)} replicas ready",
+        )
         progress.advance(task)
-    progress.update(task, description=f"[green]✓[/] Replayed {len(plan_ids)} warm windows")
+    progress.update(
+        task, description=f"[green]✓[/] Replayed {len(ticks)} controller ticks: {warms} warm-ups, {unloads} unloads"
+    )
 
 
-def _results(plan_ids: list[int]) -> list[Any]:
+@dataclass(frozen=True)
+class _Window:
+    """One replica window as the replay carried it out."""
+
+    result: Any  # prewarm.report.WindowResult
+    host: str | None
+    ready_at: datetime | None
+    unloaded_at: datetime | None
+    pinned: bool = False
+
+
+def _results(plan_ids: list[int]) -> list[_Window]:
+    """Per planned replica: when it was ready on its host (tick clock), when it was unloaded, its warm run."""
+    from sqlalchemy import select
+
+    from db.models import ActionKind, ActionOutcome, ControllerAction, ControllerTick, WarmRun
+    from db.registry import get_model
     from db.session import session_scope
-    from db.warm import get_plan, warm_runs_for
+    from db.warm import get_plan
     from flows.common import history_engine
     from prewarm.report import WindowResult
 
     windows = []
     with session_scope(history_engine()) as session:
-        runs = {run.plan_id: run for run in reversed(warm_runs_for(session, plan_ids=plan_ids))}
+        unloads = session.execute(
+            select(ControllerAction.host, ControllerAction.model, ControllerTick.now)
+            .join(ControllerTick, ControllerAction.tick_id == ControllerTick.id)
+            .where(ControllerAction.kind == ActionKind.UNLOAD, ControllerAction.outcome == ActionOutcome.OK)
+            .order_by(ControllerTick.now)
+        ).all()
+        runs = {
+            (r.report or {}).get("host", "") + "/" + r.model: r
+            for r in session.scalars(select(WarmRun).order_by(WarmRun.id))
+        }
         for plan_id in plan_ids:
             plan = get_plan(session, plan_id)
-            run = runs.get(plan_id)
-            windows.append(
-                WindowResult(
-                    model=plan.model,
-                    version=plan.version,
-                    window_start=plan.window_start,
-                    window_end=plan.window_end,
-                    warm_start=plan.window_start - timedelta(seconds=plan.lead_seconds),
-                    replicas=plan.replicas,
-                    lead_seconds=plan.lead_seconds,
-                    expected_demand=plan.expected_demand,
-                    reason=plan.reason,
-                    cold_first_request_ms=run.cold_first_request_ms if run else None,
-                    warm_first_request_ms=run.warm_first_request_ms if run else None,
-                    steady_p99_ms=run.steady_p99_ms if run else None,
-                    time_to_ready_s=run.time_to_ready_s if run else None,
-                    ready=run.ready if run else None,
-                    detail=(run.error or (run.report or {}).get("reason")) if run else "did not run",
-                )
+            run = runs.get(f"{plan.host}/{plan.model}")
+            unloaded = next(
+                (at for host, model, at in unloads if host == plan.host and model == plan.model and at >= plan.window_end),
+                None,
             )
-    return sorted(windows, key=lambda w: (w.warm_start, w.model))
+            result = WindowResult(
+                model=plan.model,
+                version=plan.version,
+                window_start=plan.window_start,
+                window_end=plan.window_end,
+                warm_start=plan.window_start - timedelta(seconds=plan.lead_seconds),
+                replicas=plan.replicas,
+                lead_seconds=plan.lead_seconds,
+                expected_demand=plan.expected_demand,
+                reason=plan.reason,
+                cold_first_request_ms=run.cold_first_request_ms if run else None,
+                warm_first_request_ms=run.warm_first_request_ms if run else None,
+                steady_p99_ms=run.steady_p99_ms if run else None,
+                time_to_ready_s=run.time_to_ready_s if run else None,
+                ready=plan.ready_at is not None,
+                detail=_detail(plan.host, plan.ready_at, plan.window_start, plan.last_error),
+            )
+            row = get_model(session, plan.model, plan.version)
+            pinned = bool(row is not None and (row.spec or {}).get("pinned"))
+            windows.append(
+                _Window(result=result, host=plan.host, ready_at=plan.ready_at, unloaded_at=unloaded, pinned=pinned)
+            )
+    return sorted(windows, key=lambda w: (w.result.warm_start, w.result.model))
+
+
+def _detail(host: str | None, ready_at: datetime | None, start: datetime, error: str | None) -> str:
+    if ready_at is None:
+        return f"on {host}: never ready" + (f" ({error})" if error else "")
+    ahead = (start - ready_at).total_seconds()
+    when = f"{ahead / 60:.1f} min before its window" if ahead >= 0 else f"{-ahead / 60:.1f} min into its window"
+    return f"on {host}: ready {when}"
 
 
 def _write(
@@ -235,9 +356,10 @@ def _write(
         out,
         history=history,
         forecast=forecast,
-        windows=windows,
+        windows=[w.result for w in windows],
         notes=[
-            f"Planned as of {as_of:%Y-%m-%d %H:%M} UTC from the sample telemetry; the day was replayed {speedup:g}x faster.",
+            f"Planned as of {as_of:%Y-%m-%d %H:%M} UTC from the sample telemetry on hosts {', '.join(HOSTS)};"
+            f" the day was replayed {speedup:g}x faster as ticks of the reconcile-fleet controller.",
             "Cold first request: the first inference right after load. Warm: the first after warm-up and validation.",
         ],
     )
@@ -248,27 +370,34 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
-def _table(windows: list[Any]) -> Table:
+def _table(windows: list[_Window]) -> Table:
     table = Table(
         Column("model", no_wrap=True),
+        Column("host", no_wrap=True),
         Column("window (UTC)", no_wrap=True),
         "warm at",
+        "ready",
+        "off",
         "cold ms",
         "warm ms",
-        "Δ ms",
-        "ready",
-        title="First-request latency, cold vs warmed, per planned window",
-        caption="cold: first request right after load; warm: first request after warm-up",
+        title="Replica windows on the demo hosts: ready ahead of the window, unloaded after",
+        caption="ready/off: plan time the controller found it ready / unloaded it (pinned: kept); "
+        "cold vs warm first request",
     )
     for w in windows:
-        ready = "-" if w.ready is None else ("[green]ready[/]" if w.ready else f"[red]no[/] {w.detail or ''}")
+        r = w.result
+        if w.ready_at is None:
+            ready = "[red]never[/]"
+        else:
+            ready = f"[green]{w.ready_at:%H:%M}[/]" if w.ready_at <= r.window_start else f"[yellow]{w.ready_at:%H:%M}[/]"
         table.add_row(
-            w.model,
-            f"{w.window_start:%a %H:%M}–{w.window_end:%a %H:%M}",
-            f"{w.warm_start:%H:%M}",
-            _ms(w.cold_first_request_ms),
-            _ms(w.warm_first_request_ms),
-            _ms(w.delta_ms),
+            r.model,
+            w.host or "-",
+            f"{r.window_start:%a %H:%M}–{r.window_end:%a %H:%M}",
+            f"{r.warm_start:%H:%M}",
             ready,
+            ("pinned" if w.pinned else "-") if w.unloaded_at is None else f"{w.unloaded_at:%a %H:%M}",
+            _ms(r.cold_first_request_ms),
+            _ms(r.warm_first_request_ms),
         )
     return table
