@@ -16,7 +16,13 @@ first and whatever does not fit is reported as a :class:`~scheduling.planner.Sho
 Staggering: a warm-up job occupies its host from the row's start for its lead time; no host runs
 more than ``Host.max_concurrent_warmups`` jobs at once, no pool more than the pool limit. A job that
 would exceed a limit starts earlier (the latest start that fits), or later only when nothing earlier
-is possible (marked "late start").
+is possible (marked "late start"). Rows already late (starting at ``now``) are left to the controller,
+which applies the same limits when it runs them.
+
+Memory, replica counts and warm-up jobs are booked on a time grid of at most :data:`MAX_STEPS` steps (one
+minute for plans of up to 17 hours, two for a day), with windows widened to whole steps: a placement is
+checked against every step it touches, so a fleet of 100,000 windows is placed in numpy slices rather than
+pairwise comparisons.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from scheduling.errors import PlanningError
@@ -65,25 +72,44 @@ class Placed:
     end: pd.Timestamp
 
 
-_Booking = tuple[pd.Timestamp, pd.Timestamp, float, str]  # start, end, memory, model
+# The time grid memory, replica counts and warm-up jobs are tracked on: at most this many steps over the plan,
+# and no step shorter than a minute. Windows are widened to whole steps, so a check errs on the safe side.
+MAX_STEPS = 1024
+MIN_STEP = pd.Timedelta(minutes=1)
 
 
-def _peak_use(placed: list[_Booking], start: pd.Timestamp, end: pd.Timestamp) -> float:
-    """Highest memory in use on one host during ``[start, end)``."""
-    events: list[tuple[pd.Timestamp, float]] = []
-    for s, e, mb, _ in placed:
-        if s < end and e > start:
-            events.append((max(s, start), mb))
-            events.append((min(e, end), -mb))
-    peak = used = 0.0
-    for _, delta in sorted(events, key=lambda ev: (ev[0], ev[1])):
-        used += delta
-        peak = max(peak, used)
-    return peak
+class _Grid:
+    """A time grid from ``origin``: per host the memory and replicas booked, per host and pool the warm-up jobs."""
+
+    def __init__(self, origin: pd.Timestamp, until: pd.Timestamp, hosts: Sequence[Host]) -> None:
+        span = max(until - origin, MIN_STEP)
+        step_s = max(MIN_STEP.total_seconds(), math.ceil(span.total_seconds() / MAX_STEPS / 60) * 60)
+        self.origin = origin
+        self.step = pd.Timedelta(seconds=step_s)
+        self.size = int(math.ceil(span / self.step)) + 2
+        self.index = {h.name: i for i, h in enumerate(hosts)}
+        self.memory = np.zeros((len(hosts), self.size), dtype=np.float64)
+        self.replicas = np.zeros((len(hosts), self.size), dtype=np.int32)
+        self.jobs = np.zeros((len(hosts), self.size), dtype=np.int32)
+        self.pool_jobs = {h.pool: np.zeros(self.size, dtype=np.int32) for h in hosts}
+
+    def slot(self, at: pd.Timestamp) -> int:
+        """The step holding ``at`` (clipped to the grid)."""
+        return min(self.size - 1, max(0, int((at - self.origin) // self.step)))
+
+    def span(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int]:
+        """Steps ``[a, b)`` covering ``[start, end)``, at least one."""
+        a = self.slot(start)
+        b = min(self.size, max(a + 1, int(math.ceil((end - self.origin) / self.step))))
+        return a, b
+
+    def at(self, slot: int) -> pd.Timestamp:
+        return self.origin + slot * self.step
 
 
-def _overlap_s(a_start: pd.Timestamp, a_end: pd.Timestamp, b_start: pd.Timestamp, b_end: pd.Timestamp) -> float:
-    return max(0.0, (min(a_end, b_end) - max(a_start, b_start)).total_seconds())
+def _grid_for(rows: list[PlanRow], hosts: Sequence[Host], origin: pd.Timestamp | None = None) -> _Grid:
+    start = min([r.start for r in rows] + ([origin] if origin is not None else []))
+    return _Grid(start, max(r.end for r in rows), hosts)
 
 
 def _stickiness(previous: Sequence[Placed], start: pd.Timestamp, end: pd.Timestamp) -> dict[str, tuple[int, float]]:
@@ -94,15 +120,11 @@ def _stickiness(previous: Sequence[Placed], start: pd.Timestamp, end: pd.Timesta
     """
     keys: dict[str, tuple[int, float]] = {}
     for placed in previous:
-        overlap = _overlap_s(placed.start, placed.end, start, end)
+        overlap = max(0.0, (min(placed.end, end) - max(placed.start, start)).total_seconds())
         moved = abs((placed.start - start).total_seconds()) + abs((placed.end - end).total_seconds())
         key = (0, -(overlap - moved)) if overlap > 0 else (1, 0.0)
         keys[placed.host] = min(keys.get(placed.host, key), key)
     return keys
-
-
-def _holds_model(bookings: list[_Booking], model: str, start: pd.Timestamp, end: pd.Timestamp) -> bool:
-    return any(m == model and s < end and e > start for s, e, _, m in bookings)
 
 
 def place_rows(
@@ -122,86 +144,126 @@ def place_rows(
     names = [h.name for h in hosts]
     if len(set(names)) != len(names):
         raise PlanningError("host names must be unique; found a duplicate in " + ", ".join(names))
+    if not rows:
+        return [], []
     previous = previous or {}
-    booked: dict[str, list[_Booking]] = {h.name: [] for h in hosts}
+    grid = _grid_for(rows, hosts)
+    capacity = np.array([math.inf if h.memory_mb is None else h.memory_mb for h in hosts])
+    rank = np.argsort(np.argsort(np.array(names, dtype=object)))  # ties go to the first name
+    booked: dict[str, list[tuple[int, int, int]]] = {}  # model -> (host index, a, b)
+    serving: dict[str, np.ndarray] = {}
     out: list[PlanRow] = []
     shortfalls: list[Shortfall] = []
     for row in rows:
         spec = fleet[row.model]
-        mb = spec.device_memory_mb
-        eligible = [h for h in hosts if h.serves(spec.device_class)]
-        free_of = {
-            h.name: math.inf if h.memory_mb is None else h.memory_mb - _peak_use(booked[h.name], row.start, row.end)
-            for h in eligible
-        }
-        stay = _stickiness(previous.get(row.model, ()), row.start, row.end)
-        load = {h.name: sum(1 for s, e, _, _ in booked[h.name] if s < row.end and e > row.start) for h in eligible}
-        candidates = sorted(
-            eligible, key=lambda h: (*stay.get(h.name, (2, 0.0)), load[h.name], -free_of[h.name], h.name)
-        )
-        free_hosts = [h for h in candidates if not _holds_model(booked[h.name], row.model, row.start, row.end)]
-        placed_hosts = [h for h in free_hosts if mb <= 0 or free_of[h.name] >= mb][: row.replicas]
-        for host in placed_hosts:
-            booked[host.name].append((row.start, row.end, max(mb, 0.0), row.model))
+        mb = max(spec.device_memory_mb, 0.0)
+        a, b = grid.span(row.start, row.end)
+        eligible = serving.get(spec.device_class)
+        if eligible is None:
+            eligible = serving[spec.device_class] = np.array(
+                [i for i, h in enumerate(hosts) if h.serves(spec.device_class)], dtype=np.int64
+            )
+        taken = {i for i, ia, ib in booked.get(row.model, ()) if ia < b and ib > a}
+        free_idx = eligible[~np.isin(eligible, list(taken))] if taken else eligible
+        placed_idx: list[int] = []
+        if free_idx.size:
+            free = capacity[free_idx] - grid.memory[free_idx, a:b].max(axis=1)
+            load = grid.replicas[free_idx, a:b].max(axis=1)
+            group = np.full(free_idx.size, 2)
+            closeness = np.zeros(free_idx.size)
+            position = {int(i): k for k, i in enumerate(free_idx)}
+            for name, (g, c) in _stickiness(previous.get(row.model, ()), row.start, row.end).items():
+                k = position.get(grid.index.get(name, -1))
+                if k is not None:
+                    group[k], closeness[k] = g, c
+            fits = (free >= mb) if mb > 0 else np.ones(free_idx.size, dtype=bool)
+            order = np.lexsort((rank[free_idx], -free, load, closeness, group))
+            placed_idx = [int(free_idx[k]) for k in order if fits[k]][: row.replicas]
+        for i in placed_idx:
+            grid.memory[i, a:b] += mb
+            grid.replicas[i, a:b] += 1
+            booked.setdefault(row.model, []).append((i, a, b))
+            host = hosts[i]
             share = row.expected_demand / row.replicas
             out.append(replace(row, replicas=1, host=host.name, pool=host.pool, expected_demand=round(share, 6)))
-        missing = row.replicas - len(placed_hosts)
+        missing = row.replicas - len(placed_idx)
         if missing:
-            if not eligible:
+            if not eligible.size:
                 reason = f"no host of device class {spec.device_class!r}"
-            elif len(free_hosts) < row.replicas and len(placed_hosts) == len(free_hosts):
+            elif free_idx.size < row.replicas and len(placed_idx) == free_idx.size:
                 reason = (
-                    f"only {len(eligible)} hosts for {len(eligible) - len(free_hosts) + row.replicas} replicas "
-                    "at once (one replica per host)"
+                    f"only {eligible.size} hosts for {len(taken) + row.replicas} replicas at once (one replica per host)"
                 )
             else:
                 reason = "no host with enough free device memory"
             shortfalls.append(
                 Shortfall(
                     model=row.model, version=row.version, window_start=row.window_start, end=row.end,
-                    wanted=row.replicas, placed=len(placed_hosts), reason=reason,
+                    wanted=row.replicas, placed=len(placed_idx), reason=reason,
                 )
             )
     return out, shortfalls
 
 
-def _overlaps(jobs: list[tuple[pd.Timestamp, pd.Timedelta]], start: pd.Timestamp, length: pd.Timedelta) -> int:
-    return sum(1 for s, d in jobs if s < start + length and s + d > start)
+def _latest_fit(jobs: np.ndarray, limit: float, first: int, last: int, length: int) -> int | None:
+    """The latest step ``s`` in ``[first, last]`` with fewer than ``limit`` jobs in every step of ``[s, s+length)``."""
+    if last < first:
+        return None
+    window = jobs[first : last + length]
+    if window.size < length:
+        return None
+    busiest = np.lib.stride_tricks.sliding_window_view(window, length).max(axis=1)[: last - first + 1]
+    fits = np.flatnonzero(busiest < limit)
+    return first + int(fits[-1]) if fits.size else None
+
+
+def _earliest_fit(jobs: np.ndarray, limit: float, first: int, length: int) -> int | None:
+    """The earliest step from ``first`` with fewer than ``limit`` jobs over ``length`` steps."""
+    window = jobs[first:]
+    if window.size < length:
+        return None
+    busiest = np.lib.stride_tricks.sliding_window_view(window, length).max(axis=1)
+    fits = np.flatnonzero(busiest < limit)
+    return first + int(fits[0]) if fits.size else None
 
 
 def stagger_rows(rows: list[PlanRow], hosts: Sequence[Host], *, now: pd.Timestamp, pool_limit: int | None) -> list[PlanRow]:
-    """Move warm-up starts so no host or pool exceeds its number of concurrent warm-ups."""
+    """Move warm-up starts so no host or pool exceeds its number of concurrent warm-ups.
+
+    A warm-up occupies its host for its lead time. Rows that start late (at ``now``) are left where they are:
+    the controller's own limits stagger them when they run.
+    """
+    if not rows:
+        return []
     by_name = {h.name: h for h in hosts}
-    host_jobs: dict[str, list[tuple[pd.Timestamp, pd.Timedelta]]] = {h.name: [] for h in hosts}
-    pool_jobs: dict[str, list[tuple[pd.Timestamp, pd.Timedelta]]] = {h.pool: [] for h in hosts}
+    grid = _grid_for(rows, hosts, origin=now)
+    limit = float(pool_limit) if pool_limit else math.inf
     order = sorted(range(len(rows)), key=lambda i: (rows[i].start, i))
     out: list[PlanRow | None] = [None] * len(rows)
+    lo = grid.slot(now)
     for i in order:
         row = rows[i]
-        host = by_name[row.host] if row.host else None
-        if host is None:
+        host = by_name.get(row.host) if row.host else None
+        if host is None or row.start <= now:
             out[i] = row
             continue
-        length = pd.Timedelta(seconds=max(row.lead_seconds, 1.0))
-        mine, pool = host_jobs[host.name], pool_jobs[host.pool]
-        limit = pool_limit or math.inf
-
-        def fits(start: pd.Timestamp, mine=mine, pool=pool, length=length, host=host, limit=limit) -> bool:
-            return _overlaps(mine, start, length) < host.max_concurrent_warmups and _overlaps(pool, start, length) < limit
-
-        wanted = row.start
-        others = mine + pool
-        earlier = sorted({wanted, *(s - length for s, _ in others)}, reverse=True)
-        start = next((s for s in earlier if now <= s <= wanted and fits(s)), None)
-        if start is None:
-            later = sorted({s + d for s, d in others if s + d > wanted})
-            start = next((s for s in later if fits(s)), later[-1] if later else wanted)
-        mine.append((start, length))
-        pool.append((start, length))
+        h = grid.index[host.name]
+        length = max(1, int(math.ceil(pd.Timedelta(seconds=row.lead_seconds) / grid.step)))
+        mine, pool = grid.jobs[h], grid.pool_jobs[host.pool]
+        both = np.maximum(mine - host.max_concurrent_warmups + 1, 0) + np.maximum(pool - limit + 1, 0)
+        wanted = grid.slot(row.start)
+        slot = _latest_fit(both, 1, lo, wanted, length)
+        if slot is None:
+            slot = _earliest_fit(both, 1, wanted + 1, length)
+        if slot is None:
+            slot = wanted
+        mine[slot : slot + length] += 1
+        pool[slot : slot + length] += 1
         reason = row.reason
-        if start < wanted:
-            reason += ", staggered earlier"
-        elif start > wanted:
-            reason += ", staggered late start"
+        start = row.start
+        if slot < wanted:
+            start, reason = grid.at(slot), reason + ", staggered earlier"
+        elif slot > wanted:
+            start, reason = grid.at(slot), reason + ", staggered late start"
         out[i] = replace(row, start=start, lead_seconds=(row.window_start - start).total_seconds(), reason=reason)
     return [r for r in out if r is not None]
