@@ -57,6 +57,8 @@ from scheduling.planner import idempotency_key
 log = logging.getLogger(__name__)
 
 Connect = Callable[[HostView], HostClient]
+# Lane threads beyond the pool's warm-up slots: lanes of unloads (and lanes waiting for a slot) keep moving.
+LANE_THREADS_EXTRA = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +66,7 @@ class ControllerConfig:
     """The controller's knobs (``PREWARM_CONTROLLER__*``, and the hosts' heartbeat for liveness)."""
 
     max_warmups_per_pool: int = 8
+    tick_budget_s: float = 45.0
     max_attempts: int = 3
     backoff_s: float = 30.0
     lease_s: float = 60.0
@@ -81,7 +84,8 @@ class ControllerConfig:
         settings = get_settings()
         c = settings.controller
         return cls(
-            max_warmups_per_pool=c.max_warmups_per_pool, max_attempts=c.max_attempts, backoff_s=c.backoff_s,
+            max_warmups_per_pool=c.max_warmups_per_pool, tick_budget_s=c.tick_budget_s, max_attempts=c.max_attempts,
+            backoff_s=c.backoff_s,
             lease_s=c.lease_s, keep_warm_s=c.keep_warm_s, observe_timeout_s=c.observe_timeout_s,
             warm_timeout_s=c.warm_timeout_s, heartbeat_s=settings.host.heartbeat_s,
         )
@@ -103,12 +107,14 @@ class TickReport:
     waiting: list[dict[str, Any]] = field(default_factory=list)
     shortfall: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
             "pool": self.pool, "now": self.now.isoformat(), "status": self.status.value, "holder": self.holder,
             "tick_id": self.tick_id, "seconds": round(self.seconds, 3), "reason": self.reason, "counts": self.counts,
+            "phases": self.phases,
             "hosts": self.hosts, "actions": self.actions, "waiting": self.waiting, "shortfall": self.shortfall,
         }
 
@@ -218,6 +224,14 @@ def _tick(
     runner: Callable[[TickContext, Action], ActionResult] | None,
     orchestrator_run_id: str | None,
 ) -> TickReport:
+    phases: dict[str, float] = {}
+    clock = started_at = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        phases[name] = round(time.perf_counter() - clock, 3)
+        clock = time.perf_counter()
+
     with session_scope(engine) as session:
         tick_id, abandoned = start_tick(session, pool=pool, now=now, holder=holder, orchestrator_run_id=orchestrator_run_id)
     if abandoned:
@@ -227,36 +241,42 @@ def _tick(
     )
     with session_scope(engine) as session:
         state = load_pool_state(session, pool, now=now, keep_warm_s=config.keep_warm_s)
+    lap("read")
     hosts = list(state.hosts.values())
     clients = {h.name: connect_host(h) for h in hosts}
     try:
         names = _asked_names(state)
         observed = observe(hosts, clients, names=names, workers=config.observe_workers)
+        lap("observe")
         state = _update_liveness(engine, state, observed, wall=wall, config=config)
         usable = {n for n, h in state.hosts.items() if h.state is HostState.UP and observed[n].reachable}
         decision = decide(state, observed, usable=usable, rules=Rules(keep_warm_s=config.keep_warm_s, max_attempts=config.max_attempts))
+        lap("decide")
         action_ids = _record_decision(engine, state, decision, tick_id=tick_id)
+        lap("record")
         context = TickContext(
             engine=engine, state=state, clients=clients, action_ids=action_ids,
             limits=Limits(
                 max_warmups_per_pool=config.max_warmups_per_pool, max_attempts=config.max_attempts,
-                backoff_s=config.backoff_s,
+                backoff_s=config.backoff_s, deadline=started_at + config.tick_budget_s,
             ),
             tick_id=tick_id,
+            actions=decision.actions,
         )
         stop_on_lost_lease = threading.Thread(target=_watch_lease, args=(keeper, context), daemon=True)
         stop_on_lost_lease.start()
         run = (lambda action: runner(context, action)) if runner else context.run
         slots = {h.name: h.max_concurrent_warmups for h in state.hosts.values()}
         results = run_lanes(
-            decision.actions, slots_per_host=slots, runner=run,
-            workers=config.max_warmups_per_pool + len([a for a in decision.actions if a.kind is ActionKind.UNLOAD]) + 1,
+            decision.actions, slots_per_host=slots, runner=run, workers=config.max_warmups_per_pool + LANE_THREADS_EXTRA
         )
+        context.close()
         context.stop.set()
-        if context.failure is not None:
-            raise context.failure
+        lap("act")
         _settle_ended_plans(engine, pool, now)
         report = _report(state, observed, decision, results, tick_id=tick_id, holder=holder)
+        lap("settle")
+        report.phases = phases
         status = TickStatus.DONE if not keeper.lost.is_set() else TickStatus.FAILED
         if keeper.lost.is_set():
             report.reason = "lost the pool's lease mid-tick (the database was too slow to renew it); actions stopped"
@@ -326,43 +346,53 @@ def _update_liveness(
 def _record_decision(
     engine: Engine, state: PoolState, decision: Decision, *, tick_id: int
 ) -> dict[tuple[str, str, ActionKind], int]:
-    """Before acting: moves, what is already satisfied or in progress, and every action as ``started``."""
+    """Before acting: moves, what is already satisfied or in progress, and every action as ``started``.
+
+    Only what changed is written: a steady tick over thousands of ready replicas writes its tick row and
+    nothing else.
+    """
     now = state.now
+    plans = {p.id: p for p in state.plans}
+    updates = _PlanUpdates(plans)
     starts: list[ActionStart] = []
     with session_scope(engine) as session:
         for move in decision.moves:
             _move_plans(session, move.plan_ids, move.to_host)
         starts.extend(
             ActionStart(
-                pool=state.pool, host=m.to_host, model=m.model, version=state.specs[m.model].version if m.model in state.specs else None,
-                kind=ActionKind.REPLACE, reason=f"from {m.from_host} ({m.why})", plan_id=m.plan_ids[0] if m.plan_ids else None,
-                tick_id=tick_id, outcome=ActionOutcome.OK,
+                pool=state.pool, host=m.to_host, model=m.model,
+                version=state.specs[m.model].version if m.model in state.specs else None,
+                kind=ActionKind.REPLACE, reason=f"from {m.from_host} ({m.why})",
+                plan_id=m.plan_ids[0] if m.plan_ids else None, tick_id=tick_id, outcome=ActionOutcome.OK,
             )
             for m in decision.moves
         )
         ready_rows = []
-        done_ids: list[int] = []
         for (host, model), version in decision.satisfied.items():
             spec = state.specs[model]
-            ready_rows.append({
-                "pool": state.pool, "host": host, "model": model, "version": version or spec.version,
-                "sha256": spec.sha256, "phase": ReplicaPhase.READY, "attempts": 0, "last_error": None,
-                "next_attempt_at": None, "last_ready_at": now,
-            })
-            done_ids.extend(decision.wants[(host, model)].plan_ids)
+            record = state.replicas.get((host, model))
+            if not (record and record.phase is ReplicaPhase.READY and record.attempts == 0
+                    and record.version == (version or spec.version) and record.sha256 == spec.sha256):
+                ready_rows.append({
+                    "pool": state.pool, "host": host, "model": model, "version": version or spec.version,
+                    "sha256": spec.sha256, "phase": ReplicaPhase.READY, "attempts": 0, "last_error": None,
+                    "next_attempt_at": None, "last_ready_at": now,
+                })
+            updates.add(decision.wants[(host, model)].plan_ids, PlanStatus.DONE, ready_at=now)
         save_replicas(session, ready_rows)
-        _set_plans(session, done_ids, status=PlanStatus.DONE, ready_at=now)
-        running = [pid for key in decision.in_progress for pid in decision.wants[key].plan_ids]
-        warming = [pid for a in decision.actions if a.kind is not ActionKind.UNLOAD for pid in a.plan_ids]
-        _set_plans(session, running + warming, status=PlanStatus.RUNNING)
+        for key in decision.in_progress:
+            updates.add(decision.wants[key].plan_ids, PlanStatus.RUNNING)
         save_replicas(session, [
             {"pool": state.pool, "host": host, "model": model, "phase": ReplicaPhase.WARMING}
             for (host, model) in decision.in_progress
+            if (r := state.replicas.get((host, model))) is None or r.phase is not ReplicaPhase.WARMING
         ])
+        for action in decision.actions:
+            if action.kind is not ActionKind.UNLOAD:
+                updates.add(action.plan_ids, PlanStatus.RUNNING)
         for waiting in decision.waiting:
-            if waiting.plan_ids:
-                status = PlanStatus.FAILED if waiting.failed else PlanStatus.PLANNED
-                _set_plans(session, list(waiting.plan_ids), status=status, error=waiting.why)
+            updates.add(waiting.plan_ids, PlanStatus.FAILED if waiting.failed else PlanStatus.PLANNED, error=waiting.why)
+        updates.write(session)
         starts.extend(
             ActionStart(
                 pool=state.pool, host=a.host, model=a.model, version=a.version, kind=a.kind, reason=a.reason,
@@ -373,6 +403,33 @@ def _record_decision(
         ids = start_actions(session, starts)
     keyed = ids[len(decision.moves):]
     return {(a.host, a.model, a.kind): i for a, i in zip(decision.actions, keyed, strict=True)}
+
+
+class _PlanUpdates:
+    """Plan status changes of a tick, grouped into one statement per (status, error) and written if they differ."""
+
+    def __init__(self, plans: Mapping[int, Any]) -> None:
+        self.plans = plans
+        self.groups: dict[tuple[PlanStatus, str | None], set[int]] = {}
+        self.ready: set[int] = set()
+        self.ready_at: datetime | None = None
+
+    def add(self, ids: Sequence[int], status: PlanStatus, *, ready_at: datetime | None = None, error: str | None = None) -> None:
+        for plan_id in ids:
+            plan = self.plans.get(plan_id)
+            if ready_at is not None and (plan is None or plan.ready_at is None):
+                self.ready.add(plan_id)
+                self.ready_at = ready_at
+            if plan is not None and plan.status is status and plan.last_error == error:
+                continue
+            self.groups.setdefault((status, error), set()).add(plan_id)
+
+    def write(self, session: Any) -> None:
+        if self.ready and self.ready_at is not None:
+            ids = sorted(self.ready)
+            session.execute(update(WarmPlan).where(WarmPlan.id.in_(ids), WarmPlan.ready_at.is_(None)).values(ready_at=self.ready_at))
+        for (status, error), ids in self.groups.items():
+            session.execute(update(WarmPlan).where(WarmPlan.id.in_(sorted(ids))).values(status=status, last_error=error))
 
 
 def _move_plans(session: Any, plan_ids: Sequence[int], host: str) -> None:
@@ -396,17 +453,6 @@ def _ts(value: datetime) -> Any:
     import pandas as pd
 
     return pd.Timestamp(value)
-
-
-def _set_plans(
-    session: Any, ids: Sequence[int], *, status: PlanStatus, ready_at: datetime | None = None, error: str | None = None
-) -> None:
-    if not ids:
-        return
-    ids = sorted(set(ids))
-    if ready_at is not None:
-        session.execute(update(WarmPlan).where(WarmPlan.id.in_(ids), WarmPlan.ready_at.is_(None)).values(ready_at=ready_at))
-    session.execute(update(WarmPlan).where(WarmPlan.id.in_(ids)).values(status=status, last_error=error))
 
 
 def _settle_ended_plans(engine: Engine, pool: str, now: datetime) -> None:
@@ -456,13 +502,13 @@ def _report(
             "kind": action.kind.value, "host": action.host, "model": action.model, "version": action.version,
             "reason": action.reason, "outcome": result.outcome.value if result else ActionOutcome.SKIPPED.value,
             "error": result.error if result else "not run", "seconds": round(result.seconds, 3) if result else None,
-            "warm_run_id": result.warm_run_id if result else None, "note": result.note if result else None,
+            "note": result.note if result else None,
         })
     for move in decision.moves:
         actions.append({
             "kind": ActionKind.REPLACE.value, "host": move.to_host, "model": move.model, "version": None,
             "reason": f"from {move.from_host} ({move.why})", "outcome": ActionOutcome.OK.value, "error": None,
-            "seconds": 0.0, "warm_run_id": None, "note": None,
+            "seconds": 0.0, "note": None,
         })
     waiting = [{"host": w.host, "model": w.model, "why": w.why, "failed": w.failed} for w in decision.waiting]
     failed_now = [
@@ -481,6 +527,7 @@ def _report(
         "unloads": sum(1 for a in decision.actions if a.kind is ActionKind.UNLOAD),
         "replaced": len(decision.moves),
         "failed_actions": sum(1 for r in results if r.outcome is ActionOutcome.FAILED),
+        "deferred": sum(1 for r in results if r.outcome is ActionOutcome.SKIPPED),
         "waiting": len(decision.waiting),
         "failed_replicas": sum(1 for w in decision.waiting if w.failed),
     }

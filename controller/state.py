@@ -17,10 +17,9 @@ from sqlalchemy.orm import Session
 
 from controller.client import RepositoryModel
 from controller.inventory import HostView
-from db.controller import active_holds, replica_status
+from db.controller import active_holds
 from db.hosts import list_hosts
 from db.models import FleetReplica, Model, PlanStatus, ReplicaPhase, WarmPlan
-from db.registry import spec_of
 from prewarm.fleet import ModelSpec
 
 # Plans the controller ignores: a newer forecast replaced them, or someone cancelled them.
@@ -44,6 +43,7 @@ class PlanItem:
     end: datetime
     status: PlanStatus
     ready_at: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +65,7 @@ class ReplicaState:
     model: str
     phase: ReplicaPhase
     attempts: int = 0
+    version: str | None = None
     sha256: str | None = None
     last_error: str | None = None
     next_attempt_at: datetime | None = None
@@ -74,7 +75,8 @@ class ReplicaState:
     def of(cls, row: FleetReplica) -> ReplicaState:
         """The state held in a ``fleet_replicas`` row."""
         return cls(
-            host=row.host, model=row.model, phase=row.phase, attempts=row.attempts, sha256=row.sha256,
+            host=row.host, model=row.model, phase=row.phase, attempts=row.attempts, version=row.version,
+            sha256=row.sha256,
             last_error=row.last_error, next_attempt_at=row.next_attempt_at, last_ready_at=row.last_ready_at,
         )
 
@@ -115,10 +117,13 @@ class PoolState:
 
 
 def load_pool_state(session: Session, pool: str, *, now: datetime, keep_warm_s: float) -> PoolState:
-    """Read the pool's desired state and the controller's records at ``now`` (a few queries, no per-row ones)."""
+    """Read the pool's desired state and the controller's records at ``now`` (a few column queries, no per-row ones)."""
     hosts = {h.name: HostView.of(h) for h in list_hosts(session, pool=pool)}
     horizon = now + timedelta(seconds=keep_warm_s) + _MAX_LEAD
-    query = select(WarmPlan).where(
+    query = select(
+        WarmPlan.id, WarmPlan.model, WarmPlan.version, WarmPlan.host, WarmPlan.window_start, WarmPlan.lead_seconds,
+        WarmPlan.window_end, WarmPlan.status, WarmPlan.ready_at, WarmPlan.last_error,
+    ).where(
         WarmPlan.pool == pool,
         WarmPlan.host.is_not(None),
         WarmPlan.status.not_in(GONE),
@@ -127,27 +132,40 @@ def load_pool_state(session: Session, pool: str, *, now: datetime, keep_warm_s: 
     )
     plans = tuple(
         PlanItem(
-            id=p.id, model=p.model, version=p.version, host=p.host, window_start=p.window_start,
-            warm_from=p.window_start - timedelta(seconds=p.lead_seconds), end=p.window_end, status=p.status,
-            ready_at=p.ready_at,
+            id=pid, model=model, version=version, host=host, window_start=start,
+            warm_from=start - timedelta(seconds=lead), end=end, status=status, ready_at=ready_at, last_error=error,
         )
-        for p in session.scalars(query)
+        for pid, model, version, host, start, lead, end, status, ready_at, error in session.execute(query)
     )
     holds = tuple(
         HoldItem(host=h.host, model=h.model, version=h.version, reason=h.reason, until=h.until)
         for h in active_holds(session, pool=pool, now=now)
     )
-    rows = session.scalars(select(Model).order_by(Model.name, Model.id)).all()
-    newest: dict[str, Model] = {}
+    newest: dict[str, dict[str, object]] = {}
     rolled_back: set[tuple[str, str]] = set()
-    for row in rows:
-        if row.rolled_back_at is not None:
-            rolled_back.add((row.name, row.version))
+    rows = session.execute(select(Model.name, Model.version, Model.spec, Model.rolled_back_at).order_by(Model.name, Model.id))
+    for name, version, spec, rolled_back_at in rows:
+        if rolled_back_at is not None:
+            rolled_back.add((name, version))
         else:
-            newest[row.name] = row
+            newest[name] = spec
     # Specs of every registered model: the controller also needs them to recognise what it may unload.
-    specs = {name: spec_of(row) for name, row in newest.items()}
-    replicas = {key: ReplicaState.of(row) for key, row in replica_status(session, pool=pool).items()}
+    specs = {name: ModelSpec.model_validate(spec) for name, spec in newest.items()}
+    replicas = {
+        (r.host, r.model): r
+        for r in (
+            ReplicaState(
+                host=host, model=model, phase=phase, attempts=attempts, version=version, sha256=sha256,
+                last_error=error, next_attempt_at=next_at, last_ready_at=ready_at,
+            )
+            for host, model, phase, attempts, version, sha256, error, next_at, ready_at in session.execute(
+                select(
+                    FleetReplica.host, FleetReplica.model, FleetReplica.phase, FleetReplica.attempts, FleetReplica.version,
+                    FleetReplica.sha256, FleetReplica.last_error, FleetReplica.next_attempt_at, FleetReplica.last_ready_at,
+                ).where(FleetReplica.pool == pool)
+            )
+        )
+    }
     return PoolState(
         pool=pool, now=now, hosts=hosts, specs=specs, rolled_back=frozenset(rolled_back), plans=plans,
         holds=holds, replicas=replicas,

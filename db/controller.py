@@ -256,10 +256,18 @@ def save_replicas(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     now = utcnow()
     updates = [{**row, "id": existing[(row["host"], row["model"])], "updated_at": now} for row in rows if (row["host"], row["model"]) in existing]
     inserts = [{"attempts": 0, **row, "updated_at": now} for row in rows if (row["host"], row["model"]) not in existing]
-    if updates:
-        session.execute(update(FleetReplica), updates)
-    if inserts:
-        session.execute(insert(FleetReplica), inserts)
+    for group in _by_keys(updates):
+        session.execute(update(FleetReplica), group)
+    for group in _by_keys(inserts):
+        session.execute(insert(FleetReplica), group)
+
+
+def _by_keys(rows: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """``rows`` grouped by their set of keys: one executemany statement per group."""
+    groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    return list(groups.values())
 
 
 def reset_failed(session: Session, *, pool: str) -> int:

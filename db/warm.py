@@ -10,12 +10,12 @@ judged against, and their time-to-ready history tells the planner how much lead 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -187,6 +187,50 @@ def next_window_start(
     return session.scalars(query).first()
 
 
+def warm_run_values(
+    report: Mapping[str, Any],
+    *,
+    trigger: WarmTrigger,
+    target: str,
+    plan_id: int | None = None,
+    orchestrator_run_id: str | None = None,
+    started_at: datetime | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The column values of one warm run from a warm report's dictionary (``WarmReport.to_dict()``).
+
+    Keys that match a column fill it; the whole report (plus ``extra``, e.g. a validation verdict) is kept
+    in ``report``. ``model`` and ``version`` are required; the status follows ``ready`` and ``error``.
+    """
+    missing = [key for key in ("model", "version") if not report.get(key)]
+    if missing:
+        raise ValueError(
+            f"warm report lacks {', '.join(missing)}: pass WarmReport.to_dict() of a finished warm-up"
+        )
+    columns = {key: None for key in _RUN_COLUMNS}
+    columns.update({key: report[key] for key in _RUN_COLUMNS if key in report and report[key] is not None})
+    columns["stage_seconds"] = columns["stage_seconds"] or {}
+    columns["ready"] = bool(report.get("ready"))
+    finished = _as_datetime(columns["finished_at"]) or utcnow()
+    columns["started_at"] = started_at or _as_datetime(columns["started_at"]) or finished
+    columns["finished_at"] = finished
+    status = (
+        WarmStatus.READY if columns["ready"] else (WarmStatus.FAILED if report.get("error") else WarmStatus.NOT_READY)
+    )
+    full = dict(report)
+    if extra:
+        full.update(extra)
+    return {
+        **columns,
+        "trigger": trigger,
+        "target": target,
+        "plan_id": plan_id,
+        "status": status,
+        "orchestrator_run_id": orchestrator_run_id,
+        "report": _jsonable(full),
+    }
+
+
 def record_warm_run(
     session: Session,
     report: Mapping[str, Any],
@@ -198,39 +242,70 @@ def record_warm_run(
     started_at: datetime | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> WarmRun:
-    """Store one warm run from a warm report's dictionary (``WarmReport.to_dict()``).
-
-    Keys that match a column fill it; the whole report (plus ``extra``, e.g. a validation verdict) is kept
-    in ``report``. ``model`` and ``version`` are required; the status follows ``ready`` and ``error``.
-    """
-    missing = [key for key in ("model", "version") if not report.get(key)]
-    if missing:
-        raise ValueError(
-            f"warm report lacks {', '.join(missing)}: pass WarmReport.to_dict() of a finished warm-up"
-        )
-    values = {key: report[key] for key in _RUN_COLUMNS if key in report and report[key] is not None}
-    values.setdefault("finished_at", utcnow())
-    values["started_at"] = started_at or _as_datetime(values.get("started_at")) or values["finished_at"]
-    values["finished_at"] = _as_datetime(values["finished_at"])
-    ready = bool(report.get("ready"))
-    status = (
-        WarmStatus.READY if ready else (WarmStatus.FAILED if report.get("error") else WarmStatus.NOT_READY)
-    )
-    full = dict(report)
-    if extra:
-        full.update(extra)
+    """Store one warm run from a warm report's dictionary (see :func:`warm_run_values`)."""
     run = WarmRun(
-        **values,
-        trigger=trigger,
-        target=target,
-        plan_id=plan_id,
-        status=status,
-        orchestrator_run_id=orchestrator_run_id,
-        report=_jsonable(full),
+        **warm_run_values(
+            report, trigger=trigger, target=target, plan_id=plan_id, orchestrator_run_id=orchestrator_run_id,
+            started_at=started_at, extra=extra,
+        )
     )
     session.add(run)
     session.flush()
     return run
+
+
+def record_warm_runs(session: Session, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert many :func:`warm_run_values` rows in one statement; returns their ids in order."""
+    if not rows:
+        return []
+    statement = insert(WarmRun).returning(WarmRun.id, sort_by_parameter_order=True)
+    return list(session.scalars(statement, [dict(r) for r in rows]))
+
+
+def baselines_for(
+    session: Session, keys: Iterable[tuple[str, str, str | None]], *, last: int = 5
+) -> dict[tuple[str, str, str | None], Baseline]:
+    """:func:`baseline_for` of many (model, version, device class) keys in one query (the controller's warms)."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    query = (
+        select(WarmRun)
+        .where(WarmRun.model.in_(sorted({m for m, _, _ in wanted})), WarmRun.ready.is_(True))
+        .order_by(WarmRun.finished_at.desc(), WarmRun.id.desc())
+    )
+    runs: dict[tuple[str, str, str | None], list[WarmRun]] = {}
+    for run in session.scalars(query):
+        key = (run.model, run.version, run.device_class)
+        if key in wanted and len(runs.setdefault(key, [])) < last:
+            runs[key].append(run)
+    return {
+        key: Baseline(
+            model=key[0], version=key[1], device_class=key[2], runs=len(found),
+            steady_p50_ms=_median(r.steady_p50_ms for r in found),
+            steady_p99_ms=_median(r.steady_p99_ms for r in found),
+            warm_first_request_ms=_median(r.warm_first_request_ms for r in found),
+            time_to_ready_s=_median(r.time_to_ready_s for r in found),
+        )
+        for key, found in runs.items()
+        if found
+    }
+
+
+def last_device_classes(session: Session, targets: Iterable[str]) -> dict[str, str]:
+    """Per target, the device class it reported in its newest warm run (targets that never ran are left out)."""
+    wanted = sorted(set(targets))
+    if not wanted:
+        return {}
+    query = (
+        select(WarmRun.target, WarmRun.device_class)
+        .where(WarmRun.target.in_(wanted), WarmRun.device_class.is_not(None))
+        .order_by(WarmRun.id.desc())
+    )
+    found: dict[str, str] = {}
+    for target, device_class in session.execute(query):
+        found.setdefault(target, device_class)
+    return found
 
 
 def baseline_for(

@@ -53,6 +53,9 @@ class ControllerSettings(BaseModel):
     tick_s: float = Field(
         default=60.0, gt=0, description="How often reconcile-fleet runs; warm-ups are planned to start one tick earlier."
     )
+    tick_budget_s: float = Field(
+        default=45.0, gt=0, description="A tick starts no new action after this long; the next tick does the rest."
+    )
     max_warmups_per_pool: int = Field(default=8, ge=1, description="Warm-ups running at once in one pool.")
     max_attempts: int = Field(default=3, ge=1, description="Failed warms of a replica before it is marked failed.")
     backoff_s: float = Field(
