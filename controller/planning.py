@@ -58,7 +58,7 @@ def pool_hosts(session: Session, pool: str, *, wall: datetime, default_heartbeat
 
 def previous_placement(session: Session, *, pool: str, models: Sequence[str], now: datetime) -> dict[str, list[Placed]]:
     """Where the plans still in force or ahead of ``now`` put each model's replicas in ``pool``."""
-    query = select(WarmPlan.model, WarmPlan.host, WarmPlan.window_start, WarmPlan.lead_seconds, WarmPlan.window_end).where(
+    query = select(WarmPlan.model, WarmPlan.host, WarmPlan.window_start, WarmPlan.window_end).where(
         WarmPlan.pool == pool,
         WarmPlan.host.is_not(None),
         WarmPlan.status.not_in(_GONE),
@@ -66,10 +66,9 @@ def previous_placement(session: Session, *, pool: str, models: Sequence[str], no
     )
     wanted = set(models)
     placed: dict[str, list[Placed]] = {}
-    for model, host, start, lead, end in session.execute(query):
+    for model, host, start, end in session.execute(query):
         if model in wanted:
-            begin = pd.Timestamp(start - timedelta(seconds=lead))
-            placed.setdefault(model, []).append(Placed(host, begin, pd.Timestamp(end)))
+            placed.setdefault(model, []).append(Placed(host, pd.Timestamp(start), pd.Timestamp(end)))
     return placed
 
 

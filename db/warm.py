@@ -80,7 +80,8 @@ def upsert_plan(
     """Insert the plan for ``window`` or update the one with the same idempotency key.
 
     Returns the row and whether it was created. A plan that had been superseded or cancelled and comes back
-    in a new forecast is planned again; a plan that already ran keeps its status.
+    in a new forecast is planned again; a plan that already began keeps its status and its lead (a re-plan
+    during the window would otherwise move its warm-up start to the re-plan's time).
     """
     plan = session.scalars(select(WarmPlan).where(WarmPlan.idempotency_key == window.idempotency_key)).first()
     created = plan is None
@@ -95,8 +96,9 @@ def upsert_plan(
     plan.window_start = window.window_start
     plan.window_end = window.window_end
     plan.replicas = window.replicas
-    plan.lead_seconds = window.lead_seconds
-    plan.reason = window.reason
+    if created or plan.status in OPEN_STATUSES:  # a plan already warming or warm keeps the lead it began with
+        plan.lead_seconds = window.lead_seconds
+        plan.reason = window.reason
     plan.expected_demand = window.expected_demand
     plan.host = window.host
     plan.pool = window.pool

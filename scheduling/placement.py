@@ -65,10 +65,10 @@ class Host:
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    """Where an earlier plan put a replica of a model: the host and the replica's window."""
+    """Where an earlier plan put a replica of a model: the host and the replica's window (not its warm-up)."""
 
     host: str
-    start: pd.Timestamp
+    window_start: pd.Timestamp
     end: pd.Timestamp
 
 
@@ -120,8 +120,8 @@ def _stickiness(previous: Sequence[Placed], start: pd.Timestamp, end: pd.Timesta
     """
     keys: dict[str, tuple[int, float]] = {}
     for placed in previous:
-        overlap = max(0.0, (min(placed.end, end) - max(placed.start, start)).total_seconds())
-        moved = abs((placed.start - start).total_seconds()) + abs((placed.end - end).total_seconds())
+        overlap = max(0.0, (min(placed.end, end) - max(placed.window_start, start)).total_seconds())
+        moved = abs((placed.window_start - start).total_seconds()) + abs((placed.end - end).total_seconds())
         key = (0, -(overlap - moved)) if overlap > 0 else (1, 0.0)
         keys[placed.host] = min(keys.get(placed.host, key), key)
     return keys
@@ -172,7 +172,8 @@ def place_rows(
             group = np.full(free_idx.size, 2)
             closeness = np.zeros(free_idx.size)
             position = {int(i): k for k, i in enumerate(free_idx)}
-            for name, (g, c) in _stickiness(previous.get(row.model, ()), row.start, row.end).items():
+            # Windows, not warm-up starts: a re-plan during a window clips its start to now.
+            for name, (g, c) in _stickiness(previous.get(row.model, ()), row.window_start, row.end).items():
                 k = position.get(grid.index.get(name, -1))
                 if k is not None:
                     group[k], closeness[k] = g, c
@@ -227,10 +228,13 @@ def _earliest_fit(jobs: np.ndarray, limit: float, first: int, length: int) -> in
     return first + int(fits[0]) if fits.size else None
 
 
-def stagger_rows(rows: list[PlanRow], hosts: Sequence[Host], *, now: pd.Timestamp, pool_limit: int | None) -> list[PlanRow]:
+def stagger_rows(
+    rows: list[PlanRow], hosts: Sequence[Host], *, now: pd.Timestamp, pool_limit: int | None, margin_s: float = 0.0
+) -> list[PlanRow]:
     """Move warm-up starts so no host or pool exceeds its number of concurrent warm-ups.
 
-    A warm-up occupies its host for its lead time. Rows that start late (at ``now``) are left where they are:
+    A warm-up occupies its host for its lead time less ``margin_s`` (the slack added to the time-to-ready,
+    which is not time the host spends warming). Rows that start late (at ``now``) are left where they are:
     the controller's own limits stagger them when they run.
     """
     if not rows:
@@ -248,7 +252,7 @@ def stagger_rows(rows: list[PlanRow], hosts: Sequence[Host], *, now: pd.Timestam
             out[i] = row
             continue
         h = grid.index[host.name]
-        length = max(1, int(math.ceil(pd.Timedelta(seconds=row.lead_seconds) / grid.step)))
+        length = max(1, int(math.ceil(pd.Timedelta(seconds=max(0.0, row.lead_seconds - margin_s)) / grid.step)))
         mine, pool = grid.jobs[h], grid.pool_jobs[host.pool]
         both = np.maximum(mine - host.max_concurrent_warmups + 1, 0) + np.maximum(pool - limit + 1, 0)
         wanted = grid.slot(row.start)

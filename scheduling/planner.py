@@ -293,7 +293,9 @@ def plan_windows(
     shortfalls: list[Shortfall] = []
     if hosts:
         rows, shortfalls = place_rows(rows, fleet, hosts, previous=previous)
-        rows = stagger_rows(rows, hosts, now=now, pool_limit=config.max_concurrent_warmups_per_pool)
+        rows = stagger_rows(
+            rows, hosts, now=now, pool_limit=config.max_concurrent_warmups_per_pool, margin_s=lead_times.margin_s
+        )
     keyed = tuple(
         replace(r, idempotency_key=idempotency_key(r.model, r.version, r.window_start, r.end, r.replicas, r.host))
         for r in rows

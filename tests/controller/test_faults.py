@@ -209,7 +209,6 @@ def postgres_behind_proxy(postgres_template: str | None) -> Iterator[tuple[str, 
     import uuid
 
     from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
     from tests.conftest import _postgres_admin_url
 

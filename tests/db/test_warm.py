@@ -99,6 +99,23 @@ def test_started_runs_are_not_superseded(engine: Engine) -> None:
         assert supersede_vanished(session, models=["chat"], keep_keys=[]) == []
 
 
+def test_a_plan_that_began_keeps_its_lead_when_replanned_during_its_window(engine: Engine) -> None:
+    from dataclasses import replace
+
+    with session_scope(engine) as session:
+        plan, _ = upsert_plan(session, _window(hour=8))
+        set_plan_status(session, plan.id, PlanStatus.DONE)
+        # A re-plan during the window clips its warm-up start to the re-plan's time: a negative lead.
+        upsert_plan(session, replace(_window(hour=8), lead_seconds=-1800.0, reason="forecast, late start"))
+    with session_scope(engine) as session:
+        again = get_plan(session, plan.id)
+        assert (again.lead_seconds, again.reason) == (120.0, "peak")
+        open_plan, _ = upsert_plan(session, _window(hour=11))
+        upsert_plan(session, replace(_window(hour=11), lead_seconds=60.0, reason="later"))
+    with session_scope(engine) as session:
+        assert get_plan(session, open_plan.id).lead_seconds == 60.0  # not begun: the new plan's lead
+
+
 def test_unknown_plan_is_named(engine: Engine) -> None:
     with session_scope(engine) as session, pytest.raises(LookupError, match="warm plan 999 does not exist"):
         get_plan(session, 999)

@@ -203,7 +203,7 @@ def test_new_replicas_spread_and_placement_is_sticky_across_replans() -> None:
     assert {r.model: r.host for r in first.rows} == {"a": "h1", "b": "h2", "c": "h1"}  # fewest replicas first
     # A third host joins with more room than both: a re-plan keeps every replica where it was.
     bigger = [*hosts, Host("h0", memory_mb=5000)]
-    previous = {r.model: [Placed(r.host, r.start, r.end)] for r in first.rows}
+    previous = {r.model: [Placed(r.host, r.window_start, r.end)] for r in first.rows}
     again = plan_windows(frame, fleet, hosts=bigger, lead_times=leads, now=T0, previous=previous)
     assert {r.model: r.host for r in again.rows} == {"a": "h1", "b": "h2", "c": "h1"}
     assert [r.idempotency_key for r in again.rows] == [r.idempotency_key for r in first.rows]
