@@ -22,7 +22,7 @@ from db.base import utcnow
 from db.hosts import lapsed, list_hosts
 from db.models import HostState, PlanStatus, WarmPlan
 from db.telemetry import load_telemetry
-from db.warm import PlanWindow, supersede_vanished, time_to_ready_runs, upsert_plan
+from db.warm import PlanWindow, supersede_vanished, time_to_ready_runs, upsert_plans
 from prewarm import columns as C
 from prewarm.fleet import ModelSpec
 from scheduling.leads import lead_times_from_runs
@@ -140,12 +140,9 @@ def plan_pool(
         )
         for r in rows
     )
-    ids: list[int] = []
-    created = 0
-    for window in windows:
-        plan, new = upsert_plan(session, window, forecast_run_id=forecast_run_id)
-        ids.append(plan.id)
-        created += int(new)
+    stored = upsert_plans(session, windows, forecast_run_id=forecast_run_id)
+    ids = [plan.id for plan, _ in stored]
+    created = sum(1 for _, new in stored if new)
     vanished = supersede_vanished(session, models=names, keep_keys=[w.idempotency_key for w in windows], pool=pool)
     if shortfall:
         log.warning("pool %s: %d windows short of replicas, e.g. %s", pool, len(shortfall), shortfall[0])

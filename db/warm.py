@@ -84,6 +84,28 @@ def upsert_plan(
     during the window would otherwise move its warm-up start to the re-plan's time).
     """
     plan = session.scalars(select(WarmPlan).where(WarmPlan.idempotency_key == window.idempotency_key)).first()
+    plan, created = _apply(session, plan, window, forecast_run_id=forecast_run_id)
+    session.flush()
+    return plan, created
+
+
+def upsert_plans(
+    session: Session, windows: Sequence[PlanWindow], *, forecast_run_id: int | None = None, chunk: int = 2000
+) -> list[tuple[WarmPlan, bool]]:
+    """:func:`upsert_plan` of many windows: the existing rows are read in a few queries, not one per window."""
+    keys = [w.idempotency_key for w in windows]
+    existing: dict[str, WarmPlan] = {}
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        existing.update((p.idempotency_key, p) for p in session.scalars(select(WarmPlan).where(WarmPlan.idempotency_key.in_(part))))
+    out = [_apply(session, existing.get(w.idempotency_key), w, forecast_run_id=forecast_run_id) for w in windows]
+    session.flush()
+    return out
+
+
+def _apply(
+    session: Session, plan: WarmPlan | None, window: PlanWindow, *, forecast_run_id: int | None
+) -> tuple[WarmPlan, bool]:
     created = plan is None
     if plan is None:
         plan = WarmPlan(idempotency_key=window.idempotency_key, status=PlanStatus.PLANNED)
@@ -104,7 +126,6 @@ def upsert_plan(
     plan.pool = window.pool
     if forecast_run_id is not None:
         plan.forecast_run_id = forecast_run_id
-    session.flush()
     return plan, created
 
 

@@ -133,7 +133,7 @@ def main() -> None:
 
     admin_url = _admin_url(args.postgres)
     admin = create_engine(make_engine(admin_url).url, isolation_level="AUTOCOMMIT")
-    database = f"prewarm_bench_{uuid.uuid4().hex[:8]}"
+    database = f"prewarm_fleet_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{database}"'))
     url = make_engine(admin_url).url.set(database=database).render_as_string(hide_password=False)

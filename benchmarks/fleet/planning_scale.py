@@ -58,8 +58,8 @@ def _prefect_server(url: str, home: Path) -> tuple[subprocess.Popen[bytes], str]
         **os.environ, "PREFECT_HOME": str(home), "PREFECT_API_DATABASE_CONNECTION_URL": async_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
     }
-    log = (home / "server.log").open("wb")
     home.mkdir(parents=True, exist_ok=True)
+    log = (home / "server.log").open("wb")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -142,10 +142,10 @@ def main() -> None:
         "PREWARM_HOME": str(home), "PREWARM_DATABASE_URL": history_url, "PREFECT_LOGGING_LEVEL": "WARNING",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     })
-    server, api = _prefect_server(base.set(database=prefect_db).render_as_string(hide_password=False), home / "prefect")
-    os.environ["PREFECT_API_URL"] = api
-    cluster = None
+    server = cluster = None
     try:
+        server, api = _prefect_server(base.set(database=prefect_db).render_as_string(hide_password=False), home / "prefect")
+        os.environ["PREFECT_API_URL"] = api
         from distributed import LocalCluster
         from run import _setup  # benchmarks/forecast_and_plan/run.py: registers and ingests the synthetic fleet
 
@@ -166,11 +166,12 @@ def main() -> None:
     finally:
         if cluster is not None:
             cluster.close()
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{history_db}" WITH (FORCE)'))
             conn.execute(text(f'DROP DATABASE IF EXISTS "{prefect_db}" WITH (FORCE)'))
