@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -30,7 +31,7 @@ from warmers.errors import (
     ModelNotReadyError,
     WarmupError,
 )
-from warmers.metrics import HostMetrics
+from warmers.metrics import AFTER_LOAD, NOT_READY, HostMetrics
 from warmers.protocol import InferenceRequest, RepositoryIndexRequest
 from warmers.sources import SpecSource, default_source, fleet_source
 
@@ -65,6 +66,9 @@ def create_app(
     registry is empty). With ``load_on_startup`` every model is loaded and warmed in a background thread
     after start-up; ``/v2/health/ready`` answers 200 once that has finished.
     """
+    from prewarm.settings import get_settings
+
+    settings = get_settings().host
     metrics = HostMetrics()
     engine = engine or Engine(observer=metrics)
     if engine.observer is None:
@@ -95,7 +99,7 @@ def create_app(
         return JSONResponse({"error": f"malformed request: {exc.errors()[0].get('msg')}"}, status_code=400)
 
     _health_routes(app, plane)
-    _model_routes(app, plane, metrics)
+    _model_routes(app, plane, metrics, cold_window_s=settings.cold_window_s)
     _repository_routes(app, plane)
 
     @app.get("/metrics")
@@ -120,7 +124,7 @@ def _health_routes(app: FastAPI, plane: DataPlane) -> None:
         return plane.server_metadata().model_dump()
 
 
-def _model_routes(app: FastAPI, plane: DataPlane, metrics: HostMetrics) -> None:
+def _model_routes(app: FastAPI, plane: DataPlane, metrics: HostMetrics, *, cold_window_s: float) -> None:
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
@@ -141,18 +145,32 @@ def _model_routes(app: FastAPI, plane: DataPlane, metrics: HostMetrics) -> None:
         start = time.perf_counter()
         try:
             parsed, binary = _parse_infer(await request.body(), request.headers.get(HEADER_LENGTH), name)
-            response, blobs = await plane.infer(name, version, parsed, binary)
+            response, blobs, ready_at = await plane.infer(name, version, parsed, binary)
         except WarmupError as exc:
-            metrics.requests.labels(model=name, outcome=str(_status(exc))).inc()
+            await _count_refusal(plane, metrics, name, version, exc)
             raise
-        metrics.requests.labels(model=name, outcome="200").inc()
-        metrics.latency.labels(model=name).observe(time.perf_counter() - start)
+        metrics.request_finished(
+            model=response.model_name, version=response.model_version, status=200, seconds=time.perf_counter() - start
+        )
+        if ready_at is not None and time.monotonic() - ready_at <= cold_window_s:
+            metrics.cold_start(model=response.model_name, version=response.model_version or "", kind=AFTER_LOAD)
         header = response.model_dump_json(exclude_none=True).encode()
         if not blobs:
             return Response(header, media_type="application/json")
         return Response(
             header + b"".join(blobs), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))}
         )
+
+
+async def _count_refusal(plane: DataPlane, metrics: HostMetrics, name: str, version: str | None, exc: WarmupError) -> None:
+    """Count a refused request under its model version (or ``__unknown__``); a known model not ready is a cold start."""
+    known = None
+    if not isinstance(exc, ModelNotFoundError):  # resolving a name may read the registry: not on the event loop
+        known = await anyio.to_thread.run_sync(plane.labels, name, version)
+    model, model_version = known if known is not None else (None, None)
+    metrics.request_finished(model=model, version=model_version, status=_status(exc), seconds=None)
+    if known is not None and isinstance(exc, ModelNotReadyError):
+        metrics.cold_start(model=known[0], version=known[1], kind=NOT_READY)
 
 
 def _parse_infer(body: bytes, header_length: str | None, model: str) -> tuple[InferenceRequest, dict[str, bytes]]:
