@@ -6,6 +6,7 @@ thread. Errors of the engine map to HTTP status codes here and only here.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -21,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from warmers.dataplane import DataPlane, ModelRepository
 from warmers.engine import Engine
@@ -53,22 +55,61 @@ def _status(exc: WarmupError) -> int:
     return 500
 
 
+class TokenAuth:
+    """ASGI middleware: ``Authorization: Bearer <token>`` on every repository and model route, else 401.
+
+    Health, server metadata and ``/metrics`` stay open. The comparison takes constant time.
+    """
+
+    PROTECTED = ("/v2/models", "/v2/repository")
+
+    def __init__(self, app: ASGIApp, *, token: str, metrics: HostMetrics) -> None:
+        self.app = app
+        self._expected = token.encode()
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._protected(scope["path"]) and not self._authorized(scope):
+            self._metrics.unauthorized.inc()
+            response = JSONResponse(
+                {"error": "this route needs the host's token: send 'Authorization: Bearer <PREWARM_HOST__TOKEN>'"},
+                status_code=401, headers={"WWW-Authenticate": 'Bearer realm="prewarm"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _protected(self, path: str) -> bool:
+        return any(path == prefix or path.startswith(prefix + "/") for prefix in self.PROTECTED)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                scheme, _, given = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._expected)
+        return False
+
+
 def create_app(
     *,
     fleet: str | Path | None = None,
     source: SpecSource | None = None,
     engine: Engine | None = None,
     load_on_startup: bool = True,
+    token: str | None = None,
 ) -> FastAPI:
     """The host's FastAPI app.
 
     Specs come from ``source``, else the ``fleet`` file, else the registry (or the example fleet when the
     registry is empty). With ``load_on_startup`` every model is loaded and warmed in a background thread
-    after start-up; ``/v2/health/ready`` answers 200 once that has finished.
+    after start-up; ``/v2/health/ready`` answers 200 once that has finished. ``token`` (default:
+    ``PREWARM_HOST__TOKEN``) is required as a bearer token on the repository and model routes when set.
     """
     from prewarm.settings import get_settings
 
     settings = get_settings().host
+    if token is None and settings.token is not None:
+        token = settings.token.get_secret_value()
     metrics = HostMetrics()
     engine = engine or Engine(observer=metrics)
     if engine.observer is None:
@@ -89,6 +130,8 @@ def create_app(
     app = FastAPI(title="prewarm host", lifespan=lifespan)
     app.state.plane = plane
     app.state.metrics = metrics
+    if token:
+        app.add_middleware(TokenAuth, token=token, metrics=metrics)
 
     @app.exception_handler(WarmupError)
     async def _warmup_error(_: Request, exc: WarmupError) -> JSONResponse:
