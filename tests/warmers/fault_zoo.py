@@ -99,3 +99,19 @@ class TextStats(torch.nn.Module):
 def text_stats() -> TextStats:
     """A model with BYTES and UINT32 inputs and BYTES and UINT64 outputs (weights: ``scale`` = [1.0])."""
     return TextStats()
+
+
+THREADS: list[int] = []
+
+
+class ThreadRecordingReranker(Reranker):
+    """The example reranker, recording the thread of every forward pass in ``THREADS``."""
+
+    def forward(self, query: torch.Tensor, document: torch.Tensor) -> torch.Tensor:
+        THREADS.append(threading.get_ident())
+        return super().forward(query, document)
+
+
+def thread_recording_reranker(d_in: int = 64, hidden: int = 128) -> ThreadRecordingReranker:
+    """Weights-compatible with ``warmers.zoo:reranker``; records which thread runs it."""
+    return ThreadRecordingReranker(d_in=d_in, hidden=hidden)
