@@ -195,6 +195,9 @@ class Engine:
             self._notify_failure(spec.name, "ValidationFailed")
             logger.warning("not ready: %s", report.reason)
             return report
+        # The load left garbage behind (the artifact's buffers, warm-up requests and responses): collect it now
+        # rather than in the middle of the first client request, which would otherwise pay for it.
+        gc.collect()
         result.loaded.ready_at = time.monotonic()
         with self._lock:
             previous = entry.loaded
