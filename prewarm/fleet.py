@@ -18,7 +18,9 @@ from prewarm.errors import FleetError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-V2_DATATYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64")
+V2_DATATYPES = (
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64", "BYTES",
+)
 
 Loader = Literal["safetensors", "torch_export"]
 CompileMode = Literal["none", "default", "reduce-overhead"]
@@ -34,7 +36,11 @@ class TensorSpec(_Strict):
     name: str = Field(min_length=1)
     datatype: Literal[V2_DATATYPES] = "FP32"  # type: ignore[valid-type]
     shape: list[int | str]
-    low: float = Field(default=0.0, description="Warm-up values are drawn uniformly from [low, high).")
+    low: float = Field(
+        default=0.0,
+        description="Warm-up values are drawn uniformly from [low, high); integer inputs must stay in it (400 "
+        "outside); for BYTES it is the range of element lengths.",
+    )
     high: float = 1.0
 
 

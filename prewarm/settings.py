@@ -45,6 +45,9 @@ class HostSettings(BaseModel):
     cold_window_s: float = Field(
         default=60.0, ge=0, description="Requests served this soon after a load finished count as cold starts."
     )
+    drain_s: float = Field(
+        default=30.0, ge=0, description="Seconds an unload or version roll waits for requests in flight to finish."
+    )
 
 
 class Settings(BaseSettings):

@@ -10,6 +10,8 @@
     ├── ModelNotFoundError      no model (or version) of that name is known to the host (HTTP 404)
     ├── ModelNotReadyError      the model is known but not ready to serve (HTTP 400/503)
     ├── InferenceInputError     a request's tensors are malformed: names the input (HTTP 400)
+    │   ├── RequestTooLargeError    the body (or what it decompresses to) exceeds the host's limit (HTTP 413)
+    │   └── UnsupportedEncodingError  the body's Content-Encoding is not gzip, deflate or identity (HTTP 415)
     ├── InferenceError          the model failed on a well-formed request (HTTP 500)
     └── TargetError             a remote V2 server refused or failed a call
 
@@ -60,6 +62,14 @@ class ModelNotReadyError(WarmupError):
 
 class InferenceInputError(WarmupError):
     """A request's tensors are malformed, of the wrong shape or of the wrong datatype."""
+
+
+class RequestTooLargeError(InferenceInputError):
+    """A request body, or what it decompresses to, is larger than ``PREWARM_HOST__MAX_BODY_MB``."""
+
+
+class UnsupportedEncodingError(InferenceInputError):
+    """A request body's ``Content-Encoding`` is neither ``gzip``, ``deflate`` nor ``identity``."""
 
 
 class InferenceError(WarmupError):

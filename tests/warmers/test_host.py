@@ -32,9 +32,10 @@ def test_health_and_server_metadata(example_host: str) -> None:
 def test_model_metadata_marks_variable_dimensions(example_host: str) -> None:
     meta = httpx.get(f"{example_host}/v2/models/chat-small").json()
     assert meta == {
-        "name": "chat-small", "versions": ["1"], "platform": "pytorch_torch_export",
+        "name": "chat-small", "versions": ["1"], "platform": "pytorch_torchscript",
         "inputs": [{"name": "tokens", "datatype": "INT64", "shape": [-1, -1]}],
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 512]}],
+        "properties": {"loader": "torch_export", "version": "1"},
     }
     ocr = httpx.get(f"{example_host}/v2/models/ocr-longtail/versions/1").json()
     assert ocr["outputs"] == [{"name": "output0", "datatype": "FP32", "shape": [-1, -1, 40]}]  # observed over buckets
