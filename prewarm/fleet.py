@@ -2,6 +2,8 @@
 
 A fleet file is YAML with one key, ``models``, a list of :class:`ModelSpec` entries. Relative
 artifact paths resolve against the fleet file's folder, so a fleet and its artifacts travel together.
+An entry with ``server: foreign`` is served by another V2 server (MLServer, KServe, Triton): prewarm only
+warms and validates it there, so its name, version, warm-up inputs and SLA suffice.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 V2_DATATYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64")
 
 Loader = Literal["safetensors", "torch_export"]
+Server = Literal["prewarm", "foreign"]
 CompileMode = Literal["none", "default", "reduce-overhead"]
 
 
@@ -63,9 +66,13 @@ class ModelSpec(_Strict):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     version: str = Field(default="1", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    artifact_uri: str
-    sha256: str
-    loader: Loader
+    server: Server = Field(
+        default="prewarm",
+        description="prewarm: prewarm's engine loads the artifact; foreign: another V2 server holds the model.",
+    )
+    artifact_uri: str | None = None
+    sha256: str | None = None
+    loader: Loader | None = None
     factory: str | None = Field(default=None, description="module:function building the nn.Module.")
     factory_kwargs: dict[str, Any] = Field(default_factory=dict)
     warmup: WarmupSpec
@@ -79,14 +86,16 @@ class ModelSpec(_Strict):
 
     @field_validator("sha256")
     @classmethod
-    def _sha256_hex(cls, value: str) -> str:
-        if not SHA256_RE.match(value):
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256_RE.match(value):
             raise ValueError("must be 64 lowercase hex characters (the artifact's sha256)")
         return value
 
     @field_validator("artifact_uri")
     @classmethod
-    def _uri_scheme(cls, value: str) -> str:
+    def _uri_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         parsed = urlparse(value)
         if parsed.scheme not in ("", "file", "s3"):
             raise ValueError(f"scheme {parsed.scheme!r} is not supported; use a path, file:// or s3://")
@@ -108,6 +117,23 @@ class ModelSpec(_Strict):
         if self.loader == "safetensors" and self.factory is None:
             raise ValueError("loader 'safetensors' needs a factory 'module:function' that builds the module")
         return self
+
+    @model_validator(mode="after")
+    def _own_models_need_artifacts(self) -> ModelSpec:
+        missing = [key for key in ("artifact_uri", "sha256", "loader") if getattr(self, key) is None]
+        if self.server == "prewarm" and missing:
+            fields = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+            raise ValueError(
+                f"{fields} {'are' if len(missing) > 1 else 'is'} required: prewarm's engine loads this model "
+                "from its artifact "
+                "(set `server: foreign` for a model that another V2 server holds)"
+            )
+        return self
+
+    @property
+    def foreign(self) -> bool:
+        """Whether another V2 server holds this model (prewarm's engine cannot load it)."""
+        return self.server == "foreign"
 
 
 class Fleet(_Strict):
@@ -173,7 +199,10 @@ def load_fleet(path: str | Path) -> Fleet:
             + (f" ({len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else "")
         ) from exc
     base = path.resolve().parent
-    models = [m.model_copy(update={"artifact_uri": resolve_uri(m.artifact_uri, base)}) for m in fleet.models]
+    models = [
+        m.model_copy(update={"artifact_uri": resolve_uri(m.artifact_uri, base)}) if m.artifact_uri else m
+        for m in fleet.models
+    ]
     return Fleet(models=models)
 
 
