@@ -77,6 +77,18 @@ def test_kserve_warm_up_inputs_are_checked_against_its_metadata(kserve: Server) 
     assert "input 'x': shape [batch, 4, 1] has 3 dimensions, the server's [-1, 4] has 2" in (report.error or "")
 
 
+def test_kserve_a_model_that_declares_no_inputs_is_warmed_unchecked(
+    kserve: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="warmers.targets"):
+        assert V2Target(kserve.url).warm(foreign_spec("halver")).ready
+    assert "declares no inputs of 'halver': warm-up inputs not checked" in caplog.text
+    wrong = V2Target(kserve.url).warm(foreign_spec("halver", shape=["batch", 3]))
+    assert wrong.error_type == "TargetError"  # caught by the model itself, at the cold first request
+    assert "inference on 'halver' failed (HTTP 500): ValueError : x must have shape [-1, 4]" in (wrong.error or "")
+    assert "metadata" in wrong.stage_seconds and "warmup" not in wrong.stage_seconds
+
+
 def test_kserve_errors_carry_its_status_and_body(kserve: Server) -> None:
     report = V2Target(kserve.url).warm(foreign_spec("nope"))  # KServe answers an unknown model's load with 503
     assert report.error_type == "TargetError"

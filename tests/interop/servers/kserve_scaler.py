@@ -2,8 +2,9 @@
 
     python kserve_scaler.py --port PORT [--repository custom|default]
 
-Serves ``doubler`` (registered at start) and, through the repository extension, ``tripler``: each multiplies
-its FP32 input ``x`` of shape [-1, 4] by a factor. ``--repository custom`` (the default) uses a
+Serves ``doubler`` (registered at start) and, through the repository extension, ``tripler`` and ``halver``:
+each multiplies its FP32 input ``x`` of shape [-1, 4] by a factor. ``halver`` declares no inputs or outputs
+in its metadata (KServe's default ``get_input_types``). ``--repository custom`` (the default) uses a
 ``ModelRepository`` whose ``load()`` builds the model, so models can be loaded, unloaded and loaded again;
 ``--repository default`` keeps KServe's own, whose ``load()`` does nothing: a model unloaded through the API
 cannot come back. The server listens on 127.0.0.1 only.
@@ -21,26 +22,28 @@ from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
 from kserve.model_repository import ModelRepository
 from kserve.protocol.rest import server as rest_server
 
-FACTORS = {"doubler": 2.0, "tripler": 3.0}
+FACTORS = {"doubler": 2.0, "tripler": 3.0, "halver": 0.5}
+UNDECLARED = {"halver"}
 TENSOR = {"datatype": "FP32", "shape": [-1, 4]}
 
 
 class Scaler(Model):
-    """Multiplies ``x`` by a factor; declares its inputs and outputs, so the metadata can be checked."""
+    """Multiplies ``x`` by a factor; declares its inputs and outputs (unless ``declared`` is False)."""
 
-    def __init__(self, name: str, factor: float) -> None:
+    def __init__(self, name: str, factor: float, *, declared: bool = True) -> None:
         super().__init__(name)
         self.factor = factor
+        self.declared = declared
 
     def load(self) -> bool:
         self.ready = True
         return self.ready
 
     def get_input_types(self) -> list[dict]:
-        return [{"name": "x", **TENSOR}]
+        return [{"name": "x", **TENSOR}] if self.declared else []
 
     def get_output_types(self) -> list[dict]:
-        return [{"name": "y", **TENSOR}]
+        return [{"name": "y", **TENSOR}] if self.declared else []
 
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
         x = payload.inputs[0].as_numpy()
@@ -58,7 +61,7 @@ class BuildingRepository(ModelRepository):
     def load(self, name: str) -> bool:
         if name not in FACTORS:
             raise KeyError(f"no model {name!r} in this repository")
-        model = Scaler(name, FACTORS[name])
+        model = Scaler(name, FACTORS[name], declared=name not in UNDECLARED)
         model.load()
         self.update(model)
         return model.ready
