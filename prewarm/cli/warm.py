@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from db.base import utcnow
@@ -78,7 +79,7 @@ def warm(
         console.print(render_report(report, run_id=run_id))
     if not report["ready"]:
         reason = " ".join(str(report.get("reason") or report.get("error") or "no reason given").split())
-        fail(f"{spec.name}:{spec.version} is not ready on {url}: {reason}", EXIT_FAILURE)
+        fail(f"{spec.name}:{spec.version} is not ready on {url}: {reason.removeprefix(url + ': ')}", EXIT_FAILURE)
 
 
 def parse_model_ref(ref: str) -> tuple[str, str | None]:
@@ -114,9 +115,10 @@ def _registered_spec(session: Any, name: str, version: str | None) -> ModelSpec:
 def render_report(report: dict[str, Any], *, run_id: int) -> Table:
     """The warm report as a table: verdict, latencies, then seconds per stage."""
     verdict = "[green]ready[/]" if report["ready"] else "[red]NOT ready[/]"
+    where = escape(f"{report['model']}:{report['version']} on {report['target']}")
     table = Table(
         "", "",
-        title=f"{report['model']}:{report['version']} on {report['target']}: {verdict}",
+        title=f"{where}: {verdict}",
         caption=f"device class {report['device_class']}; warm run #{run_id} in the history database",
         show_header=False,
     )
@@ -135,7 +137,7 @@ def render_report(report: dict[str, Any], *, run_id: int) -> Table:
     for stage in ordered:
         table.add_row(f"stage {stage}", f"{stages[stage]:.3f} s")
     if not report["ready"]:
-        table.add_row("reason", str(report.get("reason") or report.get("error") or "-"))
+        table.add_row("reason", escape(str(report.get("reason") or report.get("error") or "-")))
     return table
 
 

@@ -59,3 +59,22 @@ def test_warm_on_a_prewarm_host_records_runs_and_uses_them_as_baseline(
         assert [run.id for run in runs] == [reports[1]["warm_run_id"], reports[0]["warm_run_id"]]
         assert all(run.target == url for run in runs) and runs[1].status is WarmStatus.READY
         assert reports[1]["baseline_p50_ms"] == pytest.approx(runs[1].steady_p50_ms)
+
+
+def test_warm_reports_a_drifted_spec_on_one_line_exit_1(
+    cli: Callable[..., object], engine: Engine, tmp_path: Path
+) -> None:
+    served = write_fleet(tmp_path / "served", [raw_entry("reranker")])
+    registered = raw_entry("reranker")
+    registered["warmup"]["inputs"][1]["shape"] = ["batch", 63]
+    assert cli("models", "import", str(write_fleet(tmp_path / "registered", [registered]))).exit_code == 0  # type: ignore[attr-defined]
+    app = create_app(fleet=served, engine=make_engine(tmp_path / "host"), load_on_startup=False)
+    with serve_in_thread(app, port=free_port()) as url:
+        result = cli("warm", "reranker", "--target", url)
+    assert result.exit_code == 1  # type: ignore[attr-defined]
+    assert result.stderr.count("\n") == 1  # type: ignore[attr-defined]
+    assert (
+        f"error: reranker:1 is not ready on {url}: model 'reranker' version '1': the warm-up inputs do not fit the "
+        "server's metadata: input 'document': shape [batch, 63] does not fit the server's [-1, 64]"
+    ) in result.stderr  # type: ignore[attr-defined]
+    assert "shape [batch, 63]" in result.stdout  # type: ignore[attr-defined]
