@@ -203,7 +203,8 @@ class V2Client:
 
         The repository extension unloads a model by name, every version at once. With ``version``, the call
         first checks that the server serves that version (or the model has no versions there), so unloading
-        an old version never takes down the new one a roll-out put in its place.
+        an old version never takes down the new one a roll-out put in its place. A server without versioned
+        routes (KServe) cannot say which version it holds: there the name alone decides.
         """
         if version is not None:
             try:
