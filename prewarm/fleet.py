@@ -14,7 +14,16 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prewarm.errors import FleetError
 
@@ -118,17 +127,22 @@ class ModelSpec(_Strict):
             raise ValueError("loader 'safetensors' needs a factory 'module:function' that builds the module")
         return self
 
-    @model_validator(mode="after")
-    def _own_models_need_artifacts(self) -> ModelSpec:
-        missing = [key for key in ("artifact_uri", "sha256", "loader") if getattr(self, key) is None]
-        if self.server == "prewarm" and missing:
-            fields = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
-            raise ValueError(
-                f"{fields} {'are' if len(missing) > 1 else 'is'} required: prewarm's engine loads this model "
-                "from its artifact "
-                "(set `server: foreign` for a model that another V2 server holds)"
-            )
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _own_models_need_artifacts(cls, data: Any, handler: ModelWrapValidatorHandler[ModelSpec]) -> ModelSpec:
+        # Reported where the field is missing (models[1].loader), like any other required field.
+        if isinstance(data, dict) and data.get("server", "prewarm") == "prewarm":
+            missing = [key for key in ("artifact_uri", "sha256", "loader") if data.get(key) is None]
+            if missing:
+                hint = PydanticCustomError(
+                    "missing",
+                    "Field required: prewarm's engine loads this model from its artifact "
+                    "(set `server: foreign` for a model that another V2 server holds)",
+                )
+                raise ValidationError.from_exception_data(
+                    cls.__name__, [InitErrorDetails(type=hint, loc=(key,), input=data) for key in missing]
+                )
+        return handler(data)
 
     @property
     def foreign(self) -> bool:

@@ -49,8 +49,9 @@ def test_a_foreign_model_needs_only_name_version_warmup_and_sla(tmp_path: Path) 
     ("entry", "message"),
     [
         ("    sha256: " + "a" * 64 + "\n    loader: torch_export\n",
-         r"field models\[0\] \(model 'own'\): Value error, artifact_uri is required: prewarm's engine loads"),
-        ("", r"artifact_uri, sha256 and loader are required: .*set `server: foreign` for a model that another V2"),
+         r"field models\[0\]\.artifact_uri \(model 'own'\): Field required: prewarm's engine loads this model "
+         r"from its artifact \(set `server: foreign` for a model that another V2 server holds\)$"),
+        ("", r"field models\[0\]\.artifact_uri \(model 'own'\): Field required: .* \(2 more errors\)$"),
         ("    server: remote\n", r"field models\[0\]\.server \(model 'own'\): Input should be 'prewarm' or 'foreign'"),
     ],
     ids=["one-missing", "all-missing", "unknown-server"],
