@@ -13,7 +13,6 @@ import pytest
 from prewarm.fleet import ModelSpec
 from prewarm.settings import reset_settings
 from tests.conftest import free_port
-from tests.interop.gateway import gateway
 from tests.warmers.conftest import HostFactory, raw_entry, write_fleet
 from warmers import Baseline, V2Target, warm
 from warmers.errors import TargetError
@@ -123,15 +122,19 @@ def test_body_excerpt_keeps_the_head_and_the_last_line_of_long_bodies() -> None:
     assert body_excerpt(httpx.Response(502)) == "(empty body)"
 
 
-def test_v2_client_sends_the_token_from_the_settings_or_its_argument(
-    host: str, monkeypatch: pytest.MonkeyPatch
+def test_v2_target_sends_the_hosts_token_from_the_settings_or_its_argument(
+    start_host: HostFactory, tmp_path: Path, example_specs: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with gateway(host, token="host-token") as url:
-        with pytest.raises(TargetError, match=r"repository index failed \(HTTP 401\): missing or wrong bearer token"):
-            V2Client(url).index()
-        monkeypatch.setenv("PREWARM_HOST__TOKEN", "host-token")
-        reset_settings()
-        assert {m.name for m in V2Client(url).index()} >= {"reranker", "embedder"}
-        with pytest.raises(TargetError, match=r"HTTP 401") as caught:
-            V2Client(url, token="another").index()
-        assert caught.value.status_code == 401 and caught.value.body == "missing or wrong bearer token"
+    guarded = start_host(fleet=write_fleet(tmp_path / "fleet", [raw_entry("reranker")]), token="host-token",
+                         load_on_startup=False)
+    refused = V2Target(guarded).warm(example_specs["reranker"])
+    assert not refused.ready and refused.error_type == "TargetError"
+    assert "load of 'reranker' failed (HTTP 401): this route needs the host's token" in (refused.error or "")
+    with pytest.raises(TargetError, match=r"repository index failed \(HTTP 401\)") as caught:
+        V2Client(guarded, token="another").index()
+    assert caught.value.status_code == 401 and "PREWARM_HOST__TOKEN" in (caught.value.body or "")
+    monkeypatch.setenv("PREWARM_HOST__TOKEN", "host-token")
+    reset_settings()
+    with V2Target(guarded) as target:
+        assert target.warm(example_specs["reranker"], baseline=Baseline(p50_ms=10_000.0)).ready
+        assert target.ready("reranker", "1") and target.unload("reranker", "1")
