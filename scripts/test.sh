@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 PREWARM_TEST_POSTGRES_URL="$(scripts/ensure_postgres.sh)"
 export PREWARM_TEST_POSTGRES_URL
 echo "test.sh: PostgreSQL at $PREWARM_TEST_POSTGRES_URL"
-echo "test.sh: interop servers run with $(scripts/ensure_interop.sh)"
+interop_python="$(scripts/ensure_interop.sh)"  # an assignment, so that a failed install stops the run
+echo "test.sh: interop servers run with $interop_python"
 exec .venv/bin/python -m pytest "$@"
