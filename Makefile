@@ -29,4 +29,4 @@ bench-ingest: setup
 	$(BIN)/python benchmarks/ingest/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-interop .pytest_cache

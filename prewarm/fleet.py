@@ -2,6 +2,8 @@
 
 A fleet file is YAML with one key, ``models``, a list of :class:`ModelSpec` entries. Relative
 artifact paths resolve against the fleet file's folder, so a fleet and its artifacts travel together.
+An entry with ``server: foreign`` is served by another V2 server (MLServer, KServe, Triton): prewarm only
+warms and validates it there, so its name, version, warm-up inputs and SLA suffice.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prewarm.errors import FleetError
 
@@ -23,6 +34,7 @@ V2_DATATYPES = (
 )
 
 Loader = Literal["safetensors", "torch_export"]
+Server = Literal["prewarm", "foreign"]
 CompileMode = Literal["none", "default", "reduce-overhead"]
 
 
@@ -69,9 +81,13 @@ class ModelSpec(_Strict):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     version: str = Field(default="1", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    artifact_uri: str
-    sha256: str
-    loader: Loader
+    server: Server = Field(
+        default="prewarm",
+        description="prewarm: prewarm's engine loads the artifact; foreign: another V2 server holds the model.",
+    )
+    artifact_uri: str | None = None
+    sha256: str | None = None
+    loader: Loader | None = None
     factory: str | None = Field(default=None, description="module:function building the nn.Module.")
     factory_kwargs: dict[str, Any] = Field(default_factory=dict)
     warmup: WarmupSpec
@@ -85,14 +101,16 @@ class ModelSpec(_Strict):
 
     @field_validator("sha256")
     @classmethod
-    def _sha256_hex(cls, value: str) -> str:
-        if not SHA256_RE.match(value):
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256_RE.match(value):
             raise ValueError("must be 64 lowercase hex characters (the artifact's sha256)")
         return value
 
     @field_validator("artifact_uri")
     @classmethod
-    def _uri_scheme(cls, value: str) -> str:
+    def _uri_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         parsed = urlparse(value)
         if parsed.scheme not in ("", "file", "s3"):
             raise ValueError(f"scheme {parsed.scheme!r} is not supported; use a path, file:// or s3://")
@@ -114,6 +132,28 @@ class ModelSpec(_Strict):
         if self.loader == "safetensors" and self.factory is None:
             raise ValueError("loader 'safetensors' needs a factory 'module:function' that builds the module")
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _own_models_need_artifacts(cls, data: Any, handler: ModelWrapValidatorHandler[ModelSpec]) -> ModelSpec:
+        # Reported where the field is missing (models[1].loader), like any other required field.
+        if isinstance(data, dict) and data.get("server", "prewarm") == "prewarm":
+            missing = [key for key in ("artifact_uri", "sha256", "loader") if data.get(key) is None]
+            if missing:
+                hint = PydanticCustomError(
+                    "missing",
+                    "Field required: prewarm's engine loads this model from its artifact "
+                    "(set `server: foreign` for a model that another V2 server holds)",
+                )
+                raise ValidationError.from_exception_data(
+                    cls.__name__, [InitErrorDetails(type=hint, loc=(key,), input=data) for key in missing]
+                )
+        return handler(data)
+
+    @property
+    def foreign(self) -> bool:
+        """Whether another V2 server holds this model (prewarm's engine cannot load it)."""
+        return self.server == "foreign"
 
 
 class Fleet(_Strict):
@@ -179,7 +219,10 @@ def load_fleet(path: str | Path) -> Fleet:
             + (f" ({len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else "")
         ) from exc
     base = path.resolve().parent
-    models = [m.model_copy(update={"artifact_uri": resolve_uri(m.artifact_uri, base)}) for m in fleet.models]
+    models = [
+        m.model_copy(update={"artifact_uri": resolve_uri(m.artifact_uri, base)}) if m.artifact_uri else m
+        for m in fleet.models
+    ]
     return Fleet(models=models)
 
 

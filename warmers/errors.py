@@ -13,7 +13,8 @@
     │   ├── RequestTooLargeError    the body (or what it decompresses to) exceeds the host's limit (HTTP 413)
     │   └── UnsupportedEncodingError  the body's Content-Encoding is not gzip, deflate or identity (HTTP 415)
     ├── InferenceError          the model failed on a well-formed request (HTTP 500)
-    └── TargetError             a remote V2 server refused or failed a call
+    └── TargetError             a remote V2 server refused or failed a call (carries its status and body)
+        └── MetadataMismatchError   the warm-up inputs do not fit the model's metadata on the server
 
 HTTP status codes are chosen only at the edge (:mod:`warmers.host`), never here. ``WarmupError`` is a
 :class:`prewarm.errors.PrewarmError`, so the command line reports it as one message and exit code 1.
@@ -77,4 +78,13 @@ class InferenceError(WarmupError):
 
 
 class TargetError(WarmupError):
-    """A remote inference server refused or failed a call."""
+    """A remote inference server refused or failed a call; ``status_code`` and ``body`` say what it answered."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class MetadataMismatchError(TargetError):
+    """The warm-up inputs (names, datatypes, shapes) do not fit the model's metadata on the server."""

@@ -23,7 +23,7 @@ from prewarm.fleet import ModelSpec, TensorSpec
 from warmers import compile_cache
 from warmers.artifacts import ArtifactStore
 from warmers.codec import Encoded, decode_inputs, encode_request, encode_response, parse_request
-from warmers.errors import DeviceOutOfMemoryError, InferenceError, ModelNotReadyError
+from warmers.errors import DeviceOutOfMemoryError, InferenceError, ModelLoadError, ModelNotReadyError
 from warmers.loading import device_capability, load_module, module_bytes
 from warmers.logcontext import model_context, model_logger
 from warmers.report import Latency, StageClock
@@ -209,6 +209,12 @@ class PipelineResult:
 
 def fetch_stage(spec: ModelSpec, store: ArtifactStore, clock: StageClock) -> tuple[Any, bool]:
     """Fetch and verify the artifact; returns the local copy and whether it was a cache hit."""
+    if spec.foreign or spec.artifact_uri is None or spec.sha256 is None:
+        raise ModelLoadError(
+            f"model {spec.name!r} version {spec.version!r} is declared `server: foreign` and has no artifact: "
+            "prewarm's engine cannot load it; warm it on its own server "
+            f"(`prewarm warm {spec.name} --target URL`)"
+        )
     with clock.stage("fetch"):
         fetched = store.fetch(spec.artifact_uri, spec.sha256)
     return fetched, fetched.cache_hit

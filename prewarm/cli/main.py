@@ -11,6 +11,7 @@ from prewarm.cli.forecast import forecast_command
 from prewarm.cli import webhook as webhook_cli
 from prewarm.cli.demo import demo as demo_command
 from prewarm.cli.serve import serve
+from prewarm.cli.warm import warm as warm_command
 from prewarm.cli.output import configure_logging
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command("forecast")(forecast_command)
 app.add_typer(models.app, name="models")
 app.command("webhook")(webhook_cli.webhook)
 app.command("serve")(serve)
+app.command("warm")(warm_command)
 app.command("simulate")(simulate_cli.simulate)
 app.command("plan")(plan_cli.plan)
 app.command("demo")(demo_command)
