@@ -48,12 +48,27 @@ class TensorSpec(_Strict):
     name: str = Field(min_length=1)
     datatype: Literal[V2_DATATYPES] = "FP32"  # type: ignore[valid-type]
     shape: list[int | str]
-    low: float = Field(
-        default=0.0,
-        description="Warm-up values are drawn uniformly from [low, high); integer inputs must stay in it (400 "
-        "outside); for BYTES it is the range of element lengths.",
+    low: float | None = Field(
+        default=None,
+        description="Warm-up values are drawn uniformly from [low, high) (default [0, 1)); when declared, integer "
+        "inputs must stay in it (400 outside); for BYTES it is the range of element lengths.",
     )
-    high: float = 1.0
+    high: float | None = None
+
+    @property
+    def draw_low(self) -> float:
+        """The lower end warm-up values are drawn from."""
+        return 0.0 if self.low is None else self.low
+
+    @property
+    def draw_high(self) -> float:
+        """The upper end (exclusive) warm-up values are drawn from."""
+        return 1.0 if self.high is None else self.high
+
+    @property
+    def declares_range(self) -> bool:
+        """Whether the fleet declared a value range that requests must respect."""
+        return self.low is not None or self.high is not None
 
 
 class WarmupSpec(_Strict):

@@ -91,21 +91,21 @@ def example_inputs(
             continue
         dtype = V2_TO_TORCH[tensor.datatype]
         if tensor.datatype in _INTEGER:
-            high = max(int(tensor.high), int(tensor.low) + 1)
-            values = torch.randint(int(tensor.low), high, shape, generator=generator, dtype=torch.int64)
+            high = max(int(tensor.draw_high), int(tensor.draw_low) + 1)
+            values = torch.randint(int(tensor.draw_low), high, shape, generator=generator, dtype=torch.int64)
             inputs[tensor.name] = values.to(dtype)
         elif tensor.datatype == "BOOL":
             inputs[tensor.name] = torch.rand(shape, generator=generator) < 0.5
         else:
-            values = torch.rand(shape, generator=generator) * (tensor.high - tensor.low) + tensor.low
+            values = torch.rand(shape, generator=generator) * (tensor.draw_high - tensor.draw_low) + tensor.draw_low
             inputs[tensor.name] = values.to(dtype)
     return inputs
 
 
 def _example_bytes(tensor: TensorSpec, shape: tuple[int, ...], generator: torch.Generator) -> np.ndarray[Any, Any]:
     count = math.prod(shape)
-    low = max(int(tensor.low), 0)
-    lengths = torch.randint(low, max(int(tensor.high), low + 1), (count,), generator=generator).tolist()
+    low = max(int(tensor.draw_low), 0)
+    lengths = torch.randint(low, max(int(tensor.draw_high), low + 1), (count,), generator=generator).tolist()
     letters = torch.randint(97, 123, (sum(lengths),), generator=generator, dtype=torch.uint8).numpy().tobytes()
     items, offset = [], 0
     for length in lengths:
@@ -286,16 +286,20 @@ def _array_from_json(where: str, spec: TensorSpec, data: Any, datatype: str, dim
 
 
 def value_range(spec: TensorSpec) -> tuple[int, int]:
-    """The ``[low, high)`` an integer input's values must lie in: the spec's range within the datatype's own."""
+    """The ``[low, high)`` an integer input's values must lie in: the declared range within the datatype's own.
+
+    An undeclared end is the datatype's own limit, so an input without ``low``/``high`` accepts every value of
+    its type.
+    """
     info = np.iinfo(V2_TO_NUMPY[spec.datatype])
-    low = max(math.ceil(spec.low), int(info.min))
-    high = min(math.ceil(spec.high), int(info.max) + 1)
+    low = int(info.min) if spec.low is None else max(math.ceil(spec.low), int(info.min))
+    high = int(info.max) + 1 if spec.high is None else min(math.ceil(spec.high), int(info.max) + 1)
     return low, max(high, low + 1)
 
 
 def _check_range(where: str, spec: TensorSpec, array: np.ndarray[Any, Any]) -> None:
     """Integer values must lie in the spec's ``[low, high)`` (token ids inside the vocabulary, say)."""
-    if not array.size:
+    if not array.size or not spec.declares_range:
         return
     low, high = value_range(spec)
     if array.min() >= low and array.max() < high:
