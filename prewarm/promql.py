@@ -1,0 +1,194 @@
+"""PromQL for telemetry: presets (which counters a serving stack exports) and exact per-bucket counts.
+
+A bucket ``[a, a + I)`` of width ``I = PREWARM_FORECAST_INTERVAL`` gets the increase of each counter series
+that Prometheus observed in the scrapes taken after ``a`` up to and including ``a + I``. Per series that is
+
+* ``cur - prev`` where ``cur`` is the last sample at or before the bucket's end and ``prev`` the last sample
+  at or before its start (both looked up over ``lookback``, so a scrape gap does not lose the count);
+* ``cur`` alone when ``cur < prev`` (a counter reset: the process restarted and counts from zero);
+* ``cur`` alone when the series has no ``prev`` but its target (``job``, ``instance``) was already being
+  scraped: a series created in this bucket (client libraries create a labelled child on its first event);
+* nothing when neither the series nor its target had been seen before the bucket: Prometheus started
+  scraping a process that was already counting, and its old total is not this bucket's demand.
+
+Prometheus evaluates that expression per series and sums by model (:func:`bucket_increase`), with no
+extrapolation, so counts are exact integers. A reset in the middle of a bucket also loses the increments
+before it in that bucket; :func:`reset_flags` finds those buckets and :func:`exact_increase` recounts them
+from the raw samples with the same rules, pair by pair.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+
+# A series unseen for longer than this before a bucket starts counts as new when it comes back.
+MIN_LOOKBACK = timedelta(hours=1)
+INTERVAL_PLACEHOLDER = re.compile(r"\$\{?interval\}?")
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One counter a preset reads: its metric name and extra label matchers."""
+
+    metric: str
+    matchers: str = ""
+
+    def selector(self, extra: str = "") -> str:
+        """The PromQL series selector, ``metric{matchers}``."""
+        inner = ",".join(part for part in (self.matchers, extra) if part)
+        return f"{self.metric}{{{inner}}}" if inner else self.metric
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    """Where a serving stack counts its requests (and, for prewarm's host, its cold starts)."""
+
+    name: str
+    requests: tuple[Counter, ...]
+    model_label: str
+    version_label: str
+    source: str
+    cold_starts: tuple[Counter, ...] = field(default=())
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            name="prewarm",
+            requests=(Counter("prewarm_inference_requests_total", 'model!="__unknown__"'),),
+            cold_starts=(Counter("prewarm_cold_starts_total", 'model!="__unknown__"'),),
+            model_label="model",
+            version_label="version",
+            source="prewarm's inference host (warmers/metrics.py): every inference request by outcome",
+        ),
+        Preset(
+            name="triton",
+            requests=(Counter("nv_inference_request_success"), Counter("nv_inference_request_failure")),
+            model_label="model",
+            version_label="version",
+            source="Triton Inference Server metrics: successful plus failed inference requests",
+        ),
+        Preset(
+            name="vllm",
+            requests=(Counter("vllm:request_success_total"),),
+            model_label="model_name",
+            version_label="",
+            source="vLLM's OpenAI-compatible server: finished requests (every finished_reason)",
+        ),
+        Preset(
+            name="mlserver",
+            requests=(Counter("model_infer_request_success_total"), Counter("model_infer_request_failure_total")),
+            model_label="model",
+            version_label="version",
+            source="MLServer's data plane (mlserver/handlers/dataplane.py): model_infer_request_success/failure",
+        ),
+        Preset(
+            name="kserve",
+            requests=(Counter("request_predict_seconds_count"),),
+            model_label="model_name",
+            version_label="",
+            source="KServe's Python model server (kserve/metrics.py): the predict latency histogram's count",
+        ),
+    )
+}
+
+
+def quote(value: str) -> str:
+    """A PromQL string literal (JSON's escapes are valid PromQL escapes)."""
+    return json.dumps(value)
+
+
+def duration(value: timedelta) -> str:
+    """A PromQL duration in whole milliseconds, e.g. ``3600000ms``."""
+    return f"{int(round(value.total_seconds() * 1000))}ms"
+
+
+def lookback_for(interval: timedelta) -> timedelta:
+    """How far back the last sample before a bucket boundary is looked for: one bucket, at least an hour."""
+    return max(interval, MIN_LOOKBACK)
+
+
+def is_metric_name(name: str) -> bool:
+    """Whether ``name`` is a valid Prometheus metric name."""
+    return bool(_METRIC_NAME.match(name))
+
+
+def bucket_increase(counter: Counter, *, model_label: str, interval: timedelta, lookback: timedelta) -> str:
+    """Each model's exact count in the bucket that ends at the evaluation time (see the module docstring)."""
+    x = counter.selector()
+    w, i = duration(lookback), duration(interval)
+    cur = f"last_over_time({x}[{w}])"
+    prev = f"last_over_time({x}[{w}] offset {i})"
+    delta = f"({cur} - {prev})"
+    known_target = f"last_over_time(up[{w}] offset {i})"
+    per_series = (
+        f"({delta} >= 0)"
+        f" or ({cur} and ({delta} < 0))"
+        f" or (({cur} unless {prev}) and on (job, instance) {known_target})"
+    )
+    return f"sum by ({model_label}) ({per_series})"
+
+
+def reset_flags(counter: Counter, *, model_label: str, interval: timedelta, lookback: timedelta) -> str:
+    """Per model, the number of series that reset inside the bucket ending at the evaluation time."""
+    x = counter.selector()
+    w, i = duration(lookback), duration(interval)
+    prev = f"last_over_time({x}[{w}] offset {i})"
+    return (
+        f"count by ({model_label}) ((resets({x}[{i}]) > 0) or (min_over_time({x}[{i}]) < {prev}))"
+    )
+
+
+def model_selector(counter: Counter, *, model_label: str, model: str) -> str:
+    """The counter's series of one model."""
+    return counter.selector(f"{model_label}={quote(model)}")
+
+
+def custom_query(query: str, *, interval: timedelta) -> str:
+    """A user's query with ``$interval`` / ``${interval}`` replaced by the bucket width."""
+    return INTERVAL_PLACEHOLDER.sub(duration(interval), query)
+
+
+def exact_increase(
+    times_ms: np.ndarray,
+    values: np.ndarray,
+    *,
+    bucket_ends_ms: Sequence[int],
+    interval_ms: int,
+    lookback_ms: int,
+    target_known: Sequence[bool],
+) -> np.ndarray:
+    """One series' count in each bucket ``(end - interval, end]``, pair by pair over its raw samples.
+
+    ``target_known[k]`` says whether the series' target had been scraped in the lookback before bucket k
+    started. The rules are those of :func:`bucket_increase`, with every reset inside a bucket counted.
+    """
+    out = np.zeros(len(bucket_ends_ms))
+    for k, end in enumerate(bucket_ends_ms):
+        start = end - interval_ms
+        lo = int(np.searchsorted(times_ms, start, side="right"))
+        hi = int(np.searchsorted(times_ms, end, side="right"))
+        if lo == hi:
+            continue
+        has_prev = lo > 0 and times_ms[lo - 1] >= start - lookback_ms
+        if has_prev:
+            last = float(values[lo - 1])
+        elif target_known[k]:
+            last = 0.0
+        else:
+            continue
+        total = 0.0
+        for value in values[lo:hi]:
+            value = float(value)
+            total += value - last if value >= last else value
+            last = value
+        out[k] = total
+    return out
