@@ -12,6 +12,7 @@ bucket, which is read again (it may have been partial). Every problem raises bef
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -101,17 +102,31 @@ def merge_options(url: PrometheusOptions, given: PrometheusOptions) -> Prometheu
     )
 
 
+_SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: str) -> timedelta | None:
+    """``90s``, ``30m``, ``6h``, ``14d``, ``2w`` or ISO-8601 (``PT6H``, ``P14D``); None when it is neither."""
+    short = _SHORT_DURATION.match(value)
+    if short:
+        return timedelta(**{_UNITS[short.group(2).lower()]: float(short.group(1))})
+    if not value.strip().upper().startswith("P"):
+        return None
+    try:
+        return pd.Timedelta(value.strip().upper()).to_pytimedelta()
+    except ValueError:
+        return None
+
+
 def parse_time(value: str, *, what: str, now: datetime) -> datetime:
     """An ISO-8601 timestamp (naive means UTC); ``--since`` also takes a duration back from now (14d, PT6H)."""
     if what == "--since":
-        try:
-            back = pd.Timedelta(value)
-        except ValueError:
-            back = None
+        back = parse_duration(value)
         if back is not None:
-            if back <= pd.Timedelta(0):
+            if back <= timedelta(0):
                 raise PrometheusQueryError(f"--since {value!r}: must be a positive duration such as 14d or PT6H")
-            return now - back.to_pytimedelta()
+            return now - back
     try:
         stamp = pd.Timestamp(value)
     except ValueError as exc:
@@ -321,18 +336,32 @@ def _recount(
         end_ms = int(stamp.value // 1_000_000)  # the frame holds bucket ends until _finish
         window = promql.duration(interval + lookback)
         selector = promql.model_selector(counter, model_label=preset.model_label, model=model)
-        series = api.raw(f"{selector}[{window}]", at_ms=end_ms)
+        created_selector = promql.model_selector(counter.created, model_label=preset.model_label, model=model)
+        born = {_identity(labels): (times, values) for labels, times, values in api.raw(f"{created_selector}[{window}]", at_ms=end_ms)}
         total = 0.0
-        for labels, times, values in series:
+        for labels, times, values in api.raw(f"{selector}[{window}]", at_ms=end_ms):
             known = api.target_known(labels, at_ms=end_ms, interval=interval, lookback=lookback)
             total += float(
                 promql.exact_increase(
                     times, values, bucket_ends_ms=[end_ms], interval_ms=interval_ms, lookback_ms=lookback_ms,
-                    target_known=[known],
+                    target_known=[known], created=_created_at(times, born.get(_identity(labels))),
                 )[0]
             )
         exact.loc[(stamp, model)] = total
     return exact.reset_index()
+
+
+def _identity(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
+
+
+def _created_at(times: np.ndarray, born: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray | None:
+    """The creation time in force at each sample time (the last ``_created`` sample at or before it)."""
+    if born is None:
+        return None
+    born_times, born_values = born
+    index = np.searchsorted(born_times, times, side="right") - 1
+    return np.where(index >= 0, born_values[np.clip(index, 0, None)], np.nan)
 
 
 def _matrix_frame(result: list[dict], model_label: str, name: str, expression: str) -> pd.DataFrame:

@@ -6,20 +6,24 @@ that Prometheus observed in the scrapes taken after ``a`` up to and including ``
 * ``cur - prev`` where ``cur`` is the last sample at or before the bucket's end and ``prev`` the last sample
   at or before its start (both looked up over ``lookback``, so a scrape gap does not lose the count);
 * ``cur`` alone when ``cur < prev`` (a counter reset: the process restarted and counts from zero);
+  where the exporter publishes each counter's creation time (``<name>_created``, as Python's
+  prometheus_client does), a change of that time is a reset too, even when the new value is not lower;
 * ``cur`` alone when the series has no ``prev`` but its target (``job``, ``instance``) was already being
   scraped: a series created in this bucket (client libraries create a labelled child on its first event);
 * nothing when neither the series nor its target had been seen before the bucket: Prometheus started
   scraping a process that was already counting, and its old total is not this bucket's demand.
 
 Prometheus evaluates that expression per series and sums by model (:func:`bucket_increase`), with no
-extrapolation, so counts are exact integers. A reset in the middle of a bucket also loses the increments
-before it in that bucket; :func:`reset_flags` finds those buckets and :func:`exact_increase` recounts them
-from the raw samples with the same rules, pair by pair.
+extrapolation, so counts are exact integers. A reset inside a bucket would also lose the increments before
+it in that bucket, and one that a ``_created`` change reveals is not visible to that expression at all:
+:func:`reset_flags` finds those buckets and :func:`exact_increase` recounts them from the raw samples with
+the same rules, pair by pair.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +48,12 @@ class Counter:
         """The PromQL series selector, ``metric{matchers}``."""
         inner = ",".join(part for part in (self.matchers, extra) if part)
         return f"{self.metric}{{{inner}}}" if inner else self.metric
+
+    @property
+    def created(self) -> Counter:
+        """The series of the counter's creation times (``foo_total`` -> ``foo_created``), where exported."""
+        base = self.metric.removesuffix("_total") if self.metric.endswith("_total") else self.metric.removesuffix("_count")
+        return Counter(f"{base}_created", self.matchers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,12 +148,19 @@ def bucket_increase(counter: Counter, *, model_label: str, interval: timedelta, 
 
 
 def reset_flags(counter: Counter, *, model_label: str, interval: timedelta, lookback: timedelta) -> str:
-    """Per model, the number of series that reset inside the bucket ending at the evaluation time."""
-    x = counter.selector()
+    """Per model, the number of series that reset inside the bucket ending at the evaluation time.
+
+    A reset shows as a drop in value (at the bucket's first sample too, against the one before it) or as
+    a new creation time.
+    """
+    x, created = counter.selector(), counter.created.selector()
     w, i = duration(lookback), duration(interval)
     prev = f"last_over_time({x}[{w}] offset {i})"
+    created_prev = f"last_over_time({created}[{w}] offset {i})"
     return (
-        f"count by ({model_label}) ((resets({x}[{i}]) > 0) or (min_over_time({x}[{i}]) < {prev}))"
+        f"count by ({model_label}) ("
+        f"(resets({x}[{i}]) > 0) or (min_over_time({x}[{i}]) < {prev})"
+        f" or (changes({created}[{i}]) > 0) or (last_over_time({created}[{i}]) != {created_prev}))"
     )
 
 
@@ -165,12 +182,16 @@ def exact_increase(
     interval_ms: int,
     lookback_ms: int,
     target_known: Sequence[bool],
+    created: np.ndarray | None = None,
 ) -> np.ndarray:
     """One series' count in each bucket ``(end - interval, end]``, pair by pair over its raw samples.
 
     ``target_known[k]`` says whether the series' target had been scraped in the lookback before bucket k
-    started. The rules are those of :func:`bucket_increase`, with every reset inside a bucket counted.
+    started; ``created`` (NaN where unknown) is the counter's creation time at each sample. The rules are
+    those of :func:`bucket_increase`, with every reset inside a bucket counted.
     """
+    if created is None:
+        created = np.full(len(values), np.nan)
     out = np.zeros(len(bucket_ends_ms))
     for k, end in enumerate(bucket_ends_ms):
         start = end - interval_ms
@@ -180,15 +201,15 @@ def exact_increase(
             continue
         has_prev = lo > 0 and times_ms[lo - 1] >= start - lookback_ms
         if has_prev:
-            last = float(values[lo - 1])
+            last, born = float(values[lo - 1]), float(created[lo - 1])
         elif target_known[k]:
-            last = 0.0
+            last, born = 0.0, float("nan")
         else:
             continue
         total = 0.0
-        for value in values[lo:hi]:
-            value = float(value)
-            total += value - last if value >= last else value
-            last = value
+        for value, this_born in zip(values[lo:hi].tolist(), created[lo:hi].tolist(), strict=True):
+            restarted = value < last or (not math.isnan(born) and not math.isnan(this_born) and this_born != born)
+            total += value if restarted else value - last
+            last, born = value, this_born
         out[k] = total
     return out
