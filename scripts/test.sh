@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 PREWARM_TEST_POSTGRES_URL="$(scripts/ensure_postgres.sh)"
 export PREWARM_TEST_POSTGRES_URL
 echo "test.sh: PostgreSQL at $PREWARM_TEST_POSTGRES_URL"
+echo "test.sh: Prometheus and promtool in $(scripts/ensure_prometheus.sh)"
 exec .venv/bin/python -m pytest "$@"
