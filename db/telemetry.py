@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pandas as pd
 from sqlalchemy import Connection, func, select
@@ -27,7 +27,9 @@ _EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 def upsert_telemetry(connection: Connection, frame: pd.DataFrame, *, bucket_seconds: int) -> int:
-    """Insert or replace the buckets of ``frame`` (timestamp, model, requests, p50_ms, p99_ms[, cold_starts])."""
+    """Insert or replace the buckets of ``frame`` (timestamp, model, requests, p50_ms, p99_ms[, cold_starts]).
+
+    Returns the number of rows given."""
     if frame.empty:
         return 0
     if C.COLD_STARTS not in frame.columns:
@@ -62,8 +64,10 @@ def _upsert_postgres(connection: Connection, frame: pd.DataFrame, bucket_seconds
             with cursor.copy("COPY telemetry_stage FROM STDIN") as copy:
                 copy.write(text)
             cursor.execute(
-                "INSERT INTO telemetry (model, bucket_start, bucket_seconds, requests, p50_ms, p99_ms, cold_starts) "
-                "SELECT model, to_timestamp(epoch), %s, requests, p50_ms, p99_ms, cold_starts FROM telemetry_stage "
+                "INSERT INTO telemetry "
+                "(model, bucket_start, bucket_seconds, requests, p50_ms, p99_ms, cold_starts) "
+                "SELECT model, to_timestamp(epoch), %s, requests, p50_ms, p99_ms, cold_starts "
+                "FROM telemetry_stage "
                 "ON CONFLICT (model, bucket_start) DO UPDATE SET bucket_seconds = EXCLUDED.bucket_seconds, "
                 "requests = EXCLUDED.requests, p50_ms = EXCLUDED.p50_ms, p99_ms = EXCLUDED.p99_ms, "
                 "cold_starts = COALESCE(EXCLUDED.cold_starts, telemetry.cold_starts) "
@@ -105,8 +109,8 @@ def _compact(values: pd.Series) -> pd.Series:
 def _upsert_generic(connection: Connection, frame: pd.DataFrame, bucket_seconds: int) -> None:
     stamps = frame[C.TIMESTAMP].dt.tz_convert("UTC").dt.strftime(_SQLITE_FORMAT).tolist()
     optional = [frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in (C.P50_MS, C.P99_MS)]
-    cold = frame[C.COLD_STARTS].round().astype("Int64").astype(object).where(frame[C.COLD_STARTS].notna(), None)
-    optional.append(cold.tolist())
+    cold = frame[C.COLD_STARTS].round().astype("Int64").astype(object)
+    optional.append(cold.where(frame[C.COLD_STARTS].notna(), None).tolist())
     rows = list(
         zip(frame[C.MODEL].tolist(), stamps, [bucket_seconds] * len(frame), frame[C.REQUESTS].tolist(), *optional)
     )
@@ -164,22 +168,25 @@ def telemetry_summary(session: Session) -> pd.DataFrame:
 
 def last_buckets(session: Session) -> dict[str, datetime]:
     """Each model's last stored bucket start (where an incremental ingest resumes)."""
-    rows = session.execute(select(Telemetry.model, func.max(Telemetry.bucket_start)).group_by(Telemetry.model))
+    query = select(Telemetry.model, func.max(Telemetry.bucket_start)).group_by(Telemetry.model)
     # SQLite hands back naive datetimes (stored as UTC), Postgres aware ones.
-    return {model: pd.Timestamp(last, tz="UTC").to_pydatetime() if last.tzinfo is None else last for model, last in rows}
+    return {
+        model: last.replace(tzinfo=timezone.utc) if last.tzinfo is None else last
+        for model, last in session.execute(query)
+    }
 
 
 def load_cold_starts(session: Session, *, since: datetime | None = None) -> pd.DataFrame:
     """Stored buckets with a known cold-start count: timestamp, model, bucket_seconds, requests, cold_starts."""
+    t = Telemetry
     query = (
-        select(Telemetry.bucket_start, Telemetry.model, Telemetry.bucket_seconds, Telemetry.requests, Telemetry.cold_starts)
-        .where(Telemetry.cold_starts.is_not(None))
-        .order_by(Telemetry.model, Telemetry.bucket_start)
+        select(t.bucket_start, t.model, t.bucket_seconds, t.requests, t.cold_starts)
+        .where(t.cold_starts.is_not(None))
+        .order_by(t.model, t.bucket_start)
     )
     if since is not None:
-        query = query.where(Telemetry.bucket_start >= since)
-    frame = pd.DataFrame(
-        session.execute(query).all(), columns=[C.TIMESTAMP, C.MODEL, "bucket_seconds", C.REQUESTS, C.COLD_STARTS]
-    )
+        query = query.where(t.bucket_start >= since)
+    columns = [C.TIMESTAMP, C.MODEL, "bucket_seconds", C.REQUESTS, C.COLD_STARTS]
+    frame = pd.DataFrame(session.execute(query).all(), columns=columns)
     frame[C.TIMESTAMP] = pd.to_datetime(frame[C.TIMESTAMP], utc=True)
     return frame.astype({C.REQUESTS: float, C.COLD_STARTS: int, "bucket_seconds": int})

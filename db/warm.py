@@ -348,7 +348,9 @@ def _jsonable(value: Any) -> Any:
 
 
 # Plans that were (or are) meant to be carried out: the ones "in force" over their warm span.
-IN_FORCE_STATUSES = (PlanStatus.PLANNED, PlanStatus.SCHEDULED, PlanStatus.RUNNING, PlanStatus.DONE, PlanStatus.FAILED)
+IN_FORCE_STATUSES = (
+    PlanStatus.PLANNED, PlanStatus.SCHEDULED, PlanStatus.RUNNING, PlanStatus.DONE, PlanStatus.FAILED
+)
 
 
 def plan_spans(session: Session, *, since: datetime) -> list[tuple[str, datetime, datetime]]:

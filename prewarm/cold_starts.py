@@ -24,7 +24,9 @@ WITHOUT_PLAN = "without_plan"
 TABLE_COLUMNS = (C.MODEL, DAY, C.REQUESTS, C.COLD_STARTS, WITH_PLAN, WITHOUT_PLAN)
 
 
-def cold_starts_by_day(buckets: pd.DataFrame, spans: Sequence[tuple[str, datetime, datetime]]) -> pd.DataFrame:
+def cold_starts_by_day(
+    buckets: pd.DataFrame, spans: Sequence[tuple[str, datetime, datetime]]
+) -> pd.DataFrame:
     """Per model and UTC day: requests and cold starts (of buckets with a recorded cold-start count), split by plan.
 
     ``buckets``: timestamp (bucket start), model, bucket_seconds, requests, cold_starts.
@@ -64,12 +66,24 @@ def cold_starts_figure_png(table: pd.DataFrame, *, max_models: int = 12) -> byte
     totals = table.groupby(C.MODEL)[C.COLD_STARTS].sum().sort_values(ascending=False, kind="stable")
     models = list(totals.index[:max_models]) or ["(none)"]
     days = sorted(set(table[DAY])) if not table.empty else []
-    fig, axes = plt.subplots(len(models), 1, figsize=(10, 1.9 * len(models) + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(models), 1, figsize=(10, 1.9 * len(models) + 0.6), sharex=True, squeeze=False
+    )
     positions = np.arange(len(days))
     for ax, model in zip(axes[:, 0], models, strict=True):
-        mine = table[table[C.MODEL] == model].set_index(DAY)[[WITH_PLAN, WITHOUT_PLAN]].reindex(days, fill_value=0)
+        mine = (
+            table[table[C.MODEL] == model]
+            .set_index(DAY)[[WITH_PLAN, WITHOUT_PLAN]]
+            .reindex(days, fill_value=0)
+        )
         ax.bar(positions, mine[WITHOUT_PLAN], color="#d62728", label="without a plan")
-        ax.bar(positions, mine[WITH_PLAN], bottom=mine[WITHOUT_PLAN], color="#2ca02c", label="with a plan in force")
+        ax.bar(
+            positions,
+            mine[WITH_PLAN],
+            bottom=mine[WITHOUT_PLAN],
+            color="#2ca02c",
+            label="with a plan in force",
+        )
         ax.set_title(model, fontsize=10, loc="left")
         ax.set_ylabel("cold starts")
         ax.grid(axis="y", alpha=0.3)

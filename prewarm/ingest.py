@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from db.telemetry import upsert_telemetry
 from prewarm import columns as C
 from prewarm.errors import InputError
-from prewarm.prometheus import PrometheusOptions, Progress, is_prometheus_url, read_prometheus
+from prewarm.prometheus import Progress, PrometheusOptions, is_prometheus_url, read_prometheus
 from prewarm.telemetry import read_sources
 
 log = logging.getLogger(__name__)
@@ -90,13 +90,15 @@ def ingest_sources(
 ) -> IngestSummary:
     """Read, validate and upsert every source; nothing is written unless every source is valid."""
     started = time.perf_counter()
-    if prometheus is not None and not any(is_prometheus_url(s) for s in sources) and any(vars(prometheus).values()):
+    from_prometheus = any(is_prometheus_url(source) for source in sources)
+    if prometheus is not None and not from_prometheus and any(vars(prometheus).values()):
         raise InputError(
             "--preset, --query, --since, --start and --end apply to Prometheus sources only "
             "(prometheus+http://HOST:PORT); none was given"
         )
-    if any(is_prometheus_url(source) for source in sources):
-        frame = _read_mixed(sources, engine=engine, interval=interval, prometheus=prometheus, progress=progress)
+    if from_prometheus:
+        options = {"prometheus": prometheus, "progress": progress}
+        frame = _read_mixed(sources, engine=engine, interval=interval, **options)
     else:
         frame = read_sources(sources)
     summary = ingest_frame(frame, engine=engine, interval=interval)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 SCHEMES = ("prometheus+http", "prometheus+https")
 POINTS_PER_QUERY = 10_000  # Prometheus refuses more than 11,000 points per series in one range query
-MAX_POINTS_PER_RESPONSE = 2_000_000  # models x buckets in one response: bounds memory per query
+MAX_POINTS_PER_RESPONSE = 400_000  # series x buckets in one answer: bounds the memory a query takes
 MAX_BUCKETS = 1_000_000  # per series in one ingest
 _PARAMS = ("preset", "query", "since", "start", "end")
 
@@ -68,7 +68,9 @@ def parse_url(source: str) -> PrometheusSource:
     parts = urlsplit(source)
     name = f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if _port(source, parts) else ''}{parts.path}"
     if parts.scheme.lower() not in SCHEMES:
-        raise PrometheusQueryError(f"{source}: not a Prometheus URL; write prometheus+http://HOST:PORT[/prefix]")
+        raise PrometheusQueryError(
+            f"{source}: not a Prometheus URL; write prometheus+http://HOST:PORT[/prefix]"
+        )
     if parts.username or parts.password:
         raise PrometheusQueryError(
             f"{name}: credentials in the URL are not accepted; set PREWARM_PROMETHEUS__TOKEN or "
@@ -98,7 +100,10 @@ def _port(source: str, parts) -> bool:  # type: ignore[no-untyped-def]
 def merge_options(url: PrometheusOptions, given: PrometheusOptions) -> PrometheusOptions:
     """Options from the command line win over the same options written in the URL."""
     return PrometheusOptions(
-        **{key: getattr(given, key) if getattr(given, key) is not None else getattr(url, key) for key in _PARAMS}
+        **{
+            key: getattr(given, key) if getattr(given, key) is not None else getattr(url, key)
+            for key in _PARAMS
+        }
     )
 
 
@@ -125,7 +130,9 @@ def parse_time(value: str, *, what: str, now: datetime) -> datetime:
         back = parse_duration(value)
         if back is not None:
             if back <= timedelta(0):
-                raise PrometheusQueryError(f"--since {value!r}: must be a positive duration such as 14d or PT6H")
+                raise PrometheusQueryError(
+                    f"--since {value!r}: must be a positive duration such as 14d or PT6H"
+                )
             return now - back
     try:
         stamp = pd.Timestamp(value)
@@ -166,10 +173,14 @@ def read_prometheus(
     with PrometheusApi(parsed.base_url, name=parsed.name, settings=settings) as api:
         if opts.preset is not None:
             preset = _preset(parsed.name, opts.preset)
-            frame = _read_preset(api, preset, opts, interval=interval, last_stored=last_stored, now=now, progress=progress)
+            frame = _read_preset(
+                api, preset, opts, interval=interval, last_stored=last_stored, now=now, progress=progress
+            )
         else:
             assert opts.query is not None
-            frame = _read_query(api, opts, interval=interval, last_stored=last_stored, now=now, progress=progress)
+            frame = _read_query(
+                api, opts, interval=interval, last_stored=last_stored, now=now, progress=progress
+            )
     log.info("read %s buckets of %s models from %s", len(frame), frame[C.MODEL].nunique(), parsed.name)
     return frame
 
@@ -195,7 +206,9 @@ def _preset(name: str, preset: str) -> promql.Preset:
         ) from None
 
 
-def _range(name: str, opts: PrometheusOptions, *, interval: timedelta, now: datetime) -> tuple[datetime | None, datetime]:
+def _range(
+    name: str, opts: PrometheusOptions, *, interval: timedelta, now: datetime
+) -> tuple[datetime | None, datetime]:
     end = parse_time(opts.end, what="--end", now=now) if opts.end else now
     if opts.since is not None:
         start: datetime | None = parse_time(opts.since, what="--since", now=now)
@@ -204,7 +217,9 @@ def _range(name: str, opts: PrometheusOptions, *, interval: timedelta, now: date
     else:
         start = None
     if start is not None and start >= end:
-        raise PrometheusQueryError(f"{name}: the range {start:%Y-%m-%dT%H:%M:%SZ} .. {end:%Y-%m-%dT%H:%M:%SZ} is empty")
+        raise PrometheusQueryError(
+            f"{name}: the range {start:%Y-%m-%dT%H:%M:%SZ} .. {end:%Y-%m-%dT%H:%M:%SZ} is empty"
+        )
     return start, end
 
 
@@ -264,7 +279,7 @@ def _read_preset(
     listed = {
         c: api.series(c.selector(), start=series_from - lookback, end=end, model_label=preset.model_label)
         for c in preset.requests + preset.cold_starts
-    }
+    }  # counter -> the label sets of its series
     request_counters = [c for c in preset.requests if listed[c]]
     if not request_counters:
         selectors = " or ".join(c.selector() for c in preset.requests)
@@ -272,19 +287,41 @@ def _read_preset(
             f"{api.name}: no series match {selectors} between {series_from:%Y-%m-%dT%H:%M:%SZ} and "
             f"{end:%Y-%m-%dT%H:%M:%SZ}; check that Prometheus scrapes the servers and that --preset {preset.name} fits them"
         )
-    models = set().union(*(listed[c] for c in request_counters))
+    models = {labels[preset.model_label] for c in request_counters for labels in listed[c]}
     plan = _plan(api.name, start=start, end=end, models=models, interval=interval, last_stored=last_stored)
-    chunks = _chunks(plan.buckets, series=len(models))
-    requests = _sum_counters(api, preset, request_counters, chunks, interval=interval, lookback=lookback, progress=progress, what="requests")
+    chunks = _chunks(plan.buckets, series=max(len(labels) for labels in listed.values()))
+    requests = _sum_counters(
+        api,
+        preset,
+        request_counters,
+        chunks,
+        interval=interval,
+        lookback=lookback,
+        progress=progress,
+        what="requests",
+    )
     frame = requests.rename(columns={"value": C.REQUESTS})
     cold_counters = [c for c in preset.cold_starts if listed[c]]
     if cold_counters:
-        cold = _sum_counters(api, preset, cold_counters, chunks, interval=interval, lookback=lookback, progress=progress, what="cold starts")
-        frame = frame.merge(cold.rename(columns={"value": C.COLD_STARTS}), on=[C.TIMESTAMP, C.MODEL], how="left")
+        cold = _sum_counters(
+            api,
+            preset,
+            cold_counters,
+            chunks,
+            interval=interval,
+            lookback=lookback,
+            progress=progress,
+            what="cold starts",
+        )
+        frame = frame.merge(
+            cold.rename(columns={"value": C.COLD_STARTS}), on=[C.TIMESTAMP, C.MODEL], how="left"
+        )
         frame[C.COLD_STARTS] = frame[C.COLD_STARTS].fillna(0.0)
     else:
         if preset.cold_starts:
-            log.warning("%s: no %s series; cold starts are left unknown", api.name, preset.cold_starts[0].metric)
+            log.warning(
+                "%s: no %s series; cold starts are left unknown", api.name, preset.cold_starts[0].metric
+            )
         frame[C.COLD_STARTS] = np.nan
     return _finish(frame, plan, interval)
 
@@ -300,21 +337,68 @@ def _sum_counters(
     progress: Progress | None,
     what: str,
 ) -> pd.DataFrame:
-    """Each model's count per bucket, summed over ``counters`` (long frame: timestamp, model, value)."""
+    """Each model's count per bucket, summed over ``counters`` (long frame: timestamp = bucket end, model, value).
+
+    One range query gives every series' last value at each bucket boundary; the differences of consecutive
+    ones are the counts. Buckets where a series is new or reset are recounted from the raw samples.
+    """
     frames = []
     for counter in counters:
-        expression = promql.bucket_increase(counter, model_label=preset.model_label, interval=interval, lookback=lookback)
-        flags = promql.reset_flags(counter, model_label=preset.model_label, interval=interval, lookback=lookback)
+        last = promql.last_values(counter, lookback=lookback)
+        flags = promql.recount_flags(counter, model_label=preset.model_label, interval=interval, lookback=lookback)
         for index, chunk in enumerate(chunks, start=1):
             if progress:
-                progress(f"{api.name}: {what} from {counter.metric}, query {index}/{len(chunks)} ({len(chunk):,} buckets)")
-            frame = _matrix_frame(api.query_range(expression, chunk, interval), preset.model_label, api.name, expression)
-            flagged = _matrix_frame(api.query_range(flags, chunk, interval), preset.model_label, api.name, flags)
+                progress(f"{api.name}: {what} from {counter.metric}, {index}/{len(chunks)} ({len(chunk):,} buckets)")
+            series = api.query_range(last, chunk, interval, from_start=True)
+            frame, flagged = _differences(series, chunk, interval, preset.model_label)
+            resets = _matrix_frame(api.query_range(flags, chunk, interval), preset.model_label, api.name, flags)
+            flagged = pd.concat([flagged, resets[[C.TIMESTAMP, C.MODEL]]]).drop_duplicates(ignore_index=True)
             if not flagged.empty:
                 frame = _recount(api, counter, preset, frame, flagged, interval=interval, lookback=lookback)
             frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
     return out.groupby([C.TIMESTAMP, C.MODEL], as_index=False, sort=False)["value"].sum()
+
+
+def _differences(
+    series: list[dict], chunk: pd.DatetimeIndex, interval: timedelta, model_label: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per model and bucket end, the sum of each series' difference of last values across the bucket.
+
+    Also the (bucket end, model) pairs to recount: a series whose value dropped (a reset) or that has no
+    value at the bucket's start (a new series).
+    """
+    step_ms = int(interval.total_seconds() * 1000)
+    first_ms = int(chunk[0].value // 1_000_000)
+    width = len(chunk) + 1  # boundaries: the first bucket's start, then every bucket's end
+    values = np.full((len(series), width), np.nan)
+    models = np.empty(len(series), dtype=object)
+    for row, item in enumerate(series):
+        models[row] = item["metric"][model_label]
+        points = item["values"]
+        times = np.fromiter((p[0] for p in points), dtype=float, count=len(points))
+        columns = np.rint((times * 1000 - first_ms) / step_ms).astype(np.int64)
+        values[row, columns] = np.array([p[1] for p in points], dtype=object).astype(float)
+    before, after = values[:, :-1], values[:, 1:]
+    delta = after - before
+    reset = delta < 0
+    new = np.isnan(before) & ~np.isnan(after)
+    present = ~np.isnan(after)
+    ends = chunk + pd.Timedelta(interval)
+    codes, names = pd.factorize(models)
+    sums = np.zeros((len(names), len(chunk)))
+    seen = np.zeros((len(names), len(chunk)), dtype=bool)
+    recount = np.zeros((len(names), len(chunk)), dtype=bool)
+    np.add.at(sums, codes, np.where(present & ~np.isnan(delta), delta, 0.0))
+    np.logical_or.at(seen, codes, present)
+    np.logical_or.at(recount, codes, reset | new)
+    model_index, bucket_index = np.nonzero(seen)
+    frame = pd.DataFrame(
+        {C.TIMESTAMP: ends[bucket_index], C.MODEL: names[model_index], "value": sums[model_index, bucket_index]}
+    )
+    model_index, bucket_index = np.nonzero(recount)
+    flagged = pd.DataFrame({C.TIMESTAMP: ends[bucket_index], C.MODEL: names[model_index]})
+    return frame, flagged
 
 
 def _recount(
@@ -327,24 +411,34 @@ def _recount(
     interval: timedelta,
     lookback: timedelta,
 ) -> pd.DataFrame:
-    """Recount buckets with a reset inside them from the raw samples (see :func:`promql.exact_increase`)."""
+    """Recount flagged buckets from the raw samples (see :func:`promql.exact_increase`)."""
     interval_ms = int(interval.total_seconds() * 1000)
     lookback_ms = int(lookback.total_seconds() * 1000)
     exact = frame.set_index([C.TIMESTAMP, C.MODEL])["value"].copy()
-    log.info("%s: %s buckets with a counter reset inside, recounted from raw samples", api.name, len(flagged))
+    log.info("%s: %s buckets with a reset or a new series, recounted from raw samples", api.name, len(flagged))
     for model, stamp in zip(flagged[C.MODEL], flagged[C.TIMESTAMP], strict=True):
         end_ms = int(stamp.value // 1_000_000)  # the frame holds bucket ends until _finish
         window = promql.duration(interval + lookback)
         selector = promql.model_selector(counter, model_label=preset.model_label, model=model)
         created_selector = promql.model_selector(counter.created, model_label=preset.model_label, model=model)
-        born = {_identity(labels): (times, values) for labels, times, values in api.raw(f"{created_selector}[{window}]", at_ms=end_ms)}
+        born = {
+            _identity(labels): (times, values)
+            for labels, times, values in api.raw(f"{created_selector}[{window}]", at_ms=end_ms)
+        }
         total = 0.0
+        start_ms = end_ms - interval_ms
         for labels, times, values in api.raw(f"{selector}[{window}]", at_ms=end_ms):
-            known = api.target_known(labels, at_ms=end_ms, interval=interval, lookback=lookback)
+            seen_before = bool(np.any((times >= start_ms - lookback_ms) & (times <= start_ms)))
+            known = seen_before or api.target_known(labels, at_ms=end_ms, interval=interval, lookback=lookback)
             total += float(
                 promql.exact_increase(
-                    times, values, bucket_ends_ms=[end_ms], interval_ms=interval_ms, lookback_ms=lookback_ms,
-                    target_known=[known], created=_created_at(times, born.get(_identity(labels))),
+                    times,
+                    values,
+                    bucket_ends_ms=[end_ms],
+                    interval_ms=interval_ms,
+                    lookback_ms=lookback_ms,
+                    target_known=[known],
+                    created=_created_at(times, born.get(_identity(labels))),
                 )[0]
             )
         exact.loc[(stamp, model)] = total
@@ -389,7 +483,9 @@ def _matrix_frame(result: list[dict], model_label: str, name: str, expression: s
     if not models:
         return pd.DataFrame({C.TIMESTAMP: pd.Series(dtype="datetime64[ns, UTC]"), C.MODEL: [], "value": []})
     ends = pd.to_datetime(np.round(np.concatenate(stamps) * 1000).astype("int64"), unit="ms", utc=True)
-    frame = pd.DataFrame({C.TIMESTAMP: ends, C.MODEL: np.concatenate(models), "value": np.concatenate(values)})
+    frame = pd.DataFrame(
+        {C.TIMESTAMP: ends, C.MODEL: np.concatenate(models), "value": np.concatenate(values)}
+    )
     return frame
 
 
@@ -409,18 +505,24 @@ def _read_query(
     if start is None:
         current = _matrix_frame(
             [{"metric": s["metric"], "values": [s["value"]]} for s in api.instant(expression, at=end)],
-            "model", api.name, expression,
+            "model",
+            api.name,
+            expression,
         )
         models = set(current[C.MODEL])
         if not models:
-            raise PrometheusQueryError(f"{api.name}: the query {opts.query!r} returns no series at {end:%Y-%m-%dT%H:%M:%SZ}")
+            raise PrometheusQueryError(
+                f"{api.name}: the query {opts.query!r} returns no series at {end:%Y-%m-%dT%H:%M:%SZ}"
+            )
     plan = _plan(api.name, start=start, end=end, models=models, interval=interval, last_stored=last_stored)
     chunks = _chunks(plan.buckets, series=len(models or ()) or 1_000)
     frames = []
     for index, chunk in enumerate(chunks, start=1):
         if progress:
             progress(f"{api.name}: query {index}/{len(chunks)} ({len(chunk):,} buckets)")
-        frames.append(_matrix_frame(api.query_range(expression, chunk, interval), "model", api.name, expression))
+        frames.append(
+            _matrix_frame(api.query_range(expression, chunk, interval), "model", api.name, expression)
+        )
     frame = pd.concat(frames, ignore_index=True)
     if frame.empty:
         raise PrometheusQueryError(

@@ -49,19 +49,26 @@ class PrometheusApi:
     def __enter__(self) -> PrometheusApi:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._client.close()
 
     # -- the calls -----------------------------------------------------------------------------------
 
-    def query_range(self, expression: str, buckets: pd.DatetimeIndex, interval: timedelta) -> list[dict[str, Any]]:
-        """Evaluate ``expression`` at the end of every bucket in ``buckets`` (step = ``interval``)."""
+    def query_range(
+        self, expression: str, buckets: pd.DatetimeIndex, interval: timedelta, *, from_start: bool = False
+    ) -> list[dict[str, Any]]:
+        """Evaluate ``expression`` at the end of every bucket in ``buckets`` (step = ``interval``).
+
+        With ``from_start``, also at the first bucket's start.
+        """
         step = pd.Timedelta(interval)
         data = self._call(
             "/api/v1/query_range",
             {
                 "query": expression,
-                "start": _stamp(buckets[0] + step),
+                "start": _stamp(buckets[0] if from_start else buckets[0] + step),
                 "end": _stamp(buckets[-1] + step),
                 "step": f"{interval.total_seconds():g}",
             },
@@ -76,7 +83,9 @@ class PrometheusApi:
 
     def raw(self, expression: str, *, at_ms: int) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
         """The raw samples of a range selector at ``at_ms``: (labels, times in ms, values) per series."""
-        data = self._call("/api/v1/query", {"query": expression, "time": f"{at_ms / 1000:.3f}"}, query=expression)
+        data = self._call(
+            "/api/v1/query", {"query": expression, "time": f"{at_ms / 1000:.3f}"}, query=expression
+        )
         out = []
         for series in self._result(data, "matrix", expression):
             points = series["values"]
@@ -85,19 +94,24 @@ class PrometheusApi:
             out.append((series["metric"], times, values))
         return out
 
-    def target_known(self, labels: dict[str, str], *, at_ms: int, interval: timedelta, lookback: timedelta) -> bool:
+    def target_known(
+        self, labels: dict[str, str], *, at_ms: int, interval: timedelta, lookback: timedelta
+    ) -> bool:
         """Whether the series' target (job, instance) was scraped in the lookback before the bucket ending at ``at_ms``."""
         matchers = ",".join(f"{key}={promql.quote(labels.get(key, ''))}" for key in ("job", "instance"))
         expression = f"count_over_time(up{{{matchers}}}[{promql.duration(lookback)}] offset {promql.duration(interval)})"
-        data = self._call("/api/v1/query", {"query": expression, "time": f"{at_ms / 1000:.3f}"}, query=expression)
+        data = self._call(
+            "/api/v1/query", {"query": expression, "time": f"{at_ms / 1000:.3f}"}, query=expression
+        )
         return bool(self._result(data, "vector", expression))
 
-    def series(self, selector: str, *, start: datetime, end: datetime, model_label: str) -> set[str]:
-        """The models of the series ``selector`` matches in the range; every series must carry the model label."""
+    def series(self, selector: str, *, start: datetime, end: datetime, model_label: str) -> list[dict[str, str]]:
+        """The label sets of the series ``selector`` matches in the range; each must carry the model label."""
         data = self._call(
-            "/api/v1/series", {"match[]": selector, "start": _stamp(start), "end": _stamp(end)}, query=selector
+            "/api/v1/series",
+            {"match[]": selector, "start": _stamp(start), "end": _stamp(end)},
+            query=selector,
         )
-        models: set[str] = set()
         for labels in data:
             model = labels.get(model_label)
             if not model:
@@ -106,14 +120,15 @@ class PrometheusApi:
                     f"{self.name}: series {{{shown}}} has no {model_label!r} label, so its requests cannot be given "
                     f"to a model; relabel it in Prometheus, or give a --query that returns one series per model"
                 )
-            models.add(model)
-        return models
+        return list(data)
 
     def check_counter(self, metric: str) -> None:
         """Refuse a metric whose metadata says it is a gauge (when the server has metadata for it)."""
         for name in dict.fromkeys((metric, metric.removesuffix("_total"), metric.removesuffix("_count"))):
             data = self._call("/api/v1/metadata", {"metric": name}, query=name, method="GET")
-            kinds = {entry.get("type", "") for entry in data.get(name, [])} if isinstance(data, dict) else set()
+            kinds = (
+                {entry.get("type", "") for entry in data.get(name, [])} if isinstance(data, dict) else set()
+            )
             if "gauge" in kinds and not kinds & {"counter", "histogram", "summary"}:
                 raise PrometheusQueryError(
                     f"{self.name}: {metric} is a gauge, but request counts need a counter (a gauge's increase is "
@@ -127,7 +142,10 @@ class PrometheusApi:
     def _call(self, path: str, params: dict[str, str], *, query: str, method: str = "POST") -> Any:
         try:
             with self._client.stream(
-                method, path, data=params if method == "POST" else None, params=params if method == "GET" else None
+                method,
+                path,
+                data=params if method == "POST" else None,
+                params=params if method == "GET" else None,
             ) as response:
                 body = self._read(response)
         except httpx.TimeoutException as exc:
@@ -180,7 +198,9 @@ class PrometheusApi:
         if error_type == "bad_data":
             raise PrometheusQueryError(f"{self.name}: Prometheus rejected {query!r}: {error}")
         if status >= 500 or error_type in ("unavailable", "internal", "timeout", "canceled"):
-            raise PrometheusUnavailable(f"{self.name}: Prometheus failed on {query!r} ({error_type}): {error}")
+            raise PrometheusUnavailable(
+                f"{self.name}: Prometheus failed on {query!r} ({error_type}): {error}"
+            )
         raise PrometheusQueryError(
             f"{self.name}: Prometheus could not run {query!r} ({error_type}): {error}; narrow the range or the query"
         )

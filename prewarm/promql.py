@@ -13,11 +13,11 @@ that Prometheus observed in the scrapes taken after ``a`` up to and including ``
 * nothing when neither the series nor its target had been seen before the bucket: Prometheus started
   scraping a process that was already counting, and its old total is not this bucket's demand.
 
-Prometheus evaluates that expression per series and sums by model (:func:`bucket_increase`), with no
-extrapolation, so counts are exact integers. A reset inside a bucket would also lose the increments before
-it in that bucket, and one that a ``_created`` change reveals is not visible to that expression at all:
-:func:`reset_flags` finds those buckets and :func:`exact_increase` recounts them from the raw samples with
-the same rules, pair by pair.
+One range query gives every series' last value at each bucket boundary (:func:`last_values`); differences
+of consecutive boundaries, summed by model, are the counts: no extrapolation, so they are exact integers.
+The rest is rare: a reset (which a bare difference gets wrong; :func:`recount_flags` asks Prometheus for
+the ones the boundary values do not show) and a series with no value at a bucket's start. Those buckets
+are recounted from the raw samples, pair by pair, by :func:`exact_increase`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,11 @@ class Counter:
     @property
     def created(self) -> Counter:
         """The series of the counter's creation times (``foo_total`` -> ``foo_created``), where exported."""
-        base = self.metric.removesuffix("_total") if self.metric.endswith("_total") else self.metric.removesuffix("_count")
+        base = (
+            self.metric.removesuffix("_total")
+            if self.metric.endswith("_total")
+            else self.metric.removesuffix("_count")
+        )
         return Counter(f"{base}_created", self.matchers)
 
 
@@ -95,7 +99,10 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="mlserver",
-            requests=(Counter("model_infer_request_success_total"), Counter("model_infer_request_failure_total")),
+            requests=(
+                Counter("model_infer_request_success_total"),
+                Counter("model_infer_request_failure_total"),
+            ),
             model_label="model",
             version_label="version",
             source="MLServer's data plane (mlserver/handlers/dataplane.py): model_infer_request_success/failure",
@@ -131,37 +138,21 @@ def is_metric_name(name: str) -> bool:
     return bool(_METRIC_NAME.match(name))
 
 
-def bucket_increase(counter: Counter, *, model_label: str, interval: timedelta, lookback: timedelta) -> str:
-    """Each model's exact count in the bucket that ends at the evaluation time (see the module docstring)."""
-    x = counter.selector()
-    w, i = duration(lookback), duration(interval)
-    cur = f"last_over_time({x}[{w}])"
-    prev = f"last_over_time({x}[{w}] offset {i})"
-    delta = f"({cur} - {prev})"
-    known_target = f"last_over_time(up[{w}] offset {i})"
-    per_series = (
-        f"({delta} >= 0)"
-        f" or ({cur} and ({delta} < 0))"
-        f" or (({cur} unless {prev}) and on (job, instance) {known_target})"
-    )
-    return f"sum by ({model_label}) ({per_series})"
+def last_values(counter: Counter, *, lookback: timedelta) -> str:
+    """Each series' last sample at or before the evaluation time (looked up over ``lookback``)."""
+    return f"last_over_time({counter.selector()}[{duration(lookback)}])"
 
 
-def reset_flags(counter: Counter, *, model_label: str, interval: timedelta, lookback: timedelta) -> str:
-    """Per model, the number of series that reset inside the bucket ending at the evaluation time.
+def recount_flags(counter: Counter, *, model_label: str, interval: timedelta, lookback: timedelta) -> str:
+    """Per model, how many series reset in the bucket ending at the evaluation time (or the lookback before it).
 
-    A reset shows as a drop in value (at the bucket's first sample too, against the one before it) or as
-    a new creation time.
+    A reset is a drop in value or a new creation time. Looking back over the lookback too covers the pair of
+    samples across the bucket's start; a reset that recovers above the value before it is invisible to the
+    boundary values, so this asks Prometheus.
     """
     x, created = counter.selector(), counter.created.selector()
-    w, i = duration(lookback), duration(interval)
-    prev = f"last_over_time({x}[{w}] offset {i})"
-    created_prev = f"last_over_time({created}[{w}] offset {i})"
-    return (
-        f"count by ({model_label}) ("
-        f"(resets({x}[{i}]) > 0) or (min_over_time({x}[{i}]) < {prev})"
-        f" or (changes({created}[{i}]) > 0) or (last_over_time({created}[{i}]) != {created_prev}))"
-    )
+    span = duration(interval + lookback)
+    return f"count by ({model_label}) ((resets({x}[{span}]) > 0) or (changes({created}[{span}]) > 0))"
 
 
 def model_selector(counter: Counter, *, model_label: str, model: str) -> str:
@@ -188,7 +179,7 @@ def exact_increase(
 
     ``target_known[k]`` says whether the series' target had been scraped in the lookback before bucket k
     started; ``created`` (NaN where unknown) is the counter's creation time at each sample. The rules are
-    those of :func:`bucket_increase`, with every reset inside a bucket counted.
+    those of the module docstring, with every reset inside a bucket counted.
     """
     if created is None:
         created = np.full(len(values), np.nan)
@@ -208,7 +199,9 @@ def exact_increase(
             continue
         total = 0.0
         for value, this_born in zip(values[lo:hi].tolist(), created[lo:hi].tolist(), strict=True):
-            restarted = value < last or (not math.isnan(born) and not math.isnan(this_born) and this_born != born)
+            restarted = value < last or (
+                not math.isnan(born) and not math.isnan(this_born) and this_born != born
+            )
             total += value if restarted else value - last
             last, born = value, this_born
         out[k] = total

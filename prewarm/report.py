@@ -165,8 +165,9 @@ def cold_starts_section(table: pd.DataFrame) -> str:
 
     if table.empty:
         return (
-            "<h2>Observed cold starts</h2><p>No cold starts recorded in this period. They come from ingesting "
-            "prewarm's hosts through Prometheus (<code>prewarm ingest prometheus+http://... --preset prewarm</code>).</p>"
+            "<h2>Observed cold starts</h2><p>No cold starts recorded in this period. They come from "
+            "ingesting prewarm's hosts through Prometheus "
+            "(<code>prewarm ingest prometheus+http://... --preset prewarm</code>).</p>"
         )
     png = base64.b64encode(cold_starts_figure_png(table)).decode()
     rows = "\n".join(
@@ -184,7 +185,9 @@ def cold_starts_section(table: pd.DataFrame) -> str:
 </tbody></table>"""
 
 
-def write_cold_start_report(path: str | Path, *, table: pd.DataFrame, title: str, notes: Sequence[str] = ()) -> Path:
+def write_cold_start_report(
+    path: str | Path, *, table: pd.DataFrame, title: str, notes: Sequence[str] = ()
+) -> Path:
     """Write ``prewarm report``'s page (parents created) and return its path."""
     note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     document = f"""<!doctype html>

@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 PREWARM_TEST_POSTGRES_URL="$(scripts/ensure_postgres.sh)"
 export PREWARM_TEST_POSTGRES_URL
 echo "test.sh: PostgreSQL at $PREWARM_TEST_POSTGRES_URL"
-echo "test.sh: Prometheus and promtool in $(scripts/ensure_prometheus.sh)"
+PROMETHEUS_BIN="$(scripts/ensure_prometheus.sh)"
+echo "test.sh: Prometheus and promtool in $PROMETHEUS_BIN"
 exec .venv/bin/python -m pytest "$@"

@@ -31,7 +31,9 @@ def ingest(
     since: str | None = typer.Option(
         None, "--since", help="Prometheus: read from this far back (14d, PT6H) or from an ISO-8601 time."
     ),
-    start: str | None = typer.Option(None, "--start", help="Prometheus: first time to read (ISO-8601; naive = UTC)."),
+    start: str | None = typer.Option(
+        None, "--start", help="Prometheus: first time to read (ISO-8601; naive = UTC)."
+    ),
     end: str | None = typer.Option(None, "--end", help="Prometheus: read up to this time (default: now)."),
 ) -> None:
     """Ingest request telemetry: files (timestamp,model,requests[,p50_ms,p99_ms]; naive timestamps are UTC) or

@@ -23,8 +23,8 @@ def report(
     """Print cold starts per model and day, with and without a plan in force, and write an HTML page."""
     from db.telemetry import load_cold_starts
     from db.warm import plan_spans
-    from prewarm.cold_starts import DAY, WITH_PLAN, WITHOUT_PLAN, cold_starts_by_day
     from prewarm import columns as C
+    from prewarm.cold_starts import DAY, WITH_PLAN, WITHOUT_PLAN, cold_starts_by_day
     from prewarm.report import write_cold_start_report
 
     engine = get_engine()
@@ -36,15 +36,22 @@ def report(
         spans = plan_spans(session, since=since)
     table = cold_starts_by_day(buckets, spans)
     shown = Table(
-        Column("model", no_wrap=True), Column("day (UTC)", no_wrap=True), Column("requests", justify="right"),
-        Column("cold starts", justify="right"), Column("with a plan", justify="right"),
+        Column("model", no_wrap=True),
+        Column("day (UTC)", no_wrap=True),
+        Column("requests", justify="right"),
+        Column("cold starts", justify="right"),
+        Column("with a plan", justify="right"),
         Column("without a plan", justify="right"),
         title=f"Cold starts since {since:%Y-%m-%d}",
     )
     for row in table.to_dict("records"):
         shown.add_row(
-            str(row[C.MODEL]), f"{row[DAY]:%Y-%m-%d}", f"{row[C.REQUESTS]:,.0f}", f"{row[C.COLD_STARTS]:,}",
-            f"{row[WITH_PLAN]:,}", f"{row[WITHOUT_PLAN]:,}",
+            str(row[C.MODEL]),
+            f"{row[DAY]:%Y-%m-%d}",
+            f"{row[C.REQUESTS]:,.0f}",
+            f"{row[C.COLD_STARTS]:,}",
+            f"{row[WITH_PLAN]:,}",
+            f"{row[WITHOUT_PLAN]:,}",
         )
     if table.empty:
         console.print(
@@ -56,7 +63,11 @@ def report(
         total, unplanned = int(table[C.COLD_STARTS].sum()), int(table[WITHOUT_PLAN].sum())
         console.print(f"{total:,} cold starts, {unplanned:,} of them without a plan in force.")
     out = write_cold_start_report(
-        output, table=table, title=f"prewarm: cold starts, {days} days",
-        notes=[f"From {since:%Y-%m-%d} to now (UTC); a bucket is 'with a plan' when a plan in force overlaps it."],
+        output,
+        table=table,
+        title=f"prewarm: cold starts, {days} days",
+        notes=[
+            f"From {since:%Y-%m-%d} to now (UTC); a bucket is 'with a plan' when a plan in force overlaps it."
+        ],
     )
     console.print(f"Wrote {out}")

@@ -20,7 +20,9 @@ def _seed(engine: Engine, today: datetime) -> None:
     hour = timedelta(hours=1)
     frame = pd.DataFrame(
         {
-            C.TIMESTAMP: pd.to_datetime([today, today + hour, today + 2 * hour, today - 20 * hour, today - 30 * 24 * hour], utc=True),
+            C.TIMESTAMP: pd.to_datetime(
+                [today, today + hour, today + 2 * hour, today - 20 * hour, today - 30 * 24 * hour], utc=True
+            ),
             C.MODEL: ["a", "a", "a", "b", "b"],
             C.REQUESTS: [10.0, 20.0, 5.0, 4.0, 9.0],
             C.COLD_STARTS: [2.0, 3.0, float("nan"), 1.0, 7.0],
@@ -48,9 +50,14 @@ def test_report_splits_cold_starts_by_plan_and_writes_a_page(cli, engine: Engine
     assert f"a {today:%Y-%m-%d} 30 5 3 2" in lines
     assert f"b {yesterday:%Y-%m-%d} 4 1 0 1" in lines
     assert "6 cold starts, 3 of them without a plan in force." in lines
-    assert not any(line.startswith(f"b {today - timedelta(days=30):%Y-%m-%d}") for line in lines), "older than --days"
+    assert not any(line.startswith(f"b {today - timedelta(days=30):%Y-%m-%d}") for line in lines), (
+        "older than --days"
+    )
     page = out.read_text()
-    assert "data:image/png;base64," in page and f"<td>a</td><td>{today:%Y-%m-%d}</td><td>30</td><td>5</td><td>3</td><td>2</td>" in page
+    assert (
+        "data:image/png;base64," in page
+        and f"<td>a</td><td>{today:%Y-%m-%d}</td><td>30</td><td>5</td><td>3</td><td>2</td>" in page
+    )
 
 
 def test_report_without_cold_starts_says_where_they_come_from(cli, engine: Engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -16,11 +16,13 @@ if __name__ == "__main__":
     port = parser.parse_args().port
     registry = CollectorRegistry()
     # vLLM's request counter name, exported as a gauge: its increase is no number of requests.
-    Gauge("vllm:request_success_total", "A gauge under a counter's name.", ["model_name"], registry=registry).labels(
-        model_name="m"
-    ).set(7)
+    Gauge(
+        "vllm:request_success_total", "A gauge under a counter's name.", ["model_name"], registry=registry
+    ).labels(model_name="m").set(7)
     # MLServer's counter, but without the model label.
-    Counter("model_infer_request_success", "No model label.", ["server"], registry=registry).labels(server="s").inc(3)
+    Counter("model_infer_request_success", "No model label.", ["server"], registry=registry).labels(
+        server="s"
+    ).inc(3)
     start_http_server(port, addr="127.0.0.1", registry=registry)
     while True:
         time.sleep(3600)

@@ -41,21 +41,29 @@ def main() -> None:
     ports = {shape: free_port() for shape in SHAPES}
     env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     exporters = [
-        Background(shape, [sys.executable, "-m", "tests.prometheus.shapes", f"--shape={shape}", f"--port={port}"],
-                   env=env, log_dir=folder)
+        Background(
+            shape,
+            [sys.executable, "-m", "tests.prometheus.shapes", f"--shape={shape}", f"--port={port}"],
+            env=env,
+            log_dir=folder,
+        )
         for shape, port in ports.items()
     ]
     server = None
     try:
         for port in ports.values():
-            wait_until(http_ok(f"http://127.0.0.1:{port}/metrics"), timeout=20, interval=0.1, what="an exporter")
+            wait_until(
+                http_ok(f"http://127.0.0.1:{port}/metrics"), timeout=20, interval=0.1, what="an exporter"
+            )
         server = PrometheusServer(folder, jobs={s: [f"127.0.0.1:{p}"] for s, p in ports.items()}, auth=False)
         wait_until(lambda: all(server.scraped(s) for s in SHAPES), timeout=20, interval=0.2, what="scrapes")
         t0 = math.ceil((time.time() + 0.5) / INTERVAL) * INTERVAL
         for bucket, model, n, failed in SENT:
             time.sleep(max(0.0, t0 + bucket * INTERVAL + 2 - time.time()))
             for port in ports.values():
-                httpx.post(f"http://127.0.0.1:{port}/add", params={"model": model, "n": n, "failed": int(failed)})
+                httpx.post(
+                    f"http://127.0.0.1:{port}/add", params={"model": model, "n": n, "failed": int(failed)}
+                )
         time.sleep(max(0.0, t0 + 3 * INTERVAL + 2 - time.time()))
         start = datetime.fromtimestamp(t0, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         end = datetime.fromtimestamp(t0 + 3 * INTERVAL, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -67,12 +75,22 @@ def main() -> None:
             calls: dict[str, dict] = {}
             with recording(server.http_url, calls) as url:
                 frame = read_prometheus(
-                    url, options=PrometheusOptions(preset=shape, start=start, end=end),
-                    interval=timedelta(seconds=INTERVAL), settings=PrometheusSettings(), last_stored={},
+                    url,
+                    options=PrometheusOptions(preset=shape, start=start, end=end),
+                    interval=timedelta(seconds=INTERVAL),
+                    settings=PrometheusSettings(),
+                    last_stored={},
                 )
             print(shape, frame.to_dict("records"))
-            record = {"preset": shape, "start": start, "end": end, "interval_s": INTERVAL,
-                      "prometheus": "2.42.0 (Debian 12)", "sent": expected, "calls": calls}
+            record = {
+                "preset": shape,
+                "start": start,
+                "end": end,
+                "interval_s": INTERVAL,
+                "prometheus": "2.42.0 (Debian 12)",
+                "sent": expected,
+                "calls": calls,
+            }
             (DATA / f"{shape}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     finally:
         if server is not None:

@@ -78,8 +78,12 @@ def recording(upstream: str, calls: dict[str, dict[str, Any]]) -> Iterator[str]:
 
     def answer(request: BaseHTTPRequestHandler, key: str, body: bytes) -> tuple[int, bytes]:
         response = httpx.request(
-            request.command, upstream + request.path, content=body,
-            headers={"Content-Type": request.headers.get("Content-Type", "application/x-www-form-urlencoded")},
+            request.command,
+            upstream + request.path,
+            content=body,
+            headers={
+                "Content-Type": request.headers.get("Content-Type", "application/x-www-form-urlencoded")
+            },
         )
         calls[key] = {"status": response.status_code, "body": response.text}
         return response.status_code, response.content

@@ -38,7 +38,15 @@ def binary(name: str) -> str:
 class PrometheusServer:
     """``prometheus`` scraping ``jobs`` (job name -> host:port targets) every second."""
 
-    def __init__(self, folder: Path, *, jobs: Mapping[str, Sequence[str]], auth: bool = True) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        jobs: Mapping[str, Sequence[str]],
+        auth: bool = True,
+        retention: str = "15d",
+        extra: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
         self.auth = auth
         folder.mkdir(parents=True, exist_ok=True)
@@ -47,13 +55,17 @@ class PrometheusServer:
             for job, targets in jobs.items()
         )
         config = folder / "prometheus.yml"
-        config.write_text(f"global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{scrape}")
+        config.write_text(
+            f"global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{scrape or '  []'}"
+        )
         args = [
             binary("prometheus"),
             f"--config.file={config}",
             f"--storage.tsdb.path={folder / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
+            f"--storage.tsdb.retention.time={retention}",
+            *extra,
         ]
         if auth:
             web = folder / "web.yml"

@@ -29,10 +29,16 @@ class Triton:
         lines = [
             "# HELP nv_inference_request_success Number of successful inference requests, all batch sizes",
             "# TYPE nv_inference_request_success counter",
-            *(f'nv_inference_request_success{{model="{m}",version="1"}} {v}' for m, v in self.success.items()),
+            *(
+                f'nv_inference_request_success{{model="{m}",version="1"}} {v}'
+                for m, v in self.success.items()
+            ),
             "# HELP nv_inference_request_failure Number of failed inference requests, all batch sizes",
             "# TYPE nv_inference_request_failure counter",
-            *(f'nv_inference_request_failure{{model="{m}",reason="REJECTED",version="1"}} {v}' for m, v in self.failure.items()),
+            *(
+                f'nv_inference_request_failure{{model="{m}",reason="REJECTED",version="1"}} {v}'
+                for m, v in self.failure.items()
+            ),
         ]
         return ("\n".join(lines) + "\n").encode()
 
@@ -43,12 +49,29 @@ class ClientLibrary:
     def __init__(self, shape: str) -> None:
         self.shape, self.registry = shape, CollectorRegistry()
         if shape == "vllm":
-            self.ok = Counter("vllm:request_success", "Finished requests.", ["model_name", "finished_reason"], registry=self.registry)
+            self.ok = Counter(
+                "vllm:request_success",
+                "Finished requests.",
+                ["model_name", "finished_reason"],
+                registry=self.registry,
+            )
         elif shape == "mlserver":
-            self.ok = Counter("model_infer_request_success", "Model infer request success count", ["model", "version"], registry=self.registry)
-            self.bad = Counter("model_infer_request_failure", "Model infer request failure count", ["model", "version"], registry=self.registry)
+            self.ok = Counter(
+                "model_infer_request_success",
+                "Model infer request success count",
+                ["model", "version"],
+                registry=self.registry,
+            )
+            self.bad = Counter(
+                "model_infer_request_failure",
+                "Model infer request failure count",
+                ["model", "version"],
+                registry=self.registry,
+            )
         else:
-            self.hist = Histogram("request_predict_seconds", "predict request latency", ["model_name"], registry=self.registry)
+            self.hist = Histogram(
+                "request_predict_seconds", "predict request latency", ["model_name"], registry=self.registry
+            )
 
     def add(self, model: str, n: int, failed: bool) -> None:
         if self.shape == "vllm":

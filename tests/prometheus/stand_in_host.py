@@ -20,10 +20,17 @@ def serve(port: int, cold_window: float) -> None:
     """Serve until killed."""
     registry = CollectorRegistry()
     requests = Counter(
-        "prewarm_inference_requests", "Inference requests by outcome.", ["model", "version", "outcome"],
+        "prewarm_inference_requests",
+        "Inference requests by outcome.",
+        ["model", "version", "outcome"],
         registry=registry,
     )
-    cold = Counter("prewarm_cold_starts", "Requests that met a cold model.", ["model", "version", "kind"], registry=registry)
+    cold = Counter(
+        "prewarm_cold_starts",
+        "Requests that met a cold model.",
+        ["model", "version", "kind"],
+        registry=registry,
+    )
     loaded: dict[str, float] = {}
 
     class Handler(BaseHTTPRequestHandler):

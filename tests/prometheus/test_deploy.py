@@ -22,14 +22,18 @@ def recorded() -> set[str]:
 def test_rules_are_valid_and_their_unit_tests_pass() -> None:
     promtool = binary("promtool")
     checked = run([promtool, "check", "rules", str(RULES)])
-    assert checked.returncode == 0 and f"SUCCESS: {len(recorded())} rules found" in checked.stdout, checked.stdout + checked.stderr
+    assert checked.returncode == 0 and f"SUCCESS: {len(recorded())} rules found" in checked.stdout, (
+        checked.stdout + checked.stderr
+    )
     tested = run([promtool, "test", "rules", str(RULES.with_name("prewarm.rules.test.yml"))])
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
 
 
 def test_every_recorded_rule_has_a_unit_test() -> None:
     tests = yaml.safe_load(RULES.with_name("prewarm.rules.test.yml").read_text())["tests"]
-    tested = {re.match(r"[\w:]+", case["expr"]).group(0) for test in tests for case in test["promql_expr_test"]}  # type: ignore[union-attr]
+    tested = {
+        re.match(r"[\w:]+", case["expr"]).group(0) for test in tests for case in test["promql_expr_test"]
+    }  # type: ignore[union-attr]
     assert recorded() - tested <= {
         "model:prewarm_planned_replicas:sum",  # checked through the shortfall, which is built on it
         "model:prewarm_inference_requests:increase1h",  # checked through the cold-start ratio

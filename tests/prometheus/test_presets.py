@@ -42,7 +42,10 @@ def test_preset_counts_what_was_sent(preset: str) -> None:
     record = load(preset)
     with replay(record["calls"]) as url:
         frame = read(url, record)
-    got = {f"{t:%Y-%m-%dT%H:%M:%SZ} {m}": r for t, m, r in zip(frame[C.TIMESTAMP], frame[C.MODEL], frame[C.REQUESTS])}
+    got = {
+        f"{t:%Y-%m-%dT%H:%M:%SZ} {m}": r
+        for t, m, r in zip(frame[C.TIMESTAMP], frame[C.MODEL], frame[C.REQUESTS])
+    }
     sent = record["sent"]
     assert {k: v for k, v in got.items() if v} == sent
     assert all(v == 0 for k, v in got.items() if k not in sent)
@@ -54,12 +57,17 @@ def test_bearer_token_is_sent_and_a_refusal_is_one_clear_error() -> None:
     with replay(record["calls"], token="s3cret") as url:
         frame = read(url, record, PrometheusSettings(token=SecretStr("s3cret")))
         assert frame[C.REQUESTS].sum() == sum(record["sent"].values())
-        with pytest.raises(PrometheusQueryError, match=r"answered 403 Forbidden; set PREWARM_PROMETHEUS__TOKEN"):
+        with pytest.raises(
+            PrometheusQueryError, match=r"answered 403 Forbidden; set PREWARM_PROMETHEUS__TOKEN"
+        ):
             read(url, record, PrometheusSettings(token=SecretStr("wrong")))
 
 
 def test_an_unrecorded_call_fails_loudly() -> None:
     record = load("triton")
     record["start"] = "2020-01-01T00:00:00Z"
-    with replay(load("triton")["calls"]) as url, pytest.raises(PrometheusQueryError, match="no recorded answer"):
+    with (
+        replay(load("triton")["calls"]) as url,
+        pytest.raises(PrometheusQueryError, match="no recorded answer"),
+    ):
         read(url, record)

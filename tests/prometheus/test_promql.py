@@ -59,16 +59,20 @@ def test_a_new_series_counts_from_zero_only_on_a_target_already_scraped() -> Non
     assert count([0, 75], [5, 8], ends_s=[80], known=True).tolist() == [8]
 
 
-def test_queries_sum_by_the_model_label_without_extrapolation() -> None:
+def test_queries_read_boundary_values_without_extrapolation() -> None:
     counter = promql.PRESETS["vllm"].requests[0]
-    query = promql.bucket_increase(counter, model_label="model_name", interval=timedelta(hours=1), lookback=timedelta(hours=1))
-    assert query.startswith("sum by (model_name) (")
-    assert "increase(" not in query and "rate(" not in query
-    assert "offset 3600000ms" in query
-    flags = promql.reset_flags(counter, model_label="model_name", interval=timedelta(hours=1), lookback=timedelta(hours=1))
-    assert "vllm:request_success_created" in flags and "resets(vllm:request_success_total[3600000ms])" in flags
+    hour = timedelta(hours=1)
+    assert promql.last_values(counter, lookback=hour) == "last_over_time(vllm:request_success_total[3600000ms])"
+    flags = promql.recount_flags(counter, model_label="model_name", interval=hour, lookback=hour)
+    assert flags.startswith("count by (model_name) (")
+    assert "resets(vllm:request_success_total[7200000ms])" in flags
+    assert "changes(vllm:request_success_created[7200000ms])" in flags
     assert promql.PRESETS["kserve"].requests[0].created.metric == "request_predict_seconds_created"
-    assert promql.model_selector(counter, model_label="model_name", model='a"b') == 'vllm:request_success_total{model_name="a\\"b"}'
+    assert promql.PRESETS["prewarm"].requests[0].selector() == 'prewarm_inference_requests_total{model!="__unknown__"}'
+    assert (
+        promql.model_selector(counter, model_label="model_name", model='a"b')
+        == 'vllm:request_success_total{model_name="a\\"b"}'
+    )
     assert promql.custom_query("increase(x[$interval]) + y[${interval}]", interval=timedelta(minutes=15)) == (
         "increase(x[900000ms]) + y[900000ms]"
     )
@@ -98,17 +102,39 @@ def test_durations() -> None:
 
 def test_range_planning_chunks_and_limits() -> None:
     end = datetime(2026, 1, 15, tzinfo=timezone.utc)
-    plan = _plan("src", start=end - timedelta(days=14, minutes=30), end=end, models=None, interval=timedelta(hours=1), last_stored={})
+    plan = _plan(
+        "src",
+        start=end - timedelta(days=14, minutes=30),
+        end=end,
+        models=None,
+        interval=timedelta(hours=1),
+        last_stored={},
+    )
     assert len(plan.buckets) == 14 * 24 + 1  # the start is floored to its bucket
     assert plan.buckets[0] == pd.Timestamp("2025-12-31T23:00:00Z")
     chunks = _chunks(pd.date_range("2026-01-01", periods=25_000, freq="1min", tz="UTC"), series=10)
     assert [len(c) for c in chunks] == [POINTS_PER_QUERY, POINTS_PER_QUERY, 5_000]
-    assert max(len(c) for c in _chunks(plan.buckets, series=20_000)) == 100  # bounded response size
+    assert max(len(c) for c in _chunks(plan.buckets, series=20_000)) == 20  # bounded response size
     with pytest.raises(PrometheusQueryError, match=f"at most {MAX_BUCKETS:,}"):
-        _plan("src", start=end - timedelta(days=20), end=end, models=None, interval=timedelta(seconds=1), last_stored={})
+        _plan(
+            "src",
+            start=end - timedelta(days=20),
+            end=end,
+            models=None,
+            interval=timedelta(seconds=1),
+            last_stored={},
+        )
     resumed = _plan(
-        "src", start=None, end=end, models={"a", "b", "new"}, interval=timedelta(hours=1),
-        last_stored={"a": end - timedelta(hours=3), "b": end - timedelta(hours=5), "gone": end - timedelta(days=90)},
+        "src",
+        start=None,
+        end=end,
+        models={"a", "b", "new"},
+        interval=timedelta(hours=1),
+        last_stored={
+            "a": end - timedelta(hours=3),
+            "b": end - timedelta(hours=5),
+            "gone": end - timedelta(days=90),
+        },
     )
     assert resumed.buckets[0] == pd.Timestamp(end - timedelta(hours=5)) and len(resumed.buckets) == 5
     with pytest.raises(PrometheusQueryError, match="give --since"):

@@ -47,7 +47,9 @@ class Fleet:
 
     def stamp(self, bucket: int) -> str:
         """ISO-8601 start of bucket ``bucket``."""
-        return datetime.fromtimestamp(self.t0 + bucket * INTERVAL, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(self.t0 + bucket * INTERVAL, timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
 
 
 class Host:
@@ -58,9 +60,17 @@ class Host:
         self.start()
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "tests.prometheus.stand_in_host", f"--port={self.port}", f"--cold-window={COLD_WINDOW}"]
+        args = [
+            sys.executable,
+            "-m",
+            "tests.prometheus.stand_in_host",
+            f"--port={self.port}",
+            f"--cold-window={COLD_WINDOW}",
+        ]
         self.process = Background("host", args, env=_env(), log_dir=self.folder)
-        wait_until(http_ok(f"http://127.0.0.1:{self.port}/metrics"), timeout=20, interval=0.1, what="the host")
+        wait_until(
+            http_ok(f"http://127.0.0.1:{self.port}/metrics"), timeout=20, interval=0.1, what="the host"
+        )
 
     def restart(self) -> None:
         assert self.process is not None
@@ -81,27 +91,37 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
 
-def _run_scenario(host: Host, t0: int) -> None:
-    def at(offset: float) -> None:
-        time.sleep(max(0.0, t0 + offset - time.time()))
+# (seconds after the first bucket starts, action, model, requests)
+TIMELINE = [
+    (1.0, "load", "alpha", 0),
+    (1.5, "infer", "alpha", 3),  # just after the load: 3 after_load cold starts
+    (2.0, "infer", "beta", 2),  # not loaded: refused, 2 not_ready cold starts
+    (5.0, "infer", "alpha", 2),
+    (11.5, "infer", "alpha", 5),
+    (12.0, "load", "beta", 0),
+    (12.5, "infer", "beta", 1),  # after_load
+    (14.0, "restart", "", 0),  # every counter starts again from zero, nothing is loaded
+    (16.0, "infer", "alpha", 2),  # refused: not_ready
+    (16.5, "load", "alpha", 0),
+    (17.0, "infer", "alpha", 1),  # after_load
+    (21.5, "infer", "alpha", 3),
+    (22.0, "infer", "beta", 2),  # refused again: the same value (2) as before the restart
+    (22.5, "load", "gamma", 0),
+    (23.0, "infer", "gamma", 1),  # a model first seen here
+    (31.5, "infer", "beta", 1),
+]
 
-    at(1.0); host.load("alpha")
-    at(1.5); host.infer("alpha", 3)       # just after the load: 3 after_load cold starts
-    at(2.0); host.infer("beta", 2)        # not loaded: refused, 2 not_ready cold starts
-    at(5.0); host.infer("alpha", 2)
-    at(11.5); host.infer("alpha", 5)
-    at(12.0); host.load("beta")
-    at(12.5); host.infer("beta", 1)       # after_load
-    at(14.0); host.restart()              # every counter starts again from zero, nothing is loaded
-    at(16.0); host.infer("alpha", 2)      # refused: not_ready
-    at(16.5); host.load("alpha")
-    at(17.0); host.infer("alpha", 1)      # after_load
-    at(21.5); host.infer("alpha", 3)
-    at(22.0); host.infer("beta", 2)       # refused again: the same value (2) as before the restart
-    at(22.5); host.load("gamma")
-    at(23.0); host.infer("gamma", 1)      # a model first seen here
-    at(31.5); host.infer("beta", 1)
-    at(4 * INTERVAL + 2.0)                # the last bucket is scraped  # fmt: skip
+
+def _run_scenario(host: Host, t0: int) -> None:
+    for offset, action, model, requests in TIMELINE:
+        time.sleep(max(0.0, t0 + offset - time.time()))
+        if action == "load":
+            host.load(model)
+        elif action == "infer":
+            host.infer(model, requests)
+        else:
+            host.restart()
+    time.sleep(max(0.0, t0 + 4 * INTERVAL + 2.0 - time.time()))  # the last bucket is scraped
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +130,22 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     host = Host(folder)
     odd_port = free_port()
     odd = Background(
-        "odd", [sys.executable, "-m", "tests.prometheus.odd_exporter", f"--port={odd_port}"], env=_env(), log_dir=folder
+        "odd",
+        [sys.executable, "-m", "tests.prometheus.odd_exporter", f"--port={odd_port}"],
+        env=_env(),
+        log_dir=folder,
     )
     server = None
     try:
-        wait_until(http_ok(f"http://127.0.0.1:{odd_port}/metrics"), timeout=20, interval=0.1, what="the exporter")
-        server = PrometheusServer(folder, jobs={"host": [f"127.0.0.1:{host.port}"], "odd": [f"127.0.0.1:{odd_port}"]})
-        wait_until(lambda: server.scraped("host") and server.scraped("odd"), timeout=20, interval=0.2, what="scrapes")
+        wait_until(
+            http_ok(f"http://127.0.0.1:{odd_port}/metrics"), timeout=20, interval=0.1, what="the exporter"
+        )
+        server = PrometheusServer(
+            folder, jobs={"host": [f"127.0.0.1:{host.port}"], "odd": [f"127.0.0.1:{odd_port}"]}
+        )
+        wait_until(
+            lambda: server.scraped("host") and server.scraped("odd"), timeout=20, interval=0.2, what="scrapes"
+        )
         t0 = math.ceil((time.time() + 0.5) / INTERVAL) * INTERVAL
         _run_scenario(host, t0)
         yield Fleet(prometheus=server, t0=t0)
@@ -143,24 +172,41 @@ def stored(engine: Engine, fleet: Fleet) -> Expected:
         out = {}
         for model, start, requests, cold in rows:
             start = start if isinstance(start, datetime) else datetime.fromisoformat(start)
-            epoch = start.replace(tzinfo=timezone.utc).timestamp() if start.tzinfo is None else start.timestamp()
+            epoch = (
+                start.replace(tzinfo=timezone.utc).timestamp() if start.tzinfo is None else start.timestamp()
+            )
             out[(model, int(round(epoch - fleet.t0)) // INTERVAL)] = (requests, cold)
     return out
 
 
 def test_ingest_stores_exact_counts_and_cold_starts(cli, engine: Engine, configured: Fleet) -> None:  # type: ignore[no-untyped-def]
-    result = cli("ingest", configured.prometheus.url, "--preset", "prewarm", "--start", configured.stamp(0), "--end", configured.stamp(4))
+    result = cli(
+        "ingest",
+        configured.prometheus.url,
+        "--preset",
+        "prewarm",
+        "--start",
+        configured.stamp(0),
+        "--end",
+        configured.stamp(4),
+    )
     assert result.exit_code == 0, result.output
     assert stored(engine, configured) == EXPECTED
 
 
-def test_resume_reads_from_each_models_last_bucket_and_reingest_overwrites(cli, engine: Engine, configured: Fleet) -> None:  # type: ignore[no-untyped-def]
+def test_resume_reads_from_each_models_last_bucket_and_reingest_overwrites(
+    cli, engine: Engine, configured: Fleet
+) -> None:  # type: ignore[no-untyped-def]
     url = configured.prometheus.url
-    first = cli("ingest", url, "--preset", "prewarm", "--start", configured.stamp(0), "--end", configured.stamp(2))
+    first = cli(
+        "ingest", url, "--preset", "prewarm", "--start", configured.stamp(0), "--end", configured.stamp(2)
+    )
     assert first.exit_code == 0, first.output
     assert stored(engine, configured) == {k: v for k, v in EXPECTED.items() if k[1] < 2}
     with engine.begin() as connection:  # a bucket whose stored value is wrong must be read again
-        connection.execute(text("UPDATE telemetry SET requests = 999, cold_starts = 999 WHERE model = 'alpha'"))
+        connection.execute(
+            text("UPDATE telemetry SET requests = 999, cold_starts = 999 WHERE model = 'alpha'")
+        )
     resumed = cli("ingest", url, "--preset", "prewarm")
     assert resumed.exit_code == 0, resumed.output
     now = stored(engine, configured)
@@ -169,14 +215,25 @@ def test_resume_reads_from_each_models_last_bucket_and_reingest_overwrites(cli, 
     }
     assert now[("alpha", 0)] == (999, 999), "resuming starts at the last stored bucket, not before"
     assert all(v == (0, 0) for k, v in now.items() if k[1] >= 4), "after the scenario nothing was counted"
-    again = cli("ingest", url, "--preset", "prewarm", "--start", configured.stamp(0), "--end", configured.stamp(4))
+    again = cli(
+        "ingest", url, "--preset", "prewarm", "--start", configured.stamp(0), "--end", configured.stamp(4)
+    )
     assert again.exit_code == 0, again.output
     assert {k: v for k, v in stored(engine, configured).items() if k[1] < 4} == EXPECTED
 
 
 def test_custom_query_stores_its_values(cli, engine: Engine, configured: Fleet) -> None:  # type: ignore[no-untyped-def]
     query = 'sum by (model) (last_over_time(prewarm_inference_requests_total{outcome="503"}[$interval]))'
-    result = cli("ingest", configured.prometheus.url, "--query", query, "--start", configured.stamp(2), "--end", configured.stamp(3))
+    result = cli(
+        "ingest",
+        configured.prometheus.url,
+        "--query",
+        query,
+        "--start",
+        configured.stamp(2),
+        "--end",
+        configured.stamp(3),
+    )
     assert result.exit_code == 0, result.output
     # The last value of each model's 503 counter in bucket 2: alpha 2 (since the restart), beta 2.
     assert {k[0]: v[0] for k, v in stored(engine, configured).items()} == {"alpha": 2.0, "beta": 2.0}
