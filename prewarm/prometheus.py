@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlsplit
@@ -25,13 +26,14 @@ from prewarm import columns as C
 from prewarm import promql
 from prewarm.errors import PrometheusQueryError
 from prewarm.prometheus_api import PrometheusApi
+from prewarm.prometheus_counts import Counting, Counts, count_chunk
 from prewarm.settings import PrometheusSettings
 
 log = logging.getLogger(__name__)
 
 SCHEMES = ("prometheus+http", "prometheus+https")
 POINTS_PER_QUERY = 10_000  # Prometheus refuses more than 11,000 points per series in one range query
-MAX_POINTS_PER_RESPONSE = 400_000  # series x buckets in one answer: bounds the memory a query takes
+MAX_POINTS_PER_RESPONSE = 200_000  # series x buckets in one answer: bounds the memory a query takes
 MAX_BUCKETS = 1_000_000  # per series in one ingest
 _PARAMS = ("preset", "query", "since", "start", "end")
 
@@ -290,172 +292,42 @@ def _read_preset(
     models = {labels[preset.model_label] for c in request_counters for labels in listed[c]}
     plan = _plan(api.name, start=start, end=end, models=models, interval=interval, last_stored=last_stored)
     chunks = _chunks(plan.buckets, series=max(len(labels) for labels in listed.values()))
-    requests = _sum_counters(
-        api,
-        preset,
-        request_counters,
-        chunks,
-        interval=interval,
-        lookback=lookback,
-        progress=progress,
-        what="requests",
-    )
-    frame = requests.rename(columns={"value": C.REQUESTS})
     cold_counters = [c for c in preset.cold_starts if listed[c]]
-    if cold_counters:
-        cold = _sum_counters(
-            api,
-            preset,
-            cold_counters,
-            chunks,
-            interval=interval,
-            lookback=lookback,
-            progress=progress,
-            what="cold starts",
-        )
-        frame = frame.merge(
-            cold.rename(columns={"value": C.COLD_STARTS}), on=[C.TIMESTAMP, C.MODEL], how="left"
-        )
-        frame[C.COLD_STARTS] = frame[C.COLD_STARTS].fillna(0.0)
-    else:
-        if preset.cold_starts:
-            log.warning(
-                "%s: no %s series; cold starts are left unknown", api.name, preset.cold_starts[0].metric
-            )
-        frame[C.COLD_STARTS] = np.nan
-    return _finish(frame, plan, interval)
-
-
-def _sum_counters(
-    api: PrometheusApi,
-    preset: promql.Preset,
-    counters: list[promql.Counter],
-    chunks: list[pd.DatetimeIndex],
-    *,
-    interval: timedelta,
-    lookback: timedelta,
-    progress: Progress | None,
-    what: str,
-) -> pd.DataFrame:
-    """Each model's count per bucket, summed over ``counters`` (long frame: timestamp = bucket end, model, value).
-
-    One range query gives every series' last value at each bucket boundary; the differences of consecutive
-    ones are the counts. Buckets where a series is new or reset are recounted from the raw samples.
-    """
+    if preset.cold_starts and not cold_counters:
+        log.warning("%s: no %s series; cold starts are left unknown", api.name, preset.cold_starts[0].metric)
+    every = {labels[preset.model_label] for labels_list in listed.values() for labels in labels_list}
+    counting = Counting(
+        api=api, preset=preset, models=pd.Index(sorted(every)), interval=interval, lookback=lookback
+    )
     frames = []
-    for counter in counters:
-        last = promql.last_values(counter, lookback=lookback)
-        flags = promql.recount_flags(counter, model_label=preset.model_label, interval=interval, lookback=lookback)
+    # Prometheus evaluates one query on one core: the requests' and the cold starts' queries run side by side.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="prometheus") as pool:
         for index, chunk in enumerate(chunks, start=1):
             if progress:
-                progress(f"{api.name}: {what} from {counter.metric}, {index}/{len(chunks)} ({len(chunk):,} buckets)")
-            series = api.query_range(last, chunk, interval, from_start=True)
-            frame, flagged = _differences(series, chunk, interval, preset.model_label)
-            resets = _matrix_frame(api.query_range(flags, chunk, interval), preset.model_label, api.name, flags)
-            flagged = pd.concat([flagged, resets[[C.TIMESTAMP, C.MODEL]]]).drop_duplicates(ignore_index=True)
-            if not flagged.empty:
-                frame = _recount(api, counter, preset, frame, flagged, interval=interval, lookback=lookback)
-            frames.append(frame)
-    out = pd.concat(frames, ignore_index=True)
-    return out.groupby([C.TIMESTAMP, C.MODEL], as_index=False, sort=False)["value"].sum()
-
-
-def _differences(
-    series: list[dict], chunk: pd.DatetimeIndex, interval: timedelta, model_label: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per model and bucket end, the sum of each series' difference of last values across the bucket.
-
-    Also the (bucket end, model) pairs to recount: a series whose value dropped (a reset) or that has no
-    value at the bucket's start (a new series).
-    """
-    step_ms = int(interval.total_seconds() * 1000)
-    first_ms = int(chunk[0].value // 1_000_000)
-    width = len(chunk) + 1  # boundaries: the first bucket's start, then every bucket's end
-    values = np.full((len(series), width), np.nan)
-    models = np.empty(len(series), dtype=object)
-    for row, item in enumerate(series):
-        models[row] = item["metric"][model_label]
-        points = item["values"]
-        times = np.fromiter((p[0] for p in points), dtype=float, count=len(points))
-        columns = np.rint((times * 1000 - first_ms) / step_ms).astype(np.int64)
-        values[row, columns] = np.array([p[1] for p in points], dtype=object).astype(float)
-    before, after = values[:, :-1], values[:, 1:]
-    delta = after - before
-    reset = delta < 0
-    new = np.isnan(before) & ~np.isnan(after)
-    present = ~np.isnan(after)
-    ends = chunk + pd.Timedelta(interval)
-    codes, names = pd.factorize(models)
-    sums = np.zeros((len(names), len(chunk)))
-    seen = np.zeros((len(names), len(chunk)), dtype=bool)
-    recount = np.zeros((len(names), len(chunk)), dtype=bool)
-    np.add.at(sums, codes, np.where(present & ~np.isnan(delta), delta, 0.0))
-    np.logical_or.at(seen, codes, present)
-    np.logical_or.at(recount, codes, reset | new)
-    model_index, bucket_index = np.nonzero(seen)
-    frame = pd.DataFrame(
-        {C.TIMESTAMP: ends[bucket_index], C.MODEL: names[model_index], "value": sums[model_index, bucket_index]}
-    )
-    model_index, bucket_index = np.nonzero(recount)
-    flagged = pd.DataFrame({C.TIMESTAMP: ends[bucket_index], C.MODEL: names[model_index]})
-    return frame, flagged
-
-
-def _recount(
-    api: PrometheusApi,
-    counter: promql.Counter,
-    preset: promql.Preset,
-    frame: pd.DataFrame,
-    flagged: pd.DataFrame,
-    *,
-    interval: timedelta,
-    lookback: timedelta,
-) -> pd.DataFrame:
-    """Recount flagged buckets from the raw samples (see :func:`promql.exact_increase`)."""
-    interval_ms = int(interval.total_seconds() * 1000)
-    lookback_ms = int(lookback.total_seconds() * 1000)
-    exact = frame.set_index([C.TIMESTAMP, C.MODEL])["value"].copy()
-    log.info("%s: %s buckets with a reset or a new series, recounted from raw samples", api.name, len(flagged))
-    for model, stamp in zip(flagged[C.MODEL], flagged[C.TIMESTAMP], strict=True):
-        end_ms = int(stamp.value // 1_000_000)  # the frame holds bucket ends until _finish
-        window = promql.duration(interval + lookback)
-        selector = promql.model_selector(counter, model_label=preset.model_label, model=model)
-        created_selector = promql.model_selector(counter.created, model_label=preset.model_label, model=model)
-        born = {
-            _identity(labels): (times, values)
-            for labels, times, values in api.raw(f"{created_selector}[{window}]", at_ms=end_ms)
-        }
-        total = 0.0
-        start_ms = end_ms - interval_ms
-        for labels, times, values in api.raw(f"{selector}[{window}]", at_ms=end_ms):
-            seen_before = bool(np.any((times >= start_ms - lookback_ms) & (times <= start_ms)))
-            known = seen_before or api.target_known(labels, at_ms=end_ms, interval=interval, lookback=lookback)
-            total += float(
-                promql.exact_increase(
-                    times,
-                    values,
-                    bucket_ends_ms=[end_ms],
-                    interval_ms=interval_ms,
-                    lookback_ms=lookback_ms,
-                    target_known=[known],
-                    created=_created_at(times, born.get(_identity(labels))),
-                )[0]
+                progress(f"{api.name}: counting {len(every):,} models, query {index}/{len(chunks)} "
+                         f"({len(chunk):,} buckets of {interval})")  # fmt: skip
+            requests = pool.submit(count_chunk, counting, request_counters, chunk)
+            cold = pool.submit(count_chunk, counting, cold_counters, chunk) if cold_counters else None
+            frames.append(
+                _chunk_frame(counting.models, chunk, requests.result(), cold.result() if cold else None)
             )
-        exact.loc[(stamp, model)] = total
-    return exact.reset_index()
+    frame = pd.concat(frames, ignore_index=True)
+    return _finish(frame, plan, interval=None)
 
 
-def _identity(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__"))
-
-
-def _created_at(times: np.ndarray, born: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray | None:
-    """The creation time in force at each sample time (the last ``_created`` sample at or before it)."""
-    if born is None:
-        return None
-    born_times, born_values = born
-    index = np.searchsorted(born_times, times, side="right") - 1
-    return np.where(index >= 0, born_values[np.clip(index, 0, None)], np.nan)
+def _chunk_frame(
+    models: pd.Index, chunk: pd.DatetimeIndex, requests: Counts, cold: Counts | None
+) -> pd.DataFrame:
+    """One row per model and bucket where the model had a request series (bucket starts, categorical models)."""
+    rows, columns = np.nonzero(requests.seen)
+    return pd.DataFrame(
+        {
+            C.TIMESTAMP: chunk[columns],
+            C.MODEL: pd.Categorical.from_codes(rows, categories=models),
+            C.REQUESTS: requests.total[rows, columns],
+            C.COLD_STARTS: cold.total[rows, columns] if cold is not None else np.nan,
+        }
+    )
 
 
 def _matrix_frame(result: list[dict], model_label: str, name: str, expression: str) -> pd.DataFrame:
@@ -537,15 +409,16 @@ def _read_query(
             "request counts come from counters: use increase(...) over a counter"
         )
     frame[C.COLD_STARTS] = np.nan
-    return _finish(frame, plan, interval)
+    return _finish(frame, plan, interval=interval)
 
 
-def _finish(frame: pd.DataFrame, plan: _Plan, interval: timedelta) -> pd.DataFrame:
-    """Bucket starts instead of ends, resumed models from their last bucket, and the optional columns."""
-    frame[C.TIMESTAMP] = frame[C.TIMESTAMP] - pd.Timedelta(interval)
+def _finish(frame: pd.DataFrame, plan: _Plan, *, interval: timedelta | None) -> pd.DataFrame:
+    """Bucket starts (from ends when ``interval`` is given), resumed models from their last bucket, sorted."""
+    if interval is not None:
+        frame[C.TIMESTAMP] = frame[C.TIMESTAMP] - pd.Timedelta(interval)
     if plan.keep_from:
-        since = frame[C.MODEL].map(plan.keep_from)
-        frame = frame[since.isna() | (frame[C.TIMESTAMP] >= since)]
+        since = frame[C.MODEL].astype(object).map(plan.keep_from)
+        frame = frame[since.isna().to_numpy() | (frame[C.TIMESTAMP] >= since).to_numpy()]
     frame = frame.assign(**{C.P50_MS: np.nan, C.P99_MS: np.nan})
     columns = [C.TIMESTAMP, C.MODEL, C.REQUESTS, C.P50_MS, C.P99_MS, C.COLD_STARTS]
     return frame[columns].sort_values([C.MODEL, C.TIMESTAMP], kind="stable").reset_index(drop=True)

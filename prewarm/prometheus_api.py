@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -25,6 +26,24 @@ from prewarm.settings import PrometheusSettings
 log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 256 * 2**20
+_MATRIX_PREFIX = b'{"status":"success","data":{"resultType":"matrix","result":['
+# One series of a matrix answer. Inside JSON strings every quote is escaped, so neither '},"values":[' nor
+# ']]}' can occur in a label value; the values hold only numbers, quotes, commas and brackets.
+_SERIES = re.compile(rb'\{"metric":(\{.*?\}),"values":\[\[(.*?)\]\]\}', re.S)
+_NUMBERS = bytes.maketrans(b'[]"', b"   ")
+
+
+def _parse_matrix(body: bytes) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]] | None:
+    """Series of a matrix answer as arrays; None when the body is not shaped as expected (then JSON decides)."""
+    out = []
+    for match in _SERIES.finditer(body):
+        numbers = np.fromstring(match.group(2).translate(_NUMBERS).decode(), sep=",")
+        if len(numbers) % 2 or len(numbers) != match.group(2).count(b",") + 1:
+            return None
+        out.append((json.loads(match.group(1)), numbers[0::2], numbers[1::2]))
+    if len(out) != body.count(b'{"metric":'):
+        return None
+    return out
 
 
 def _stamp(value: datetime | pd.Timestamp) -> str:
@@ -76,6 +95,33 @@ class PrometheusApi:
         )
         return self._result(data, "matrix", expression)
 
+    def matrix(
+        self, expression: str, buckets: pd.DatetimeIndex, interval: timedelta, *, from_start: bool = False
+    ) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+        """Like :meth:`query_range`, as (labels, times in s, values) per series, parsed without a Python object
+        per point: the answers of the big queries hold hundreds of thousands of points."""
+        step = pd.Timedelta(interval)
+        params = {
+            "query": expression,
+            "start": _stamp(buckets[0] if from_start else buckets[0] + step),
+            "end": _stamp(buckets[-1] + step),
+            "step": f"{interval.total_seconds():g}",
+        }
+        response, body = self._fetch("/api/v1/query_range", params)
+        if response.status_code == 200 and body.startswith(_MATRIX_PREFIX):
+            parsed = _parse_matrix(body)
+            if parsed is not None:
+                return parsed
+        data = self._payload(response, body, expression)
+        return [
+            (
+                s["metric"],
+                np.array([float(p[0]) for p in s["values"]]),
+                np.array([float(p[1]) for p in s["values"]]),
+            )
+            for s in self._result(data, "matrix", expression)
+        ]
+
     def instant(self, expression: str, *, at: datetime) -> list[dict[str, Any]]:
         """Evaluate ``expression`` at one instant (an instant vector)."""
         data = self._call("/api/v1/query", {"query": expression, "time": _stamp(at)}, query=expression)
@@ -105,7 +151,9 @@ class PrometheusApi:
         )
         return bool(self._result(data, "vector", expression))
 
-    def series(self, selector: str, *, start: datetime, end: datetime, model_label: str) -> list[dict[str, str]]:
+    def series(
+        self, selector: str, *, start: datetime, end: datetime, model_label: str
+    ) -> list[dict[str, str]]:
         """The label sets of the series ``selector`` matches in the range; each must carry the model label."""
         data = self._call(
             "/api/v1/series",
@@ -140,6 +188,12 @@ class PrometheusApi:
     # -- plumbing ------------------------------------------------------------------------------------
 
     def _call(self, path: str, params: dict[str, str], *, query: str, method: str = "POST") -> Any:
+        response, body = self._fetch(path, params, method=method)
+        return self._payload(response, body, query)
+
+    def _fetch(
+        self, path: str, params: dict[str, str], *, method: str = "POST"
+    ) -> tuple[httpx.Response, bytes]:
         try:
             with self._client.stream(
                 method,
@@ -158,7 +212,7 @@ class PrometheusApi:
                 f"{self.name}: cannot connect ({exc or type(exc).__name__}); check the host and port, and that "
                 "Prometheus is running"
             ) from exc
-        return self._payload(response, body, query)
+        return response, body
 
     def _read(self, response: httpx.Response) -> bytes:
         chunks, size = [], 0
