@@ -1,8 +1,9 @@
 """Telemetry from Prometheus: ``prometheus+http(s)://HOST:PORT[/prefix]`` as an ingest source.
 
 The source reads request counters (and prewarm's cold-start counter) through the HTTP API's range queries,
-one evaluation per bucket end with a step of ``PREWARM_FORECAST_INTERVAL``, so each stored bucket holds the
-requests counted in it (the rules are in :mod:`prewarm.promql`). Long ranges are split into queries under
+evaluated at every bucket boundary with a step of ``PREWARM_FORECAST_INTERVAL``, so each stored bucket holds
+the requests counted in it (the rules are in :mod:`prewarm.promql`, the counting in
+:mod:`prewarm.prometheus_counts`). Long ranges are split into queries under
 Prometheus's 11,000 points per series. Without ``--since``/``--start`` each model resumes at its last stored
 bucket, which is read again (it may have been partial). Every problem raises before anything is written:
 :class:`~prewarm.errors.PrometheusQueryError` for what the user can fix, and
@@ -273,6 +274,7 @@ def _read_preset(
     now: datetime,
     progress: Progress | None,
 ) -> pd.DataFrame:
+    """A preset's counts: check the counters, list their series, then count chunk by chunk."""
     lookback = promql.lookback_for(interval)
     start, end = _range(api.name, opts, interval=interval, now=now)
     for counter in preset.requests + preset.cold_starts:
