@@ -5,9 +5,10 @@ that Prometheus observed in the scrapes taken after ``a`` up to and including ``
 
 * ``cur - prev`` where ``cur`` is the last sample at or before the bucket's end and ``prev`` the last sample
   at or before its start (both looked up over ``lookback``, so a scrape gap does not lose the count);
-* ``cur`` alone when ``cur < prev`` (a counter reset: the process restarted and counts from zero);
-  where the exporter publishes each counter's creation time (``<name>_created``, as Python's
-  prometheus_client does), a change of that time is a reset too, even when the new value is not lower;
+* across a reset (a sample lower than the one before it: the process restarted and counts from zero),
+  the increments before it plus the value after it; where the exporter publishes each counter's creation
+  time (``<name>_created``, as Python's prometheus_client does), a change of that time is a reset too,
+  even when the new value is not lower;
 * ``cur`` alone when the series has no ``prev`` but its target (``job``, ``instance``) was already being
   scraped: a series created in this bucket (client libraries create a labelled child on its first event);
 * nothing when neither the series nor its target had been seen before the bucket: Prometheus started
@@ -34,7 +35,6 @@ import numpy as np
 # A series unseen for longer than this before a bucket starts counts as new when it comes back.
 MIN_LOOKBACK = timedelta(hours=1)
 INTERVAL_PLACEHOLDER = re.compile(r"\$\{?interval\}?")
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +131,6 @@ def duration(value: timedelta) -> str:
 def lookback_for(interval: timedelta) -> timedelta:
     """How far back the last sample before a bucket boundary is looked for: one bucket, at least an hour."""
     return max(interval, MIN_LOOKBACK)
-
-
-def is_metric_name(name: str) -> bool:
-    """Whether ``name`` is a valid Prometheus metric name."""
-    return bool(_METRIC_NAME.match(name))
 
 
 def last_values(counter: Counter, *, lookback: timedelta) -> str:
