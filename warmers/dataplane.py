@@ -7,8 +7,10 @@ request tensors against the model's input specs, and runs loads and inferences o
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -44,23 +46,49 @@ EXTENSIONS = ["model_repository", "binary_tensor_data"]
 
 
 class ModelRepository:
-    """The specs this host may load, refreshed from its source when a name is not found."""
+    """The specs this host may load, refreshed from its source when a name is not found.
 
-    def __init__(self, source: SpecSource) -> None:
+    A name that is not found is remembered for ``miss_ttl_s``, and misses re-read the source at most once per
+    ``refresh_interval_s``: a stream of requests for unknown names cannot turn into a stream of registry
+    queries. A load (``find(..., refresh=True)``) always re-reads the source, so a model registered a moment
+    ago can be loaded at once.
+    """
+
+    def __init__(
+        self,
+        source: SpecSource,
+        *,
+        miss_ttl_s: float = 5.0,
+        refresh_interval_s: float = 1.0,
+        max_misses: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._source = source
+        self._clock = clock
         self._specs: dict[str, ModelSpec] = {}
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._misses: dict[str, float] = {}
+        self._miss_ttl_s = miss_ttl_s
+        self._refresh_interval_s = refresh_interval_s
+        self._max_misses = max_misses
+        self._refreshed_at = -math.inf
+        self.refreshes = 0
 
     def refresh(self) -> list[ModelSpec]:
         """Read the source again; a source that fails keeps the specs already known."""
-        try:
-            specs = self._source()
-        except PrewarmError as exc:
-            logger.error("cannot read the model specs: %s", exc)
-            return self.specs()
-        with self._lock:
-            self._specs = {spec.name: spec for spec in specs}
-        return specs
+        with self._refresh_lock:
+            self._refreshed_at = self._clock()
+            self.refreshes += 1
+            try:
+                specs = self._source()
+            except PrewarmError as exc:
+                logger.error("cannot read the model specs: %s", exc)
+                return self.specs()
+            with self._lock:
+                self._specs = {spec.name: spec for spec in specs}
+                self._misses.clear()
+            return specs
 
     def specs(self) -> list[ModelSpec]:
         """The specs known now."""
@@ -71,11 +99,26 @@ class ModelRepository:
         """The spec of ``name``, re-reading the source first (``refresh``) or on a miss; 404 if still unknown."""
         with self._lock:
             spec = None if refresh else self._specs.get(name)
-        if spec is None:
+        if spec is None and (refresh or self._may_refresh(name)):
             spec = {s.name: s for s in self.refresh()}.get(name)
         if spec is None:
+            self._remember_miss(name)
             raise ModelNotFoundError(f"model {name!r} is not in this host's repository; POST /v2/repository/index lists models")
         return spec
+
+    def _may_refresh(self, name: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            missed = self._misses.get(name)
+            if missed is not None and now - missed < self._miss_ttl_s:
+                return False
+            return now - self._refreshed_at >= self._refresh_interval_s
+
+    def _remember_miss(self, name: str) -> None:
+        with self._lock:
+            if len(self._misses) >= self._max_misses:
+                self._misses.pop(next(iter(self._misses)))
+            self._misses[name] = self._clock()
 
 
 class DataPlane:
@@ -134,11 +177,28 @@ class DataPlane:
             return False, "not loaded"
         return entry.state is ModelState.READY, entry.reason
 
+    def labels(self, name: str, version: str | None) -> tuple[str, str] | None:
+        """The ``(model, version)`` a request is counted under; None for a name or version this host does not know."""
+        try:
+            return self.engine.get(name, version).key
+        except ModelNotFoundError:
+            pass
+        try:
+            spec = self.repository.find(name)
+        except ModelNotFoundError:
+            return None
+        if version is not None and version != spec.version:
+            return None
+        return (spec.name, spec.version)
+
     # -- inference ------------------------------------------------------------------------------------
     async def infer(
         self, name: str, version: str | None, request: InferenceRequest, binary: Mapping[str, bytes]
-    ) -> tuple[InferenceResponse, list[bytes]]:
-        """Decode, run and encode one request; binary outputs come back as a list of blobs in output order."""
+    ) -> tuple[InferenceResponse, list[bytes], float | None]:
+        """Decode, run and encode one request; binary outputs come back as a list of blobs in output order.
+
+        The third item is when the served version became ready (``time.monotonic()``).
+        """
         try:
             entry = self.engine.get(name, version)
         except ModelNotFoundError:
@@ -161,7 +221,7 @@ class DataPlane:
         }
         served, outputs = await anyio.to_thread.run_sync(self.engine.infer, name, version, tensors)
         assert served.loaded is not None
-        return self._encode(served.spec, served.loaded.outputs, outputs, request)
+        return (*self._encode(served.spec, served.loaded.outputs, outputs, request), served.loaded.ready_at)
 
     def _encode(
         self, spec: ModelSpec, output_specs: list[Any], outputs: list[Any], request: InferenceRequest

@@ -188,6 +188,7 @@ class Engine:
             self._notify_failure(spec.name, "ValidationFailed")
             logger.warning("not ready: %s", report.reason)
             return report
+        result.loaded.ready_at = time.monotonic()
         with self._lock:
             entry.spec, entry.state, entry.reason = spec, ModelState.READY, None
             entry.report, entry.loaded = report, result.loaded

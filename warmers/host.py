@@ -6,6 +6,7 @@ thread. Errors of the engine map to HTTP status codes here and only here.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -15,11 +16,13 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from warmers.dataplane import DataPlane, ModelRepository
 from warmers.engine import Engine
@@ -30,7 +33,7 @@ from warmers.errors import (
     ModelNotReadyError,
     WarmupError,
 )
-from warmers.metrics import HostMetrics
+from warmers.metrics import AFTER_LOAD, NOT_READY, HostMetrics
 from warmers.protocol import InferenceRequest, RepositoryIndexRequest
 from warmers.sources import SpecSource, default_source, fleet_source
 
@@ -52,19 +55,61 @@ def _status(exc: WarmupError) -> int:
     return 500
 
 
+class TokenAuth:
+    """ASGI middleware: ``Authorization: Bearer <token>`` on every repository and model route, else 401.
+
+    Health, server metadata and ``/metrics`` stay open. The comparison takes constant time.
+    """
+
+    PROTECTED = ("/v2/models", "/v2/repository")
+
+    def __init__(self, app: ASGIApp, *, token: str, metrics: HostMetrics) -> None:
+        self.app = app
+        self._expected = token.encode()
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._protected(scope["path"]) and not self._authorized(scope):
+            self._metrics.unauthorized.inc()
+            response = JSONResponse(
+                {"error": "this route needs the host's token: send 'Authorization: Bearer <PREWARM_HOST__TOKEN>'"},
+                status_code=401, headers={"WWW-Authenticate": 'Bearer realm="prewarm"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _protected(self, path: str) -> bool:
+        return any(path == prefix or path.startswith(prefix + "/") for prefix in self.PROTECTED)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                scheme, _, given = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._expected)
+        return False
+
+
 def create_app(
     *,
     fleet: str | Path | None = None,
     source: SpecSource | None = None,
     engine: Engine | None = None,
     load_on_startup: bool = True,
+    token: str | None = None,
 ) -> FastAPI:
     """The host's FastAPI app.
 
     Specs come from ``source``, else the ``fleet`` file, else the registry (or the example fleet when the
     registry is empty). With ``load_on_startup`` every model is loaded and warmed in a background thread
-    after start-up; ``/v2/health/ready`` answers 200 once that has finished.
+    after start-up; ``/v2/health/ready`` answers 200 once that has finished. ``token`` (default:
+    ``PREWARM_HOST__TOKEN``) is required as a bearer token on the repository and model routes when set.
     """
+    from prewarm.settings import get_settings
+
+    settings = get_settings().host
+    if token is None and settings.token is not None:
+        token = settings.token.get_secret_value()
     metrics = HostMetrics()
     engine = engine or Engine(observer=metrics)
     if engine.observer is None:
@@ -85,6 +130,8 @@ def create_app(
     app = FastAPI(title="prewarm host", lifespan=lifespan)
     app.state.plane = plane
     app.state.metrics = metrics
+    if token:
+        app.add_middleware(TokenAuth, token=token, metrics=metrics)
 
     @app.exception_handler(WarmupError)
     async def _warmup_error(_: Request, exc: WarmupError) -> JSONResponse:
@@ -95,7 +142,7 @@ def create_app(
         return JSONResponse({"error": f"malformed request: {exc.errors()[0].get('msg')}"}, status_code=400)
 
     _health_routes(app, plane)
-    _model_routes(app, plane, metrics)
+    _model_routes(app, plane, metrics, cold_window_s=settings.cold_window_s)
     _repository_routes(app, plane)
 
     @app.get("/metrics")
@@ -120,7 +167,7 @@ def _health_routes(app: FastAPI, plane: DataPlane) -> None:
         return plane.server_metadata().model_dump()
 
 
-def _model_routes(app: FastAPI, plane: DataPlane, metrics: HostMetrics) -> None:
+def _model_routes(app: FastAPI, plane: DataPlane, metrics: HostMetrics, *, cold_window_s: float) -> None:
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
@@ -141,18 +188,32 @@ def _model_routes(app: FastAPI, plane: DataPlane, metrics: HostMetrics) -> None:
         start = time.perf_counter()
         try:
             parsed, binary = _parse_infer(await request.body(), request.headers.get(HEADER_LENGTH), name)
-            response, blobs = await plane.infer(name, version, parsed, binary)
+            response, blobs, ready_at = await plane.infer(name, version, parsed, binary)
         except WarmupError as exc:
-            metrics.requests.labels(model=name, outcome=str(_status(exc))).inc()
+            await _count_refusal(plane, metrics, name, version, exc)
             raise
-        metrics.requests.labels(model=name, outcome="200").inc()
-        metrics.latency.labels(model=name).observe(time.perf_counter() - start)
+        metrics.request_finished(
+            model=response.model_name, version=response.model_version, status=200, seconds=time.perf_counter() - start
+        )
+        if ready_at is not None and time.monotonic() - ready_at <= cold_window_s:
+            metrics.cold_start(model=response.model_name, version=response.model_version or "", kind=AFTER_LOAD)
         header = response.model_dump_json(exclude_none=True).encode()
         if not blobs:
             return Response(header, media_type="application/json")
         return Response(
             header + b"".join(blobs), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))}
         )
+
+
+async def _count_refusal(plane: DataPlane, metrics: HostMetrics, name: str, version: str | None, exc: WarmupError) -> None:
+    """Count a refused request under its model version (or ``__unknown__``); a known model not ready is a cold start."""
+    known = None
+    if not isinstance(exc, ModelNotFoundError):  # resolving a name may read the registry: not on the event loop
+        known = await anyio.to_thread.run_sync(plane.labels, name, version)
+    model, model_version = known if known is not None else (None, None)
+    metrics.request_finished(model=model, version=model_version, status=_status(exc), seconds=None)
+    if known is not None and isinstance(exc, ModelNotReadyError):
+        metrics.cold_start(model=known[0], version=known[1], kind=NOT_READY)
 
 
 def _parse_infer(body: bytes, header_length: str | None, model: str) -> tuple[InferenceRequest, dict[str, bytes]]:

@@ -41,6 +41,7 @@ class Loaded:
     memory_mb: float = 0.0
     last_used: float = field(default_factory=time.monotonic)
     in_flight: int = 0
+    ready_at: float | None = None  # time.monotonic() when the engine made it ready
 
     def run(self, inputs: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """One inference: inputs in spec order, outputs back on the CPU."""

@@ -151,7 +151,7 @@ def test_metrics_are_prometheus_text(example_host: str) -> None:
     text = httpx.get(f"{example_host}/metrics").text
     assert "prewarm_resident_models 4.0" in text
     assert 'prewarm_warm_stage_seconds{model="chat-small",stage="warmup"}' in text
-    assert 'prewarm_inference_requests_total{model="reranker",outcome="200"}' in text
+    assert 'prewarm_inference_requests_total{model="reranker",outcome="200",version="1"}' in text
     assert "prewarm_device_memory_used_bytes" in text and "prewarm_device_memory_capacity_bytes" in text
 
 
