@@ -29,7 +29,8 @@ _EPOCH = pd.Timestamp(0, tz="UTC")
 def upsert_telemetry(connection: Connection, frame: pd.DataFrame, *, bucket_seconds: int) -> int:
     """Insert or replace the buckets of ``frame`` (timestamp, model, requests, p50_ms, p99_ms[, cold_starts]).
 
-    Returns the number of rows given."""
+    Returns the number of rows given.
+    """
     if frame.empty:
         return 0
     if C.COLD_STARTS not in frame.columns:
