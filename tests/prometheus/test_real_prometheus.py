@@ -125,19 +125,22 @@ def _run_scenario(host: Host, t0: int) -> tuple[Expected, int]:
     host.infer("alpha", 3, status=200)  # just after the load: after_load cold starts
     host.infer("beta", 2, status=503)  # not loaded: refused, not_ready cold starts
     run.leave(a)
-    run.book(a, "alpha", 3, 3), run.book(a, "beta", 2, 2)
+    run.book(a, "alpha", 3, 3)
+    run.book(a, "beta", 2, 2)
     b = run.enter(a + 1)
     host.infer("alpha", 5, status=200)
     host.load("beta")
     host.infer("beta", 1, status=200)  # after_load
     run.leave(b)
-    run.book(b, "alpha", 5, 0), run.book(b, "beta", 1, 1)
+    run.book(b, "alpha", 5, 0)
+    run.book(b, "beta", 1, 1)
     time.sleep(1.5)  # scraped before the host goes
     host.stop()  # the restart: every counter starts again from zero, nothing is loaded
     host.start()
     c = run.enter(run.bucket_of(time.time()) + 1)
     for gap in range(b + 1, c):  # the host was down or idle: the series still exist, with nothing counted
-        run.book(gap, "alpha", 0, 0), run.book(gap, "beta", 0, 0)
+        run.book(gap, "alpha", 0, 0)
+        run.book(gap, "beta", 0, 0)
     host.infer("alpha", 2, status=503)  # refused: not_ready
     host.load("alpha")
     host.infer("alpha", 1, status=200)  # after_load
@@ -145,11 +148,15 @@ def _run_scenario(host: Host, t0: int) -> tuple[Expected, int]:
     host.load("gamma")
     host.infer("gamma", 1, status=200)  # a model first seen here
     run.leave(c)
-    run.book(c, "alpha", 3, 3), run.book(c, "beta", 2, 2), run.book(c, "gamma", 1, 1)
+    run.book(c, "alpha", 3, 3)
+    run.book(c, "beta", 2, 2)
+    run.book(c, "gamma", 1, 1)
     d = run.enter(c + 1)
     host.infer("beta", 1, status=503)
     run.leave(d)
-    run.book(d, "alpha", 0, 0), run.book(d, "beta", 1, 1), run.book(d, "gamma", 0, 0)
+    run.book(d, "alpha", 0, 0)
+    run.book(d, "beta", 1, 1)
+    run.book(d, "gamma", 0, 0)
     time.sleep(max(0.0, t0 + (d + 1) * INTERVAL + 2.0 - time.time()))  # the last bucket is scraped
     return {key: (float(r), int(cold)) for key, (r, cold) in run.expected.items()}, d
 
