@@ -50,6 +50,15 @@ class HostSettings(BaseModel):
     )
 
 
+class PrometheusSettings(BaseModel):
+    """Credentials and limits for reading telemetry from a Prometheus server's HTTP API."""
+
+    token: SecretStr | None = Field(default=None, description="Bearer token sent to Prometheus (wins over basic auth).")
+    username: str | None = Field(default=None, description="Basic-auth user name for Prometheus.")
+    password: SecretStr | None = Field(default=None, description="Basic-auth password for Prometheus.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Seconds one Prometheus API call may take.")
+
+
 class Settings(BaseSettings):
     """All of prewarm's settings."""
 
@@ -83,6 +92,7 @@ class Settings(BaseSettings):
     )
     s3: S3Settings = Field(default_factory=S3Settings)
     host: HostSettings = Field(default_factory=HostSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
 
     @field_validator("artifact_sources", "factory_modules", mode="before")
     @classmethod

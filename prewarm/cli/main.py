@@ -6,6 +6,7 @@ import typer
 
 from prewarm.cli import ingest, models
 from prewarm.cli import plan as plan_cli
+from prewarm.cli import report as report_cli
 from prewarm.cli import simulate as simulate_cli
 from prewarm.cli.forecast import forecast_command
 from prewarm.cli import webhook as webhook_cli
@@ -37,4 +38,5 @@ app.command("serve")(serve)
 app.command("warm")(warm_command)
 app.command("simulate")(simulate_cli.simulate)
 app.command("plan")(plan_cli.plan)
+app.command("report")(report_cli.report)
 app.command("demo")(demo_command)
