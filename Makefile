@@ -4,17 +4,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# TORCH=cpu (default): the CPU-only build; TORCH=cuda: the CUDA build (see scripts/install_torch.sh).
+TORCH ?= cpu
 TORCH_VERSION ?= 2.13.0
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup demo test bench-ingest clean
 
 setup: $(VENV)/.installed
 
-# CPU torch first: otherwise pip resolves `torch>=2.4` to a multi-GB CUDA build.
+# Torch first, CPU-only unless TORCH=cuda: otherwise pip resolves `torch>=2.4` to a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==$(TORCH_VERSION) || $(BIN)/pip install -q torch --index-url $(TORCH_INDEX)
+	TORCH=$(TORCH) TORCH_VERSION=$(TORCH_VERSION) scripts/install_torch.sh $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
@@ -28,4 +29,4 @@ bench-ingest: setup
 	$(BIN)/python benchmarks/ingest/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-interop .pytest_cache

@@ -14,10 +14,11 @@ from prewarm.fleet import ModelSpec
 
 
 def _row_values(spec: ModelSpec) -> dict[str, object]:
+    # A foreign model (``server: foreign``) has no artifact: its columns hold empty strings, the spec says why.
     return {
-        "artifact_uri": spec.artifact_uri,
-        "sha256": spec.sha256,
-        "loader": spec.loader,
+        "artifact_uri": spec.artifact_uri or "",
+        "sha256": spec.sha256 or "",
+        "loader": spec.loader or "",
         "factory": spec.factory,
         "spec": spec.model_dump(mode="json"),
         "sla_p99_ms": spec.sla_p99_ms,

@@ -448,3 +448,25 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float | int | str | bool) or value is None:
         return value
     return str(value)
+
+
+# Plans that were (or are) meant to be carried out: the ones "in force" over their warm span.
+IN_FORCE_STATUSES = (
+    PlanStatus.PLANNED, PlanStatus.SCHEDULED, PlanStatus.RUNNING, PlanStatus.DONE, PlanStatus.FAILED
+)
+
+
+def plan_spans(session: Session, *, since: datetime) -> list[tuple[str, datetime, datetime]]:
+    """(model, warm start, window end) of every plan in force that ends after ``since``.
+
+    A plan is in force from its warm-up start (window start minus lead time) to its window's end, unless it
+    was superseded or cancelled before it ran.
+    """
+    from datetime import timedelta
+
+    rows = session.execute(
+        select(WarmPlan.model, WarmPlan.window_start, WarmPlan.window_end, WarmPlan.lead_seconds).where(
+            WarmPlan.window_end > since, WarmPlan.status.in_(IN_FORCE_STATUSES)
+        )
+    )
+    return [(model, start - timedelta(seconds=lead), end) for model, start, end, lead in rows]

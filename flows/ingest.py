@@ -1,4 +1,9 @@
-"""``ingest_telemetry``: load request telemetry into the history database (scheduled every 5 minutes)."""
+"""``ingest_telemetry``: load request telemetry into the history database (scheduled every 5 minutes).
+
+Sources are files, folders, ``s3://`` prefixes or Prometheus servers; a Prometheus URL carries its options
+as parameters, e.g. ``prometheus+http://prometheus:9090?preset=prewarm`` (each run resumes every model at
+its last stored bucket) or ``...?preset=triton&since=14d`` for a backfill.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from prewarm.errors import InputError
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless(InputError), cache_policy=NO_CACHE)
 def ingest_sources_task(sources: list[str]) -> dict[str, Any]:
-    """Read and upsert the sources; retried because S3 and the database are remote."""
+    """Read and upsert the sources; retried because S3, Prometheus and the database are remote."""
     from prewarm.ingest import ingest_sources
 
     summary = ingest_sources(sources, engine=history_engine())
@@ -28,7 +33,12 @@ def ingest_sources_task(sources: list[str]) -> dict[str, Any]:
 @flow(name="ingest-telemetry")
 def ingest_telemetry(
     sources: Annotated[
-        list[str], Field(min_length=1, description="CSV/Parquet files, folders, or s3://bucket/prefix.")
+        list[str],
+        Field(
+            min_length=1,
+            description="CSV/Parquet files, folders, s3://bucket/prefix, or prometheus+http(s)://HOST:PORT"
+            "[/prefix]?preset=NAME (or query=PROMQL), optionally &since=14d or &start=...&end=...",
+        ),
     ],
 ) -> dict[str, Any]:
     """Ingest telemetry from ``sources``: re-ingesting the same buckets overwrites them, never duplicates."""

@@ -7,6 +7,7 @@ MODEL = "model"
 REQUESTS = "requests"
 P50_MS = "p50_ms"
 P99_MS = "p99_ms"
+COLD_STARTS = "cold_starts"  # requests that met a cold model (Prometheus sources only)
 
 YHAT = "yhat"
 LO = "lo"

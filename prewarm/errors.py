@@ -3,8 +3,10 @@
     PrewarmError
     ├── InputError          bad user input: a file, a field, a value (exit code 2)
     │   ├── TelemetryError  a telemetry source that cannot be ingested
+    │   │   └── PrometheusQueryError  a Prometheus source whose query, series or range cannot be used
     │   └── FleetError      a fleet file that cannot be imported
     └── SourceError         a source that cannot be reached: missing bucket, denied access (exit code 2)
+        └── PrometheusUnavailable     a Prometheus server that cannot be reached or fails to answer
 """
 
 from __future__ import annotations
@@ -28,3 +30,11 @@ class FleetError(InputError):
 
 class SourceError(PrewarmError):
     """A data source cannot be reached or read (missing bucket, denied access, empty prefix)."""
+
+
+class PrometheusQueryError(TelemetryError):
+    """Prometheus answered, but not with usable counts: bad query, no series, a gauge, denied, too long a range."""
+
+
+class PrometheusUnavailable(SourceError):
+    """The Prometheus server cannot be reached, or answered with a server error; retrying may help."""

@@ -2,6 +2,8 @@
 
 A fleet file is YAML with one key, ``models``, a list of :class:`ModelSpec` entries. Relative
 artifact paths resolve against the fleet file's folder, so a fleet and its artifacts travel together.
+An entry with ``server: foreign`` is served by another V2 server (MLServer, KServe, Triton): prewarm only
+warms and validates it there, so its name, version, warm-up inputs and SLA suffice.
 """
 
 from __future__ import annotations
@@ -12,15 +14,27 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prewarm.errors import FleetError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-V2_DATATYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64")
+V2_DATATYPES = (
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64", "BYTES",
+)
 
 Loader = Literal["safetensors", "torch_export"]
+Server = Literal["prewarm", "foreign"]
 CompileMode = Literal["none", "default", "reduce-overhead"]
 
 
@@ -34,8 +48,27 @@ class TensorSpec(_Strict):
     name: str = Field(min_length=1)
     datatype: Literal[V2_DATATYPES] = "FP32"  # type: ignore[valid-type]
     shape: list[int | str]
-    low: float = Field(default=0.0, description="Warm-up values are drawn uniformly from [low, high).")
-    high: float = 1.0
+    low: float | None = Field(
+        default=None,
+        description="Warm-up values are drawn uniformly from [low, high) (default [0, 1)); when declared, integer "
+        "inputs must stay in it (400 outside); for BYTES it is the range of element lengths.",
+    )
+    high: float | None = None
+
+    @property
+    def draw_low(self) -> float:
+        """The lower end warm-up values are drawn from."""
+        return 0.0 if self.low is None else self.low
+
+    @property
+    def draw_high(self) -> float:
+        """The upper end (exclusive) warm-up values are drawn from."""
+        return 1.0 if self.high is None else self.high
+
+    @property
+    def declares_range(self) -> bool:
+        """Whether the fleet declared a value range that requests must respect."""
+        return self.low is not None or self.high is not None
 
 
 class WarmupSpec(_Strict):
@@ -63,9 +96,13 @@ class ModelSpec(_Strict):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     version: str = Field(default="1", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    artifact_uri: str
-    sha256: str
-    loader: Loader
+    server: Server = Field(
+        default="prewarm",
+        description="prewarm: prewarm's engine loads the artifact; foreign: another V2 server holds the model.",
+    )
+    artifact_uri: str | None = None
+    sha256: str | None = None
+    loader: Loader | None = None
     factory: str | None = Field(default=None, description="module:function building the nn.Module.")
     factory_kwargs: dict[str, Any] = Field(default_factory=dict)
     warmup: WarmupSpec
@@ -79,14 +116,16 @@ class ModelSpec(_Strict):
 
     @field_validator("sha256")
     @classmethod
-    def _sha256_hex(cls, value: str) -> str:
-        if not SHA256_RE.match(value):
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256_RE.match(value):
             raise ValueError("must be 64 lowercase hex characters (the artifact's sha256)")
         return value
 
     @field_validator("artifact_uri")
     @classmethod
-    def _uri_scheme(cls, value: str) -> str:
+    def _uri_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         parsed = urlparse(value)
         if parsed.scheme not in ("", "file", "s3"):
             raise ValueError(f"scheme {parsed.scheme!r} is not supported; use a path, file:// or s3://")
@@ -108,6 +147,28 @@ class ModelSpec(_Strict):
         if self.loader == "safetensors" and self.factory is None:
             raise ValueError("loader 'safetensors' needs a factory 'module:function' that builds the module")
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _own_models_need_artifacts(cls, data: Any, handler: ModelWrapValidatorHandler[ModelSpec]) -> ModelSpec:
+        # Reported where the field is missing (models[1].loader), like any other required field.
+        if isinstance(data, dict) and data.get("server", "prewarm") == "prewarm":
+            missing = [key for key in ("artifact_uri", "sha256", "loader") if data.get(key) is None]
+            if missing:
+                hint = PydanticCustomError(
+                    "missing",
+                    "Field required: prewarm's engine loads this model from its artifact "
+                    "(set `server: foreign` for a model that another V2 server holds)",
+                )
+                raise ValidationError.from_exception_data(
+                    cls.__name__, [InitErrorDetails(type=hint, loc=(key,), input=data) for key in missing]
+                )
+        return handler(data)
+
+    @property
+    def foreign(self) -> bool:
+        """Whether another V2 server holds this model (prewarm's engine cannot load it)."""
+        return self.server == "foreign"
 
 
 class Fleet(_Strict):
@@ -173,7 +234,10 @@ def load_fleet(path: str | Path) -> Fleet:
             + (f" ({len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else "")
         ) from exc
     base = path.resolve().parent
-    models = [m.model_copy(update={"artifact_uri": resolve_uri(m.artifact_uri, base)}) for m in fleet.models]
+    models = [
+        m.model_copy(update={"artifact_uri": resolve_uri(m.artifact_uri, base)}) if m.artifact_uri else m
+        for m in fleet.models
+    ]
     return Fleet(models=models)
 
 

@@ -1,5 +1,8 @@
 """Telemetry ingest: read every source, validate all of it, then upsert in one transaction.
 
+Sources are files, folders, ``s3://`` prefixes, or Prometheus servers (``prometheus+http(s)://``, read by
+:mod:`prewarm.prometheus`, which also brings each bucket's cold starts).
+
 Timestamps are floored to the configured bucket width (``PREWARM_FORECAST_INTERVAL``). Rows with the
 same model and the same timestamp are duplicates: the later one (in source order) wins, so
 re-ingesting a file changes nothing and newer data replaces older. Rows with different timestamps
@@ -18,6 +21,8 @@ from sqlalchemy import Engine
 
 from db.telemetry import upsert_telemetry
 from prewarm import columns as C
+from prewarm.errors import InputError
+from prewarm.prometheus import Progress, PrometheusOptions, is_prometheus_url, read_prometheus
 from prewarm.telemetry import read_sources
 
 log = logging.getLogger(__name__)
@@ -45,9 +50,12 @@ def to_buckets(frame: pd.DataFrame, interval: timedelta) -> pd.DataFrame:
         return frame.reset_index(drop=True)
     frame = frame.assign(**{C.TIMESTAMP: floored})
     grouped = frame.groupby([C.MODEL, C.TIMESTAMP], sort=False)
-    return grouped.agg(
-        **{C.REQUESTS: (C.REQUESTS, "sum"), C.P50_MS: (C.P50_MS, "median"), C.P99_MS: (C.P99_MS, "max")}
-    ).reset_index()[[C.TIMESTAMP, C.MODEL, C.REQUESTS, C.P50_MS, C.P99_MS]]
+    columns = [C.TIMESTAMP, C.MODEL, C.REQUESTS, C.P50_MS, C.P99_MS]
+    aggregates = {C.REQUESTS: (C.REQUESTS, "sum"), C.P50_MS: (C.P50_MS, "median"), C.P99_MS: (C.P99_MS, "max")}
+    if C.COLD_STARTS in frame.columns:
+        aggregates[C.COLD_STARTS] = (C.COLD_STARTS, lambda s: s.sum(min_count=1))
+        columns.append(C.COLD_STARTS)
+    return grouped.agg(**aggregates).reset_index()[columns]
 
 
 def ingest_frame(frame: pd.DataFrame, *, engine: Engine, interval: timedelta | None = None) -> IngestSummary:
@@ -72,9 +80,58 @@ def ingest_frame(frame: pd.DataFrame, *, engine: Engine, interval: timedelta | N
     )
 
 
-def ingest_sources(sources: list[str], *, engine: Engine, interval: timedelta | None = None) -> IngestSummary:
-    """Read, validate and upsert every source; nothing is written unless every file is valid."""
+def ingest_sources(
+    sources: list[str],
+    *,
+    engine: Engine,
+    interval: timedelta | None = None,
+    prometheus: PrometheusOptions | None = None,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Read, validate and upsert every source; nothing is written unless every source is valid."""
     started = time.perf_counter()
-    frame = read_sources(sources)
+    from_prometheus = any(is_prometheus_url(source) for source in sources)
+    if prometheus is not None and not from_prometheus and any(vars(prometheus).values()):
+        raise InputError(
+            "--preset, --query, --since, --start and --end apply to Prometheus sources only "
+            "(prometheus+http://HOST:PORT); none was given"
+        )
+    if from_prometheus:
+        options = {"prometheus": prometheus, "progress": progress}
+        frame = _read_mixed(sources, engine=engine, interval=interval, **options)
+    else:
+        frame = read_sources(sources)
     summary = ingest_frame(frame, engine=engine, interval=interval)
     return replace(summary, seconds=time.perf_counter() - started)
+
+
+def _read_mixed(
+    sources: list[str],
+    *,
+    engine: Engine,
+    interval: timedelta | None,
+    prometheus: PrometheusOptions | None,
+    progress: Progress | None,
+) -> pd.DataFrame:
+    """Files and Prometheus servers, in source order (a later source wins a bucket both hold)."""
+    from db.session import session_scope
+    from db.telemetry import last_buckets
+    from prewarm.settings import get_settings
+
+    settings = get_settings()
+    with session_scope(engine) as session:
+        last_stored = last_buckets(session)
+    frames = [
+        read_prometheus(
+            source,
+            options=prometheus or PrometheusOptions(),
+            interval=interval or settings.forecast_interval,
+            settings=settings.prometheus,
+            last_stored=last_stored,
+            progress=progress,
+        )
+        if is_prometheus_url(source)
+        else read_sources([source])
+        for source in sources
+    ]
+    return pd.concat(frames, ignore_index=True)

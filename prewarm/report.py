@@ -1,5 +1,8 @@
-"""The demo's HTML report: per model, recent demand, the forecast with its interval and the planned warm windows,
-then the plan and what each warm run achieved. One self-contained file (the plot is an embedded PNG).
+"""HTML reports, each one self-contained file (plots are embedded PNGs).
+
+The demo's report: per model, recent demand, the forecast with its interval and the planned warm windows,
+then the plan and what each warm run achieved, then the observed cold starts. ``prewarm report``'s page:
+cold starts per model and day, with and without a plan in force.
 """
 
 from __future__ import annotations
@@ -118,8 +121,12 @@ def write_report(
     windows: Sequence[WindowResult],
     title: str = "prewarm demo",
     notes: Sequence[str] = (),
+    cold_starts: pd.DataFrame | None = None,
 ) -> Path:
-    """Write the HTML report to ``path`` (parents created) and return it."""
+    """Write the HTML report to ``path`` (parents created) and return it.
+
+    ``cold_starts`` is :func:`prewarm.cold_starts.cold_starts_by_day`'s table; None leaves the section out.
+    """
     png = base64.b64encode(forecast_figure_png(history, forecast, windows)).decode()
     note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     document = f"""<!doctype html>
@@ -143,6 +150,57 @@ th {{ background: #f3f3f3; }} td:first-child, td:last-child {{ text-align: left;
 <tbody>
 {_rows(windows)}
 </tbody></table>
+{cold_starts_section(cold_starts) if cold_starts is not None else ""}
+</body></html>
+"""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document)
+    return out
+
+
+def cold_starts_section(table: pd.DataFrame) -> str:
+    """The HTML section of observed cold starts: a plot and the per model and day table."""
+    from prewarm.cold_starts import WITH_PLAN, WITHOUT_PLAN, DAY, cold_starts_figure_png
+
+    if table.empty:
+        return (
+            "<h2>Observed cold starts</h2><p>No cold starts recorded in this period. They come from "
+            "ingesting prewarm's hosts through Prometheus "
+            "(<code>prewarm ingest prometheus+http://... --preset prewarm</code>).</p>"
+        )
+    png = base64.b64encode(cold_starts_figure_png(table)).decode()
+    rows = "\n".join(
+        f"<tr><td>{html.escape(str(r[C.MODEL]))}</td><td>{r[DAY]:%Y-%m-%d}</td><td>{r[C.REQUESTS]:,.0f}</td>"
+        f"<td>{r[C.COLD_STARTS]:,}</td><td>{r[WITH_PLAN]:,}</td><td>{r[WITHOUT_PLAN]:,}</td></tr>"
+        for r in table.to_dict("records")
+    )
+    return f"""<h2>Observed cold starts, with and without a plan in force</h2>
+<img alt="cold starts per day and model, with and without a plan in force" src="data:image/png;base64,{png}">
+<table>
+<thead><tr><th>model</th><th>day (UTC)</th><th>requests</th><th>cold starts</th><th>with a plan</th>
+<th>without a plan</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table>"""
+
+
+def write_cold_start_report(
+    path: str | Path, *, table: pd.DataFrame, title: str, notes: Sequence[str] = ()
+) -> Path:
+    """Write ``prewarm report``'s page (parents created) and return its path."""
+    note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    document = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }}
+th {{ background: #f3f3f3; }} td:first-child {{ text-align: left; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<ul>{note_items}</ul>
+{cold_starts_section(table)}
 </body></html>
 """
     out = Path(path)

@@ -45,6 +45,18 @@ class HostSettings(BaseModel):
     cold_window_s: float = Field(
         default=60.0, ge=0, description="Requests served this soon after a load finished count as cold starts."
     )
+    drain_s: float = Field(
+        default=30.0, ge=0, description="Seconds an unload or version roll waits for requests in flight to finish."
+    )
+
+
+class PrometheusSettings(BaseModel):
+    """Credentials and limits for reading telemetry from a Prometheus server's HTTP API."""
+
+    token: SecretStr | None = Field(default=None, description="Bearer token sent to Prometheus (wins over basic auth).")
+    username: str | None = Field(default=None, description="Basic-auth user name for Prometheus.")
+    password: SecretStr | None = Field(default=None, description="Basic-auth password for Prometheus.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Seconds one Prometheus API call may take.")
 
 
 class ControllerSettings(BaseModel):
@@ -105,6 +117,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     host: HostSettings = Field(default_factory=HostSettings)
     controller: ControllerSettings = Field(default_factory=ControllerSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
 
     @field_validator("artifact_sources", "factory_modules", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ from warmers.errors import (
 from warmers.loading import device_capacity_mb, device_class, resolve_device
 from warmers.logcontext import model_context, model_logger
 from warmers.report import Baseline, Latency, StageClock, WarmReport, judge
+from warmers.codec import encode_request
 from warmers.tensors import bucket_combinations, example_inputs
 
 logger = model_logger(__name__)
@@ -68,6 +69,7 @@ class Entry:
     report: WarmReport | None = None
     loaded: pipeline.Loaded | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    failed: bool = False  # the last load of this version failed (cleared by a successful load or an unload)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -88,6 +90,7 @@ class Engine:
         store: ArtifactStore | None = None,
         compile_root: str | None = None,
         observer: EngineObserver | None = None,
+        drain_s: float | None = None,
     ) -> None:
         from prewarm.settings import get_settings
 
@@ -98,8 +101,10 @@ class Engine:
         self.store = store or ArtifactStore.from_settings()
         self.compile_root = compile_root or settings.resolved_artifact_root
         self.observer = observer
+        self.drain_s = settings.host.drain_s if drain_s is None else drain_s
         self._entries: dict[tuple[str, str], Entry] = {}
         self._lock = threading.RLock()
+        self._drained = threading.Condition(self._lock)
         self._reserved_mb = 0.0
 
     # -- registry -------------------------------------------------------------------------------------
@@ -159,7 +164,6 @@ class Engine:
             entry.state, entry.reason, entry.spec = ModelState.LOADING, None, spec
         clock = StageClock()
         reserved = 0.0
-        result: pipeline.PipelineResult | None = None
         cache_hits: dict[str, bool | None] = {}
         try:
             self._check_device(spec)
@@ -170,27 +174,38 @@ class Engine:
                 spec, fetched.path, self.device, store=self.store, compile_root=self.compile_root,
                 clock=clock, artifact_hit=fetched.cache_hit,
             )
-        except (WarmupError, torch.cuda.OutOfMemoryError, RuntimeError, TypeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - factories and models are user code: every failure is a report
             error = _as_warmup_error(exc, label)
-            self._release(reserved)
             _free_device(self.device)
             return self._fail(entry, spec, clock, cache_hits, error)
-        self._release(reserved)
+        finally:
+            self._release(reserved)
         cache_hits["compile"] = result.compile_hit
         report = self._report(spec, clock, cache_hits, result, baseline)
         if not report.ready:
+            result.loaded.close()
             del result
             _free_device(self.device)
             with self._lock:
                 entry.report = report
                 if not serving:
-                    entry.state, entry.reason, entry.loaded = ModelState.UNAVAILABLE, report.reason, None
+                    entry.state, entry.reason, entry.loaded, entry.failed = (
+                        ModelState.UNAVAILABLE, report.reason, None, True
+                    )
             self._notify_failure(spec.name, "ValidationFailed")
             logger.warning("not ready: %s", report.reason)
             return report
+        # The load left garbage behind (the artifact's buffers, warm-up requests and responses): collect it now
+        # rather than in the middle of the first client request, which would otherwise pay for it.
+        gc.collect()
+        result.loaded.ready_at = time.monotonic()
         with self._lock:
-            entry.spec, entry.state, entry.reason = spec, ModelState.READY, None
+            previous = entry.loaded
+            entry.spec, entry.state, entry.reason, entry.failed = spec, ModelState.READY, None, False
             entry.report, entry.loaded = report, result.loaded
+        if previous is not None and previous is not result.loaded:  # the old copy of a changed spec
+            self._drain(previous)
+            previous.close()
         self._retire_other_versions(spec)
         logger.info("ready in %.3f s (warmed first request %.2f ms)", report.time_to_ready_s or 0,
                     report.warm_first_request_ms or 0)
@@ -202,11 +217,21 @@ class Engine:
         loaded, spec, clock = entry.loaded, entry.spec, StageClock()
         generator = torch.Generator().manual_seed(pipeline.SEED)
         combos = bucket_combinations(spec.warmup)
-        probe = example_inputs(spec.warmup, combos[0], generator=generator)
-        pipeline.warm_up(spec, loaded.module, loaded.device, loaded.stream, combos, generator, clock)
-        with clock.stage("validate"):
-            samples = [pipeline.timed_ms(lambda: loaded.run(probe)) for _ in range(spec.warmup.probes + 1)]
-        result = pipeline.PipelineResult(loaded, None, Latency.from_samples(samples), None, True)
+        probe = encode_request(spec, example_inputs(spec.warmup, combos[0], generator=generator), binary=False)
+        try:
+            pipeline.warm_up(spec, loaded, combos, generator, clock)
+            latency = pipeline.validate(spec, loaded, probe, clock)
+        except Exception as exc:  # noqa: BLE001 - the model is user code; it keeps serving, the report says why
+            error = _as_warmup_error(exc, f"{spec.name}:{spec.version}")
+            report = WarmReport(
+                model=spec.name, version=spec.version, target=self.target_name, device_class=self.device_class,
+                ready=False, stage_seconds=dict(clock.seconds), cache_hits={"artifact": True, "resident": True},
+                compile_mode=spec.compile, reason=str(error), error=str(error), error_type=type(error).__name__,
+            )
+            entry.report = report
+            logger.warning("re-warm failed: %s", error)
+            return report
+        result = pipeline.PipelineResult(loaded, None, latency, None, True)
         report = self._report(spec, clock, {"artifact": True, "resident": True}, result, baseline)
         entry.report = report
         if not report.ready:
@@ -230,7 +255,8 @@ class Engine:
             model=spec.name, version=spec.version, target=self.target_name, device_class=self.device_class,
             ready=reason is None, stage_seconds=dict(clock.seconds),
             cold_first_request_ms=result.cold_first_request_ms,
-            warm_first_request_ms=latency.warm_first_request_ms, steady_p50_ms=latency.steady_p50_ms,
+            warm_first_request_ms=latency.warm_first_request_ms, first_after_idle_ms=latency.first_after_idle_ms,
+            steady_p50_ms=latency.steady_p50_ms,
             steady_p99_ms=latency.steady_p99_ms, baseline_p50_ms=baseline.p50_ms, latency_delta_ms=delta,
             time_to_ready_s=clock.elapsed(), memory_mb=result.loaded.memory_mb, cache_hits=cache_hits,
             compile_mode=spec.compile, reason=reason,
@@ -247,7 +273,7 @@ class Engine:
         with self._lock:
             entry.report = report
             if not (entry.state is ModelState.READY and entry.loaded is not None):  # else the old copy serves on
-                entry.state, entry.reason, entry.loaded = ModelState.UNAVAILABLE, str(error), None
+                entry.state, entry.reason, entry.loaded, entry.failed = ModelState.UNAVAILABLE, str(error), None, True
         self._notify_failure(spec.name, type(error).__name__)
         logger.warning("load failed: %s", error)
         return report
@@ -297,19 +323,52 @@ class Engine:
             self._reserved_mb = max(0.0, self._reserved_mb - mb)
 
     def _drop(self, entry: Entry, *, reason: str) -> None:
+        """Forget the entry's resident model now (the caller drained it, or it had nothing in flight)."""
         with self._lock:
+            loaded = entry.loaded
             entry.state, entry.reason, entry.loaded = ModelState.UNAVAILABLE, reason, None
+        if loaded is not None:
+            loaded.close()
         _free_device(self.device)
+
+    def _drain(self, loaded: pipeline.Loaded) -> bool:
+        """Wait up to ``drain_s`` for the requests in flight on ``loaded`` to finish; False if some were left."""
+        deadline = time.monotonic() + self.drain_s
+        with self._drained:
+            while loaded.in_flight > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    logger.warning("%d requests still running after %.1f s of draining; freeing the model anyway",
+                                   loaded.in_flight, self.drain_s)
+                    return False
+                self._drained.wait(left)
+        return True
+
+    def _retire(self, entry: Entry, *, reason: str) -> float:
+        """Stop new requests to the entry, let those in flight finish (bounded by ``drain_s``), then free it."""
+        with self._lock:
+            loaded = entry.loaded
+            if loaded is None:
+                entry.state, entry.reason, entry.failed = ModelState.UNAVAILABLE, reason, False
+                return 0.0
+            entry.state = ModelState.UNLOADING
+        self._drain(loaded)
+        self._drop(entry, reason=reason)
+        return loaded.memory_mb
 
     def _retire_other_versions(self, spec: ModelSpec) -> None:
         with self._lock:
             others = [e for e in self._entries.values()
                       if e.spec.name == spec.name and e.spec.version != spec.version and e.loaded is not None]
         for other in others:
-            self._drop(other, reason=f"replaced by version {spec.version}")
+            self._retire(other, reason=f"replaced by version {spec.version}")
 
     def unload(self, name: str, version: str | None = None) -> float:
-        """Unload a model version (all versions of ``name`` when ``version`` is None); returns the MiB freed."""
+        """Unload a model version (all versions of ``name`` when ``version`` is None); returns the MiB freed.
+
+        New requests are refused (503) at once; requests in flight finish first, for at most ``drain_s``
+        seconds (``PREWARM_HOST__DRAIN_S``), after which the model is freed anyway and they answer 503.
+        """
         with self._lock:
             targets = [e for e in self._entries.values()
                        if e.spec.name == name and (version is None or e.spec.version == version)]
@@ -318,32 +377,42 @@ class Engine:
         freed = 0.0
         for entry in targets:
             with entry.lock:
-                if entry.loaded is not None:
-                    entry.state = ModelState.UNLOADING
-                    freed += entry.loaded.memory_mb
-                self._drop(entry, reason="unloaded")
+                freed += self._retire(entry, reason="unloaded")
+                entry.failed = False
         return freed
 
     # -- inference ------------------------------------------------------------------------------------
-    def infer(self, name: str, version: str | None, inputs: Mapping[str, torch.Tensor]) -> tuple[Entry, list[torch.Tensor]]:
-        """Run one request on a ready model; returns the entry served and its outputs (on the CPU)."""
-        entry = self.get(name, version)
-        loaded = entry.loaded
-        if entry.state is not ModelState.READY or loaded is None:
-            why = f": {entry.reason}" if entry.reason else ""
-            raise ModelNotReadyError(f"model {entry.spec.name!r} version {entry.spec.version!r} is not ready{why}")
+    def acquire(self, name: str, version: str | None) -> pipeline.Loaded:
+        """The resident model serving ``name`` (``version``), counted in flight until :meth:`release`.
+
+        Raises :class:`ModelNotFoundError` for an unknown name or version, :class:`ModelNotReadyError` when the
+        version is registered but not ready (loading, failed, unloading).
+        """
         with self._lock:
+            entry = self.get(name, version)
+            loaded = entry.loaded
+            if entry.state is not ModelState.READY or loaded is None:
+                why = f": {entry.reason}" if entry.reason else (": it is unloading" if entry.state is ModelState.UNLOADING else "")
+                raise ModelNotReadyError(f"model {entry.spec.name!r} version {entry.spec.version!r} is not ready{why}")
             loaded.in_flight += 1
+            return loaded
+
+    def release(self, loaded: pipeline.Loaded) -> None:
+        """A request acquired with :meth:`acquire` has finished."""
+        with self._drained:
+            loaded.in_flight -= 1
+            loaded.last_used = time.monotonic()
+            if loaded.in_flight == 0:
+                self._drained.notify_all()
+
+    def infer(self, name: str, version: str | None, inputs: Mapping[str, torch.Tensor]) -> tuple[Entry, list[torch.Tensor]]:
+        """Run one request on a ready model (on its inference thread); returns the entry served and its outputs."""
+        loaded = self.acquire(name, version)
         try:
-            return entry, loaded.run(inputs)
-        except torch.cuda.OutOfMemoryError as exc:
-            raise DeviceOutOfMemoryError(f"model {entry.spec.name!r}: out of device memory during inference") from exc
-        except (RuntimeError, TypeError, ValueError, IndexError) as exc:
-            raise InferenceError(f"model {entry.spec.name!r}: inference failed: {type(exc).__name__}: {exc}") from exc
+            entry = self.get(loaded.spec.name, loaded.spec.version)
+            return entry, loaded.call(_run_checked, loaded, inputs)
         finally:
-            with self._lock:
-                loaded.in_flight -= 1
-                loaded.last_used = time.monotonic()
+            self.release(loaded)
 
     def _notify_stage(self, model: str, stage: str, seconds: float) -> None:
         if self.observer is not None:
@@ -354,12 +423,30 @@ class Engine:
             self.observer.load_failed(model, error_type)
 
 
+def _run_checked(loaded: pipeline.Loaded, inputs: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    spec = loaded.spec
+    with model_context(spec.name, spec.version):
+        if loaded.released:
+            raise ModelNotReadyError(f"model {spec.name!r} version {spec.version!r} was unloaded; load it again")
+        try:
+            return loaded.run(inputs)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise DeviceOutOfMemoryError(f"model {spec.name!r}: out of device memory during inference") from exc
+        except Exception as exc:  # the model is user code
+            raise InferenceError(f"model {spec.name!r}: inference failed: {type(exc).__name__}: {exc}") from exc
+
+
 def _as_warmup_error(exc: BaseException, label: str) -> WarmupError:
+    cause = exc.__cause__
+    if isinstance(exc, DeviceOutOfMemoryError) and isinstance(cause, torch.cuda.OutOfMemoryError):
+        return DeviceOutOfMemoryError(f"model {label}: out of device memory while warming: {cause}")
+    if isinstance(exc, InferenceError) and cause is not None:  # the model failed on a warm-up request
+        return WarmupError(f"model {label}: warm-up request failed: {type(cause).__name__}: {cause}")
     if isinstance(exc, WarmupError):
         return exc
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return DeviceOutOfMemoryError(f"model {label}: out of device memory while warming: {exc}")
-    return WarmupError(f"model {label}: warm-up request failed: {type(exc).__name__}: {exc}")
+    return WarmupError(f"model {label}: failed while warming: {type(exc).__name__}: {exc}")
 
 
 def _free_device(device: torch.device) -> None:

@@ -10,8 +10,11 @@
     ├── ModelNotFoundError      no model (or version) of that name is known to the host (HTTP 404)
     ├── ModelNotReadyError      the model is known but not ready to serve (HTTP 400/503)
     ├── InferenceInputError     a request's tensors are malformed: names the input (HTTP 400)
+    │   ├── RequestTooLargeError    the body (or what it decompresses to) exceeds the host's limit (HTTP 413)
+    │   └── UnsupportedEncodingError  the body's Content-Encoding is not gzip, deflate or identity (HTTP 415)
     ├── InferenceError          the model failed on a well-formed request (HTTP 500)
-    └── TargetError             a remote V2 server refused or failed a call
+    └── TargetError             a remote V2 server refused or failed a call (carries its status and body)
+        └── MetadataMismatchError   the warm-up inputs do not fit the model's metadata on the server
 
 HTTP status codes are chosen only at the edge (:mod:`warmers.host`), never here. ``WarmupError`` is a
 :class:`prewarm.errors.PrewarmError`, so the command line reports it as one message and exit code 1.
@@ -62,9 +65,26 @@ class InferenceInputError(WarmupError):
     """A request's tensors are malformed, of the wrong shape or of the wrong datatype."""
 
 
+class RequestTooLargeError(InferenceInputError):
+    """A request body, or what it decompresses to, is larger than ``PREWARM_HOST__MAX_BODY_MB``."""
+
+
+class UnsupportedEncodingError(InferenceInputError):
+    """A request body's ``Content-Encoding`` is neither ``gzip``, ``deflate`` nor ``identity``."""
+
+
 class InferenceError(WarmupError):
     """The model raised on a request that passed validation."""
 
 
 class TargetError(WarmupError):
-    """A remote inference server refused or failed a call."""
+    """A remote inference server refused or failed a call; ``status_code`` and ``body`` say what it answered."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class MetadataMismatchError(TargetError):
+    """The warm-up inputs (names, datatypes, shapes) do not fit the model's metadata on the server."""

@@ -1,26 +1,34 @@
 """The inference host: thin FastAPI routes for the Open Inference Protocol V2 over :class:`DataPlane`.
 
 ``create_app()`` builds the app; ``prewarm serve`` runs it with uvicorn, and tests run it on loopback in a
-thread. Errors of the engine map to HTTP status codes here and only here.
+thread. Errors of the engine map to HTTP status codes here and only here; every error body is
+``{"error": "..."}``. Request bodies are bounded (``PREWARM_HOST__MAX_BODY_MB``, also after gzip or deflate
+decompression) before anything parses them, and parsing happens on the model's inference thread, never on
+the event loop.
 """
 
 from __future__ import annotations
 
-import json
+import hmac
 import logging
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from warmers.codec import HEADER_LENGTH, describe
 from warmers.dataplane import DataPlane, ModelRepository
 from warmers.engine import Engine
 from warmers.errors import (
@@ -28,21 +36,26 @@ from warmers.errors import (
     InferenceInputError,
     ModelNotFoundError,
     ModelNotReadyError,
+    RequestTooLargeError,
+    UnsupportedEncodingError,
     WarmupError,
 )
-from warmers.metrics import HostMetrics
-from warmers.protocol import InferenceRequest, RepositoryIndexRequest
+from warmers.metrics import AFTER_LOAD, NOT_READY, HostMetrics
+from warmers.protocol import RepositoryIndexRequest
 from warmers.sources import SpecSource, default_source, fleet_source
 
 logger = logging.getLogger(__name__)
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
 STATUS = {
     ModelNotFoundError: 404,
+    RequestTooLargeError: 413,
+    UnsupportedEncodingError: 415,
     InferenceInputError: 400,
     ModelNotReadyError: 503,
     CapacityError: 507,
 }
+# Bodies of the repository routes are small JSON objects.
+REPOSITORY_BODY_LIMIT = 64 * 1024
 
 
 def _status(exc: WarmupError) -> int:
@@ -52,19 +65,89 @@ def _status(exc: WarmupError) -> int:
     return 500
 
 
+class CatchAll:
+    """ASGI middleware: an unexpected exception becomes a 500 ``{"error": ...}``, logged once with its traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one log line, one JSON answer
+            logger.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            response = JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+            await response(scope, receive, send)
+
+
+class TokenAuth:
+    """ASGI middleware: ``Authorization: Bearer <token>`` on every repository and model route, else 401.
+
+    Health, server metadata and ``/metrics`` stay open. The comparison takes constant time.
+    """
+
+    PROTECTED = ("/v2/models", "/v2/repository")
+
+    def __init__(self, app: ASGIApp, *, token: str, metrics: HostMetrics) -> None:
+        self.app = app
+        self._expected = token.encode()
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._protected(scope["path"]) and not self._authorized(scope):
+            self._metrics.unauthorized.inc()
+            response = JSONResponse(
+                {"error": "this route needs the host's token: send 'Authorization: Bearer <PREWARM_HOST__TOKEN>'"},
+                status_code=401, headers={"WWW-Authenticate": 'Bearer realm="prewarm"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _protected(self, path: str) -> bool:
+        return any(path == prefix or path.startswith(prefix + "/") for prefix in self.PROTECTED)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                scheme, _, given = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._expected)
+        return False
+
+
 def create_app(
     *,
     fleet: str | Path | None = None,
     source: SpecSource | None = None,
     engine: Engine | None = None,
     load_on_startup: bool = True,
+    token: str | None = None,
 ) -> FastAPI:
     """The host's FastAPI app.
 
     Specs come from ``source``, else the ``fleet`` file, else the registry (or the example fleet when the
     registry is empty). With ``load_on_startup`` every model is loaded and warmed in a background thread
-    after start-up; ``/v2/health/ready`` answers 200 once that has finished.
+    after start-up; ``/v2/health/ready`` answers 200 once that has finished and no model failed to load.
+    ``token`` (default: ``PREWARM_HOST__TOKEN``) is required as a bearer token on the repository and model
+    routes when set.
     """
+    from prewarm.settings import get_settings
+
+    settings = get_settings().host
+    if token is None and settings.token is not None:
+        token = settings.token.get_secret_value()
     metrics = HostMetrics()
     engine = engine or Engine(observer=metrics)
     if engine.observer is None:
@@ -78,24 +161,19 @@ def create_app(
         if load_on_startup:
             threading.Thread(target=plane.load_all, name="prewarm-startup-loads", daemon=True).start()
         else:
-            plane.repository.refresh()
+            await anyio.to_thread.run_sync(plane.repository.refresh)
             plane.started.set()
         yield
 
-    app = FastAPI(title="prewarm host", lifespan=lifespan)
+    app = FastAPI(title="prewarm host", lifespan=lifespan, redirect_slashes=False)
     app.state.plane = plane
     app.state.metrics = metrics
-
-    @app.exception_handler(WarmupError)
-    async def _warmup_error(_: Request, exc: WarmupError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=_status(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": f"malformed request: {exc.errors()[0].get('msg')}"}, status_code=400)
-
+    if token:
+        app.add_middleware(TokenAuth, token=token, metrics=metrics)
+    app.add_middleware(CatchAll)
+    _error_handlers(app)
     _health_routes(app, plane)
-    _model_routes(app, plane, metrics)
+    _model_routes(app, plane, metrics, cold_window_s=settings.cold_window_s, body_limit=int(settings.max_body_mb * 2**20))
     _repository_routes(app, plane)
 
     @app.get("/metrics")
@@ -105,6 +183,27 @@ def create_app(
     return app
 
 
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(WarmupError)
+    async def _warmup_error(_: Request, exc: WarmupError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": f"malformed request: {exc.errors()[0].get('msg')}"}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        messages = {
+            404: f"no route {request.url.path}; the host speaks the Open Inference Protocol V2 under /v2",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }
+        return JSONResponse(
+            {"error": messages.get(exc.status_code, str(exc.detail))}, status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+
 def _health_routes(app: FastAPI, plane: DataPlane) -> None:
     @app.get("/v2/health/live")
     async def live() -> dict[str, bool]:
@@ -112,106 +211,137 @@ def _health_routes(app: FastAPI, plane: DataPlane) -> None:
 
     @app.get("/v2/health/ready")
     async def ready() -> JSONResponse:
-        ok = plane.ready()
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+        ok, reason = plane.ready()
+        if ok:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "reason": reason, "error": f"not ready: {reason}"}, status_code=503)
 
     @app.get("/v2")
+    @app.get("/v2/")
     async def server_metadata() -> dict[str, Any]:
         return plane.server_metadata().model_dump()
 
 
-def _model_routes(app: FastAPI, plane: DataPlane, metrics: HostMetrics) -> None:
+def _model_routes(
+    app: FastAPI, plane: DataPlane, metrics: HostMetrics, *, cold_window_s: float, body_limit: int
+) -> None:
+    # Sync handlers run in the thread pool: a miss may read the repository's source (the registry).
+    @app.get("/v2/models/stats")
+    @app.get("/v2/models/{name}/stats")
+    @app.get("/v2/models/{name}/versions/{version}/stats")
+    def statistics(name: str | None = None, version: str | None = None) -> dict[str, Any]:
+        return plane.statistics(name, version)
+
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
-    async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
-        return plane.model_metadata(name, version).model_dump()
+    def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
+        return plane.model_metadata(name, version).model_dump(exclude_none=True)
+
+    @app.get("/v2/models/{name}/config")
+    @app.get("/v2/models/{name}/versions/{version}/config")
+    def model_config(name: str, version: str | None = None) -> dict[str, Any]:
+        return plane.model_config(name, version)
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_ready(name: str, version: str | None = None) -> JSONResponse:
+    def model_ready(name: str, version: str | None = None) -> JSONResponse:
         ok, reason = plane.model_ready(name, version)
-        body: dict[str, Any] = {"name": name, "ready": ok}
-        if not ok and reason:
-            body["reason"] = reason
-        return JSONResponse(body, status_code=200 if ok else 400)
+        if ok:
+            return JSONResponse({"name": name, "ready": True})
+        body = {"name": name, "ready": False, "reason": reason, "error": f"model {name!r} is not ready: {reason}"}
+        return JSONResponse(body, status_code=400)
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         start = time.perf_counter()
         try:
-            parsed, binary = _parse_infer(await request.body(), request.headers.get(HEADER_LENGTH), name)
-            response, blobs = await plane.infer(name, version, parsed, binary)
+            if plane.is_registered(name, version):
+                plane.check_servable(name, version)
+            else:
+                await anyio.to_thread.run_sync(plane.check_servable, name, version)
+            body = await read_body(request, limit=body_limit, where=f"model {name!r}")
+            result = await plane.infer(name, version, body, request.headers.get(HEADER_LENGTH))
         except WarmupError as exc:
-            metrics.requests.labels(model=name, outcome=str(_status(exc))).inc()
+            await _count_refusal(plane, metrics, name, version, exc)
             raise
-        metrics.requests.labels(model=name, outcome="200").inc()
-        metrics.latency.labels(model=name).observe(time.perf_counter() - start)
-        header = response.model_dump_json(exclude_none=True).encode()
-        if not blobs:
-            return Response(header, media_type="application/json")
-        return Response(
-            header + b"".join(blobs), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))}
-        )
+        metrics.request_finished(model=result.model, version=result.version, status=200,
+                                 seconds=time.perf_counter() - start)
+        if result.ready_at is not None and time.monotonic() - result.ready_at <= cold_window_s:
+            metrics.cold_start(model=result.model, version=result.version, kind=AFTER_LOAD)
+        encoded = result.response
+        return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers())
 
 
-def _parse_infer(body: bytes, header_length: str | None, model: str) -> tuple[InferenceRequest, dict[str, bytes]]:
-    """The JSON part of a request and, with the binary extension, each input's bytes."""
-    where = f"model {model!r}"
-    split = len(body)
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise InferenceInputError(f"{where}: {HEADER_LENGTH} {header_length!r} does not fit a {len(body)}-byte body")
-        split = int(header_length)
-    try:
-        payload = json.loads(body[:split])
-    except ValueError as exc:
-        raise InferenceInputError(f"{where}: the request body is not valid JSON ({exc})") from None
-    try:
-        parsed = InferenceRequest.model_validate(payload)
-    except ValidationError as exc:
-        raise InferenceInputError(f"{where}: {_describe(exc, payload)}") from None
-    binary: dict[str, bytes] = {}
-    rest, offset = body[split:], 0
-    for item in parsed.inputs:
-        size = (item.parameters or {}).get("binary_data_size")
-        if size is None:
-            continue
-        if not isinstance(size, int) or size < 0 or offset + size > len(rest):
-            raise InferenceInputError(f"{where}: input {item.name!r}: binary_data_size {size!r} runs past the body")
-        binary[item.name] = rest[offset : offset + size]
-        offset += size
-    if offset != len(rest):
-        raise InferenceInputError(f"{where}: {len(rest) - offset} bytes of binary data belong to no input")
-    return parsed, binary
+async def _count_refusal(plane: DataPlane, metrics: HostMetrics, name: str, version: str | None, exc: WarmupError) -> None:
+    """Count a refused request under its model version (or ``__unknown__``); a known model not ready is a cold start."""
+    known = None
+    if not isinstance(exc, ModelNotFoundError):  # resolving a name may read the registry: not on the event loop
+        known = await anyio.to_thread.run_sync(plane.labels, name, version)
+    model, model_version = known if known is not None else (None, None)
+    metrics.request_finished(model=model, version=model_version, status=_status(exc), seconds=None)
+    if known is not None and isinstance(exc, ModelNotReadyError):
+        metrics.cold_start(model=known[0], version=known[1], kind=NOT_READY)
 
 
-def _describe(exc: ValidationError, payload: Any) -> str:
-    """The first validation error, naming the input it is about when there is one."""
-    error = exc.errors()[0]
-    loc = error["loc"]
-    if len(loc) >= 2 and loc[0] == "inputs" and isinstance(loc[1], int):
+async def read_body(request: Request, *, limit: int, where: str) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes: by Content-Length before reading, while
+    streaming, and after gzip or deflate decompression (so a small compressed bomb is refused too)."""
+    too_large = f"{where}: the request body is larger than the host's limit of {limit / 2**20:g} MiB " \
+        "(PREWARM_HOST__MAX_BODY_MB)"
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLargeError(too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLargeError(too_large)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedEncodingError(f"{where}: Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+    if len(body) < 64 * 1024:
+        return _decompress(body, encoding=encoding, limit=limit, where=where, too_large=too_large)
+    return await anyio.to_thread.run_sync(
+        lambda: _decompress(body, encoding=encoding, limit=limit, where=where, too_large=too_large)
+    )
+
+
+def _decompress(body: bytes, *, encoding: str, limit: int, where: str, too_large: str) -> bytes:
+    """Inflate at most ``limit`` bytes; ``deflate`` is zlib-wrapped (RFC 9110), raw deflate is accepted too."""
+    attempts = [31] if encoding == "gzip" else [15, -15]
+    for wbits in attempts:
+        inflater = zlib.decompressobj(wbits)
         try:
-            name = payload["inputs"][loc[1]].get("name", f"#{loc[1]}")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            name = f"#{loc[1]}"
-        field = ".".join(str(p) for p in loc[2:]) or "(the input)"
-        return f"input {name!r}: field {field}: {error['msg']}"
-    return f"field {'.'.join(str(p) for p in loc) or '(body)'}: {error['msg']}"
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            continue
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise RequestTooLargeError(too_large + " once decompressed")
+        if not inflater.eof:
+            raise InferenceInputError(f"{where}: the {encoding} body ends early")
+        return data
+    raise InferenceInputError(f"{where}: the body is not valid {encoding} data")
 
 
 def _repository_routes(app: FastAPI, plane: DataPlane) -> None:
     @app.post("/v2/repository/index")
     async def index(request: Request) -> list[dict[str, Any]]:
-        body = await request.body()
+        body = await read_body(request, limit=REPOSITORY_BODY_LIMIT, where="repository index")
         try:
             options = RepositoryIndexRequest.model_validate_json(body or b"{}")
         except ValidationError as exc:
-            raise InferenceInputError(f"repository index: {_describe(exc, None)}") from None
+            raise InferenceInputError(f"repository index: {describe(exc, None)}") from None
         return [item.model_dump() for item in plane.index(ready_only=bool(options.ready))]
 
     @app.post("/v2/repository/models/{name}/load")
-    async def load(name: str) -> JSONResponse:
+    async def load(name: str, request: Request) -> JSONResponse:
+        await read_body(request, limit=REPOSITORY_BODY_LIMIT, where=f"load of {name!r}")
         report = await plane.load(name)
         if report.ready:
             return JSONResponse({"name": name, "ready": True, "report": report.to_dict()})
@@ -219,15 +349,17 @@ def _repository_routes(app: FastAPI, plane: DataPlane) -> None:
         return JSONResponse({"error": message, "report": report.to_dict()}, status_code=400)
 
     @app.post("/v2/repository/models/{name}/unload")
-    async def unload(name: str) -> dict[str, Any]:
+    async def unload(name: str, request: Request) -> dict[str, Any]:
+        await read_body(request, limit=REPOSITORY_BODY_LIMIT, where=f"unload of {name!r}")
         freed = await plane.unload(name)
         return {"name": name, "freed_mb": freed}
 
 
 @contextmanager
 def serve_in_thread(app: FastAPI, *, port: int, host: str = "127.0.0.1", ready_timeout_s: float = 120.0) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a daemon thread; yields its base URL once ``/v2/health/ready`` answers 200.
+    """Run ``app`` with uvicorn in a daemon thread; yields its base URL once its start-up loads have finished.
 
+    (Whatever their outcome: a host with a model that failed to load answers ``/v2/health/ready`` with 503.)
     For tests and for flows that need a host on loopback; the server stops when the ``with`` block ends.
     """
     import httpx
@@ -243,7 +375,7 @@ def serve_in_thread(app: FastAPI, *, port: int, host: str = "127.0.0.1", ready_t
             if not thread.is_alive():
                 raise RuntimeError(f"the host on port {port} stopped during start-up; is the port taken?")
             try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2.0).status_code == 200:
+                if httpx.get(f"{url}/v2/health/live", timeout=2.0).status_code == 200 and app.state.plane.started.is_set():
                     break
             except httpx.TransportError:
                 pass

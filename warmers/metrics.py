@@ -1,4 +1,14 @@
-"""Prometheus metrics of one host: resident models, device memory, warm stage durations, load failures, requests."""
+"""Prometheus metrics of one host: resident models, device memory, warm stages, load failures, requests, cold starts.
+
+Names and labels other components rely on (the Prometheus ingest preset, the recording rules):
+
+- ``prewarm_inference_requests_total{model,version,outcome}``: outcome is the HTTP status as a string. A name
+  (or version) the host does not know is counted under ``model="__unknown__", version=""``, so random names
+  cannot create series.
+- ``prewarm_cold_starts_total{model,version,kind}``: ``kind="not_ready"`` for a request to a known model that
+  was not ready (refused with 503), ``kind="after_load"`` for a request served within
+  ``PREWARM_HOST__COLD_WINDOW_S`` of its version's load finishing.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +19,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from warmers.engine import Engine, ModelState
+
+UNKNOWN_MODEL = "__unknown__"
+NOT_READY = "not_ready"
+AFTER_LOAD = "after_load"
 
 
 class HostMetrics:
@@ -28,10 +42,22 @@ class HostMetrics:
             "prewarm_load_failures", "Loads that ended not ready.", ["model", "error_type"], registry=self.registry
         )
         self.requests = Counter(
-            "prewarm_inference_requests", "Inference requests by outcome.", ["model", "outcome"], registry=self.registry
+            "prewarm_inference_requests", "Inference requests by model version and HTTP status.",
+            ["model", "version", "outcome"], registry=self.registry,
+        )
+        self.cold_starts = Counter(
+            "prewarm_cold_starts",
+            "Requests that met a cold model: refused while not ready (not_ready) or served soon after its load "
+            "(after_load).",
+            ["model", "version", "kind"], registry=self.registry,
+        )
+        self.unauthorized = Counter(
+            "prewarm_unauthorized_requests", "Requests refused for a missing or wrong bearer token.",
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "prewarm_inference_seconds", "Server-side inference latency.", ["model"], registry=self.registry,
+            "prewarm_inference_seconds", "Server-side inference latency of successful requests.",
+            ["model", "version"], registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
 
@@ -47,6 +73,17 @@ class HostMetrics:
     def load_failed(self, model: str, error_type: str) -> None:
         """Count one failed load."""
         self.load_failures.labels(model=model, error_type=error_type).inc()
+
+    def request_finished(self, *, model: str | None, version: str | None, status: int, seconds: float | None) -> None:
+        """Count one inference request; ``model=None`` means a name the host does not know."""
+        model, version = (model, version or "") if model is not None else (UNKNOWN_MODEL, "")
+        self.requests.labels(model=model, version=version, outcome=str(status)).inc()
+        if seconds is not None:
+            self.latency.labels(model=model, version=version).observe(seconds)
+
+    def cold_start(self, *, model: str, version: str, kind: str) -> None:
+        """Count one cold start of ``kind`` (``not_ready`` or ``after_load``)."""
+        self.cold_starts.labels(model=model, version=version, kind=kind).inc()
 
 
 class _EngineCollector(Collector):

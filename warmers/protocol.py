@@ -77,6 +77,7 @@ class MetadataModel(BaseModel):
     platform: str
     inputs: list[MetadataTensor]
     outputs: list[MetadataTensor]
+    properties: dict[str, str] | None = None
 
 
 class MetadataServer(BaseModel):

@@ -24,7 +24,8 @@ class Baseline:
     """What a warm run is compared with: previous successful runs on this device class, and the SLA.
 
     ``p50_ms`` and ``first_request_ms`` come from the history database (the caller fetches them); a run is not
-    ready when its steady p50 exceeds ``p50_ms * tolerance + slack_ms`` or its warmed first request exceeds
+    ready when its steady p50 exceeds ``p50_ms * tolerance + slack_ms``, its first request after idle (the
+    median of several probes, see :attr:`Latency.first_request_statistic_ms`) exceeds
     ``first_request_ms * tolerance + slack_ms``, or its steady p99 exceeds ``sla_p99_ms``.
     """
 
@@ -43,21 +44,36 @@ class Baseline:
 
 @dataclass(frozen=True, kw_only=True)
 class Latency:
-    """Latency of the validation probes: the first one after warm-up, then the steady state."""
+    """Latency of the validation probes: the first one after warm-up, the steady state, and after idle gaps."""
 
     warm_first_request_ms: float
     steady_p50_ms: float
     steady_p99_ms: float
+    first_after_idle_ms: float | None = None
 
     @classmethod
-    def from_samples(cls, samples_ms: list[float]) -> Latency:
-        """The first sample is the warmed first request; the rest (or all, if only one) are the steady state."""
+    def from_samples(cls, samples_ms: list[float], *, idle_ms: list[float] | None = None) -> Latency:
+        """The first sample is the warmed first request; the rest (or all, if only one) are the steady state.
+
+        ``idle_ms`` are probes that each followed an idle gap; their median is ``first_after_idle_ms``.
+        """
         steady = samples_ms[1:] or samples_ms
         return cls(
             warm_first_request_ms=samples_ms[0],
             steady_p50_ms=float(np.percentile(steady, 50)),
             steady_p99_ms=float(np.percentile(steady, 99)),
+            first_after_idle_ms=float(np.median(idle_ms)) if idle_ms else None,
         )
+
+    @property
+    def first_request_statistic_ms(self) -> float:
+        """What the first-request check judges: the median of the first-after-idle probes when there are some.
+
+        A single sub-millisecond sample flips with any scheduling stall on a busy machine; the median of several
+        requests that each follow an idle gap measures the same thing (a request arriving at a warm but idle
+        model) and is stable.
+        """
+        return self.first_after_idle_ms if self.first_after_idle_ms is not None else self.warm_first_request_ms
 
 
 def judge(latency: Latency, baseline: Baseline) -> str | None:
@@ -74,9 +90,11 @@ def judge(latency: Latency, baseline: Baseline) -> str | None:
             )
     if baseline.first_request_ms is not None:
         limit = baseline.first_request_ms * baseline.tolerance + baseline.slack_ms
-        if latency.warm_first_request_ms > limit:
+        observed = latency.first_request_statistic_ms
+        if observed > limit:
+            what = "first request after idle (median)" if latency.first_after_idle_ms is not None else "warmed first request"
             problems.append(
-                f"warmed first request {latency.warm_first_request_ms:.2f} ms exceeds {limit:.2f} ms "
+                f"{what} {observed:.2f} ms exceeds {limit:.2f} ms "
                 f"(baseline {baseline.first_request_ms:.2f} ms x {baseline.tolerance} + {baseline.slack_ms} ms)"
             )
     return "; ".join(problems) or None
@@ -94,6 +112,7 @@ class WarmReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     cold_first_request_ms: float | None = None
     warm_first_request_ms: float | None = None
+    first_after_idle_ms: float | None = None
     steady_p50_ms: float | None = None
     steady_p99_ms: float | None = None
     baseline_p50_ms: float | None = None

@@ -1,4 +1,7 @@
-"""Where the host's model specs come from: a fleet file, the history database's registry, or the example fleet."""
+"""Where the host's model specs come from: a fleet file, the history database's registry, or the example fleet.
+
+Entries with ``server: foreign`` live on another V2 server, so no source hands them to the host.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +18,18 @@ EXAMPLE_FLEET = Path(__file__).resolve().parents[1] / "examples" / "fleet.yaml"
 SpecSource = Callable[[], list[ModelSpec]]
 
 
+def own_models(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """The specs prewarm's engine serves: every one but those declared ``server: foreign``."""
+    return [spec for spec in specs if not spec.foreign]
+
+
 def fleet_source(path: str | Path) -> SpecSource:
     """Specs read from a fleet file (re-read on every refresh, so edits are picked up by a load)."""
-    return lambda: list(load_fleet(path).models)
+    return lambda: own_models(list(load_fleet(path).models))
 
 
 def registry_specs() -> list[ModelSpec]:
-    """The newest registered version of each model in the history database; empty when there is none."""
+    """The newest registered version of each model in the history database, foreign ones too; empty if none."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,8 +53,8 @@ def default_source() -> SpecSource:
 
     def specs() -> list[ModelSpec]:
         registered = registry_specs()
-        if registered:
-            return registered
+        if registered:  # a registry of foreign models only leaves the host nothing to serve, not the examples
+            return own_models(registered)
         return list(load_fleet(EXAMPLE_FLEET).models)
 
     return specs

@@ -347,16 +347,23 @@ def _write(
     from prewarm import columns as C
     from prewarm.report import write_report
 
+    from db.telemetry import load_cold_starts
+    from db.warm import plan_spans
+    from prewarm.cold_starts import cold_starts_by_day
+
     task = _step(progress, "Writing the report")
+    since = pd.Timestamp(as_of) - pd.Timedelta(days=3)
     with session_scope(history_engine()) as session:
         history = load_telemetry(session, models=names)
         forecast = latest_forecast(session, models=names)
-    history = history[history[C.TIMESTAMP] >= pd.Timestamp(as_of) - pd.Timedelta(days=3)]
+        cold = cold_starts_by_day(load_cold_starts(session, since=since), plan_spans(session, since=since))
+    history = history[history[C.TIMESTAMP] >= since]
     write_report(
         out,
         history=history,
         forecast=forecast,
         windows=[w.result for w in windows],
+        cold_starts=cold,
         notes=[
             f"Planned as of {as_of:%Y-%m-%d %H:%M} UTC from the sample telemetry on hosts {', '.join(HOSTS)};"
             f" the day was replayed {speedup:g}x faster as ticks of the reconcile-fleet controller.",

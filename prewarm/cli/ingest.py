@@ -8,19 +8,43 @@ from db.migrate import upgrade
 from db.session import get_engine
 from prewarm.cli.output import console, exits_cleanly
 from prewarm.ingest import ingest_sources
+from prewarm.prometheus import PrometheusOptions
+from prewarm.promql import PRESETS
 
 
 @exits_cleanly
 def ingest(
     sources: list[str] = typer.Argument(
-        ..., help="CSV or Parquet files, folders of them, or s3://bucket/prefix (every object under it)."
+        ...,
+        help="CSV or Parquet files, folders of them, s3://bucket/prefix (every object under it), or a Prometheus "
+        "server: prometheus+http(s)://HOST:PORT[/prefix].",
     ),
+    preset: str | None = typer.Option(
+        None, "--preset", help=f"Prometheus: which request counters to read ({', '.join(PRESETS)})."
+    ),
+    query: str | None = typer.Option(
+        None,
+        "--query",
+        help="Prometheus: a PromQL expression giving one series per model (label 'model'), evaluated at each "
+        "bucket's end; $interval is replaced by the bucket width.",
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="Prometheus: read from this far back (14d, PT6H) or from an ISO-8601 time."
+    ),
+    start: str | None = typer.Option(
+        None, "--start", help="Prometheus: first time to read (ISO-8601; naive = UTC)."
+    ),
+    end: str | None = typer.Option(None, "--end", help="Prometheus: read up to this time (default: now)."),
 ) -> None:
-    """Ingest request telemetry (timestamp,model,requests[,p50_ms,p99_ms]); naive timestamps are UTC."""
+    """Ingest request telemetry: files (timestamp,model,requests[,p50_ms,p99_ms]; naive timestamps are UTC) or
+    Prometheus (without --since/--start each model resumes at its last stored bucket)."""
     engine = get_engine()
     upgrade(engine)
-    with console.status("Reading and validating telemetry..."):
-        summary = ingest_sources(sources, engine=engine)
+    options = PrometheusOptions(preset=preset, query=query, since=since, start=start, end=end)
+    with console.status("Reading and validating telemetry...") as status:
+        summary = ingest_sources(
+            sources, engine=engine, prometheus=options, progress=lambda text: status.update(text)
+        )
     console.print(
         f"Ingested {summary.rows_read:,} rows into {summary.buckets_written:,} buckets of "
         f"{summary.models} models ({summary.first} .. {summary.last}) in {summary.seconds:.2f}s"

@@ -7,11 +7,13 @@ import typer
 from prewarm.cli import hosts, ingest, models
 from prewarm.cli import plan as plan_cli
 from prewarm.cli import reconcile as reconcile_cli
+from prewarm.cli import report as report_cli
 from prewarm.cli import simulate as simulate_cli
 from prewarm.cli.forecast import forecast_command
 from prewarm.cli import webhook as webhook_cli
 from prewarm.cli.demo import demo as demo_command
 from prewarm.cli.serve import serve
+from prewarm.cli.warm import warm as warm_command
 from prewarm.cli.output import configure_logging
 
 app = typer.Typer(
@@ -35,7 +37,9 @@ app.add_typer(models.app, name="models")
 app.add_typer(hosts.app, name="hosts")
 app.command("webhook")(webhook_cli.webhook)
 app.command("serve")(serve)
+app.command("warm")(warm_command)
 app.command("simulate")(simulate_cli.simulate)
 app.command("plan")(plan_cli.plan)
 app.command("reconcile")(reconcile_cli.reconcile)
+app.command("report")(report_cli.report)
 app.command("demo")(demo_command)

@@ -40,6 +40,7 @@ def list_registered() -> None:
         for row in rows:
             sla = f"{row.sla_p99_ms:g}" if row.sla_p99_ms else "-"
             table.add_row(
-                row.name, row.version, row.loader, str(row.priority), sla, f"{row.device_memory_mb:g}", row.artifact_uri
+                row.name, row.version, row.loader or "(foreign)", str(row.priority), sla, f"{row.device_memory_mb:g}",
+                row.artifact_uri or "-",
             )
     console.print(table if rows else "No models registered; run: prewarm models import FLEET.yaml")

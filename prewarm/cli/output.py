@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from prewarm.errors import InputError, PrewarmError, SourceError
 
@@ -24,7 +25,7 @@ EXIT_FAILURE = 1
 
 def fail(message: str, code: int = EXIT_INPUT) -> None:
     """Print one error line to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -28,3 +28,29 @@ def test_ingest_flow_fails_on_a_missing_source(history_db: Engine, tmp_path: Pat
 
     with pytest.raises(PrewarmError, match="nothing.csv"):
         ingest_telemetry([str(tmp_path / "nothing.csv")])
+
+
+def test_ingest_flow_reads_a_prometheus_url_with_its_options(
+    history_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from prewarm.settings import reset_settings
+    from tests.prometheus.replay import replay
+
+    record = json.loads((Path(__file__).parents[1] / "prometheus" / "data" / "vllm.json").read_text())
+    monkeypatch.setenv("PREWARM_FORECAST_INTERVAL", f"PT{record['interval_s']}S")
+    reset_settings()
+    with replay(record["calls"]) as url:
+        summary = ingest_telemetry([f"{url}?preset=vllm&start={record['start']}&end={record['end']}"])
+    assert summary["models"] == 2
+    with session_scope(history_db) as session:
+        total = session.scalar(select(func.sum(Telemetry.requests)))
+    assert total == sum(record["sent"].values())
+
+
+def test_ingest_flow_does_not_retry_a_prometheus_url_without_a_preset(history_db: Engine) -> None:
+    from prewarm.errors import PrometheusQueryError
+
+    with pytest.raises(PrometheusQueryError, match="give exactly one of --preset"):
+        ingest_telemetry(["prometheus+http://127.0.0.1:9?since=1h"])

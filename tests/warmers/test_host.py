@@ -32,9 +32,10 @@ def test_health_and_server_metadata(example_host: str) -> None:
 def test_model_metadata_marks_variable_dimensions(example_host: str) -> None:
     meta = httpx.get(f"{example_host}/v2/models/chat-small").json()
     assert meta == {
-        "name": "chat-small", "versions": ["1"], "platform": "pytorch_torch_export",
+        "name": "chat-small", "versions": ["1"], "platform": "pytorch_torchscript",
         "inputs": [{"name": "tokens", "datatype": "INT64", "shape": [-1, -1]}],
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 512]}],
+        "properties": {"loader": "torch_export", "version": "1"},
     }
     ocr = httpx.get(f"{example_host}/v2/models/ocr-longtail/versions/1").json()
     assert ocr["outputs"] == [{"name": "output0", "datatype": "FP32", "shape": [-1, -1, 40]}]  # observed over buckets
@@ -151,7 +152,7 @@ def test_metrics_are_prometheus_text(example_host: str) -> None:
     text = httpx.get(f"{example_host}/metrics").text
     assert "prewarm_resident_models 4.0" in text
     assert 'prewarm_warm_stage_seconds{model="chat-small",stage="warmup"}' in text
-    assert 'prewarm_inference_requests_total{model="reranker",outcome="200"}' in text
+    assert 'prewarm_inference_requests_total{model="reranker",outcome="200",version="1"}' in text
     assert "prewarm_device_memory_used_bytes" in text and "prewarm_device_memory_capacity_bytes" in text
 
 

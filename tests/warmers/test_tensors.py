@@ -92,3 +92,16 @@ def test_buckets_shapes_and_seeded_inputs() -> None:
     assert first["tokens"].shape == (4, 16) and first["tokens"].dtype == torch.int64
     assert torch.equal(first["tokens"], second["tokens"])
     assert int(first["tokens"].min()) >= 0 and int(first["tokens"].max()) < 100
+
+
+def test_integer_values_are_checked_only_against_a_declared_range() -> None:
+    declared = TensorSpec(name="ids", datatype="INT64", shape=["batch"], low=0, high=10)
+    undeclared = TensorSpec(name="ids", datatype="INT64", shape=["batch"])
+    with pytest.raises(InferenceInputError, match=r"value 10 at flat index 0 is outside \[0, 10\)"):
+        decode(declared, datatype="INT64", shape=[1], data=[10])
+    assert decode(undeclared, datatype="INT64", shape=[2], data=[-5, 2**40]).tolist() == [-5, 2**40]
+    # warm-up draws still default to [0, 1) when nothing is declared
+    drawn = example_inputs(
+        WarmupSpec(inputs=[undeclared], buckets={"batch": [4]}), {"batch": 4}, generator=torch.Generator().manual_seed(0)
+    )
+    assert drawn["ids"].tolist() == [0, 0, 0, 0]
