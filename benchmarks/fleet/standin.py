@@ -2,7 +2,7 @@
 
 Each port is one "host" holding a set of loaded models. It answers the routes the controller uses, at once:
 ``POST /v2/repository/index``, ``POST /v2/repository/models/{m}/load`` and ``/unload``,
-``GET /v2/models/{m}/versions/{v}/ready``, ``POST /v2/models/{m}/versions/{v}/infer`` and ``GET /v2/health/ready``.
+``GET /v2/models/{m}/versions/{v}`` (metadata), ``/ready``, ``POST .../infer`` and ``GET /v2/health/ready``.
 A small HTTP/1.1 server on asyncio streams (keep-alive, Content-Length bodies): no framework, so the figures
 measure the controller rather than the stand-in.
 
@@ -17,6 +17,7 @@ import json
 import signal
 from pathlib import Path
 
+INPUTS = [{"name": "x", "datatype": "FP32", "shape": [1, 4]}]
 OUTPUT = {"outputs": [{"name": "y", "shape": [1, 4], "datatype": "FP32", "data": [0.0, 0.0, 0.0, 0.0]}]}
 
 
@@ -34,6 +35,8 @@ def route(loaded: dict[str, str], method: str, path: str) -> tuple[int, object]:
             return 200, {"name": name, "ready": True, "report": {}}
         if verb == "unload":
             return (200, {"name": name}) if loaded.pop(name, None) is not None else (404, {"error": "not loaded"})
+    if method == "GET" and parts[:2] == ["v2", "models"] and len(parts) in (3, 5):
+        return 200, {"name": parts[2], "versions": ["1"], "platform": "standin", "inputs": INPUTS, "outputs": []}
     if parts[:2] == ["v2", "models"] and len(parts) >= 3:
         name, last = parts[2], parts[-1]
         if last == "ready":
