@@ -7,6 +7,7 @@ import typer
 from prewarm.cli import hosts, ingest, models
 from prewarm.cli import plan as plan_cli
 from prewarm.cli import reconcile as reconcile_cli
+from prewarm.cli import replay as replay_cli
 from prewarm.cli import report as report_cli
 from prewarm.cli import simulate as simulate_cli
 from prewarm.cli.forecast import forecast_command
@@ -42,4 +43,5 @@ app.command("simulate")(simulate_cli.simulate)
 app.command("plan")(plan_cli.plan)
 app.command("reconcile")(reconcile_cli.reconcile)
 app.command("report")(report_cli.report)
+app.command("replay")(replay_cli.replay)
 app.command("demo")(demo_command)
