@@ -153,6 +153,7 @@ def drive(setup: ForecastSetup) -> None:
 def main() -> None:
     """Entry point of the forecast policy's process: ``python -c '...main()' SETUP_JSON``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     drive(ForecastSetup(**json.loads(sys.argv[1])))
 

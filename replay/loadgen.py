@@ -90,8 +90,8 @@ async def _measure_client_rate(requests: int, concurrency: int) -> float:
                 await reader.readexactly(length)
                 writer.write(answer)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()  # the client hung up, or the measurement is over
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

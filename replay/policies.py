@@ -188,6 +188,8 @@ class Forecast(Policy):
         await asyncio.to_thread(ingest_frame, ctx.history, engine=ctx.engine, interval=interval)
         ctx.replayed.to_csv(ctx.work / "replayed.csv", index=False)
         await asyncio.to_thread(self._record_time_to_ready, ctx)
+        await ctx.router.poll_once()
+        ctx.router.counting = True
         setup = self._setup(ctx, wall_origin=time.time())
         windows = await asyncio.to_thread(plan_at, ctx.engine, setup, at=ctx.trace_origin)  # type: ignore[arg-type]
         ctx.notes.append(f"forecast: {windows} replica windows planned at the start")
@@ -204,6 +206,7 @@ class Forecast(Policy):
         from warmers import V2Target
 
         host, url = next(iter(ctx.hosts.urls.items()))
+        ctx.router.counting = False  # history, not the policy's warm-ups
         with V2Target(url, timeout_s=120.0) as target:
             for spec in ctx.specs:
                 started = utcnow()

@@ -94,8 +94,9 @@ class Router:
         self._events: dict[str, asyncio.Event] = {}
         self._turn = itertools.count()
         self.on_cold: Callable[[str], None] | None = None
-        self.ledger = Ledger()
+        self.ledger = Ledger(warmups={m: 0 for m in self.bodies})
         self.measuring_since: float | None = None
+        self.counting = False
         self._last_sample = 0.0
         self._poller: asyncio.Task[None] | None = None
         self.http: httpx.AsyncClient | None = None
@@ -121,9 +122,8 @@ class Router:
     def measure(self, since: float) -> None:
         """Start accumulating residency, warm-ups and the timeline from wall time ``since``."""
         self.measuring_since = self._last_sample = since
-        self.ledger = Ledger(
-            replica_seconds={m: 0.0 for m in self.bodies}, warmups={m: 0 for m in self.bodies}
-        )
+        self.ledger.replica_seconds = {m: 0.0 for m in self.bodies}
+        self.ledger.timeline = []
 
     # -- state ---------------------------------------------------------------------------------------------------
 
@@ -145,7 +145,7 @@ class Router:
         if model not in self._ready:
             return
         if state == READY:
-            if before != READY and self.measuring_since is not None:
+            if before != READY and self.counting:
                 self.ledger.warmups[model] = self.ledger.warmups.get(model, 0) + 1
             self._ready[model].add(host)
             self._events[model].set()
@@ -189,6 +189,7 @@ class Router:
         """Add the residency since the last sample (trace seconds) and sample the ready replicas."""
         if self.measuring_since is None:
             return
+        now = max(now, self.measuring_since)
         dt = max(0.0, now - self._last_sample) * self.speedup
         self._last_sample = now
         for _, model in self.resident():
@@ -197,9 +198,9 @@ class Router:
         offset = (now - self.measuring_since) * self.speedup
         self.ledger.timeline.append((offset, {m: len(h) for m, h in self._ready.items()}))
 
-    def finish(self) -> None:
-        """Close the residency account at the end of the measurement."""
-        self._accrue(time.time())
+    def finish(self, end: float | None = None) -> None:
+        """Close the residency account at wall time ``end`` (default now; never later than now)."""
+        self._accrue(min(time.time(), end) if end is not None else time.time())
         self.measuring_since = None
 
     # -- actions -------------------------------------------------------------------------------------------------

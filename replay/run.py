@@ -180,13 +180,15 @@ def run_replay(config: ReplayConfig, *, say: Callable[[str], None] = lambda _: N
         "date": datetime.now().astimezone().date().isoformat(), "load_avg_start": round(os.getloadavg()[0], 2),
     }
     runs: dict[str, PolicyRun] = {}
+    notes: list[str] = []
     interrupted = False
     say(f"starting hosts ({work})")
-    if config.pool:
-        hosts = pool_hosts(get_engine(), config.pool, into=engine, as_pool=POOL)
-    else:
-        hosts = start_hosts(config.hosts or 2, pool=POOL, engine=engine, db_url=db_url, folder=work / "hosts")
+    hosts: HostSet | None = None
     try:
+        if config.pool:
+            hosts = pool_hosts(get_engine(), config.pool, into=engine, as_pool=POOL)
+        else:
+            hosts = start_hosts(config.hosts or 2, pool=POOL, engine=engine, db_url=db_url, folder=work / "hosts")
         bodies = {s.name: request_body(s, seed=config.seed) for s in specs}
         for policy in policies:
             hosts.empty(headers)
@@ -198,7 +200,7 @@ def run_replay(config: ReplayConfig, *, say: Callable[[str], None] = lambda _: N
                 engine=engine, db_url=db_url, pool=POOL, work=work,
                 history=_frame(trace, models, start=0, end=trace.eval_start, scale=config.scale),
                 replayed=_frame(trace, models, start=trace.eval_start, end=trace.n_intervals, scale=config.scale),
-                end_offset_s=arrivals.duration_s,
+                end_offset_s=arrivals.duration_s, notes=notes,
             )
             try:
                 asyncio.run(_run_policy(policy, ctx, arrivals, runs))
@@ -210,9 +212,10 @@ def run_replay(config: ReplayConfig, *, say: Callable[[str], None] = lambda _: N
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        hosts.stop()
+        if hosts is not None:
+            hosts.stop()
         meta["load_avg_end"] = round(os.getloadavg()[0], 2)
-        meta["notes"] = []
+        meta["notes"] = notes
         out = config.out or work / "results"
         files = write_all(out, runs, arrivals, meta={**meta, "interrupted": interrupted}) if runs or interrupted else []
         engine.dispose()
@@ -230,6 +233,7 @@ async def _run_policy(policy: Policy, ctx: Context, arrivals: Arrivals, runs: di
     complete = False
     await router.start()
     router.on_cold = policy.on_cold
+    router.counting = True  # warm-ups count from the empty hosts on, the policy's set-up included
     try:
         await policy.prepare(ctx)
         wall_origin = time.time() + HEAD_START_S
@@ -246,7 +250,7 @@ async def _run_policy(policy: Policy, ctx: Context, arrivals: Arrivals, runs: di
         await asyncio.sleep(max(0.0, ctx.clock.wall_of(arrivals.duration_s) - time.time()))
         complete = True
     finally:
-        router.finish()
+        router.finish(ctx.clock.wall_of(arrivals.duration_s) if ctx.clock is not None else None)
         await policy.stop()
         await router.close()
         records.sort(key=lambda r: r.index)
