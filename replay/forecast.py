@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -155,6 +156,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # A fleet's controller and forecaster run beside the inference hosts, not on their CPUs: on one machine
+    # they yield to the hosts, so that planning does not show up in the clients' latency.
+    os.nice(10)
     drive(ForecastSetup(**json.loads(sys.argv[1])))
 
 
