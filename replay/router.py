@@ -96,6 +96,7 @@ class Router:
         self.on_cold: Callable[[str], None] | None = None
         self.ledger = Ledger(warmups={m: 0 for m in self.bodies})
         self.measuring_since: float | None = None
+        self.measuring_until = float("inf")
         self.counting = False
         self._last_sample = 0.0
         self._poller: asyncio.Task[None] | None = None
@@ -119,9 +120,10 @@ class Router:
         if self.http is not None:
             await self.http.aclose()
 
-    def measure(self, since: float) -> None:
-        """Start accumulating residency, warm-ups and the timeline from wall time ``since``."""
+    def measure(self, since: float, until: float = float("inf")) -> None:
+        """Accumulate residency and the timeline between wall times ``since`` and ``until``."""
         self.measuring_since = self._last_sample = since
+        self.measuring_until = until
         self.ledger.replica_seconds = {m: 0.0 for m in self.bodies}
         self.ledger.timeline = []
 
@@ -189,7 +191,7 @@ class Router:
         """Add the residency since the last sample (trace seconds) and sample the ready replicas."""
         if self.measuring_since is None:
             return
-        now = max(now, self.measuring_since)
+        now = min(max(now, self.measuring_since), self.measuring_until)
         dt = max(0.0, now - self._last_sample) * self.speedup
         self._last_sample = now
         for _, model in self.resident():

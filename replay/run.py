@@ -238,7 +238,7 @@ async def _run_policy(policy: Policy, ctx: Context, arrivals: Arrivals, runs: di
         await policy.prepare(ctx)
         wall_origin = time.time() + HEAD_START_S
         ctx.clock = ReplayClock(ctx.trace_origin, wall_origin, ctx.speedup)
-        router.measure(wall_origin)
+        router.measure(wall_origin, ctx.clock.wall_of(arrivals.duration_s))
         await policy.start(ctx)
 
         async def send(i: int, lag_s: float) -> None:

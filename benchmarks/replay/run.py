@@ -7,7 +7,7 @@ Usage: python benchmarks/replay/run.py [--dataset example|synthetic|m4] [--speed
 * ``synthetic``: ``--models`` models (the example artifacts under new names) with four weeks of
   ``prewarm.synthetic.synthetic_telemetry`` (half of them long-tail), the last 2 days replayed;
 * ``m4``: ``--models`` M4 Hourly series as models (the example artifacts under new names), each series scaled
-  so that its busiest hour has 60 requests, the last 2 days (of its test hours) replayed.
+  so that its busiest hour has 30 requests, the last 2 days (of its test hours) replayed.
 
 It registers the fleet in a throwaway history database, runs the command exactly as a user would
 (``prewarm replay --trace ... --json -o DIR``), and writes ``DIR/replay.json`` (every figure), ``DIR/replay.png``
@@ -65,12 +65,12 @@ def dataset(name: str, folder: Path, *, models: int, seed: int) -> tuple[Path, P
         from scheduling.datasets import m4_hourly_telemetry
 
         data = ROOT / "benchmarks" / "data" / "m4_hourly"
-        frame = m4_hourly_telemetry(data / "Hourly-train.csv", data / "Hourly-test.csv", end=END)
+        frame = m4_hourly_telemetry(data / "Hourly-train.csv.gz", data / "Hourly-test.csv.gz", end=END)
         chosen = sorted(frame["model"].unique())[:: max(1, frame["model"].nunique() // models)][:models]
         frame = frame[frame["model"].isin(chosen)].copy()
         frame = frame[frame["timestamp"] >= END - timedelta(hours=28 * 24)]
         peak = frame.groupby("model")["requests"].transform("max")
-        frame["requests"] = (frame["requests"] / peak * 60).round()
+        frame["requests"] = (frame["requests"] / peak * 30).round()
         names = [f"m4-{m.lower()}" for m in chosen]
         frame["model"] = frame["model"].map(dict(zip(chosen, names, strict=True)))
     telemetry = folder / "telemetry.csv"
