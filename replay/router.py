@@ -189,7 +189,7 @@ class Router:
 
     def _accrue(self, now: float) -> None:
         """Add the residency since the last sample (trace seconds) and sample the ready replicas."""
-        if self.measuring_since is None:
+        if self.measuring_since is None or self._last_sample >= self.measuring_until:
             return
         now = min(max(now, self.measuring_since), self.measuring_until)
         dt = max(0.0, now - self._last_sample) * self.speedup

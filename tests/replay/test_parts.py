@@ -111,3 +111,22 @@ def test_figures_and_the_json_shape() -> None:
     assert figures["models"]["b"]["requests"] == 5 and figures["models"]["b"]["replica_seconds"] == 50.0
     shape = json_shape({"always": figures})
     assert list(shape) == ["policies"] and tuple(shape["policies"]["always"]) == JSON_KEYS
+
+
+def test_the_forecast_policy_is_given_only_buckets_that_have_ended(tmp_path) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from db.migrate import upgrade
+    from db.session import make_engine, session_scope
+    from db.telemetry import load_telemetry
+    from replay.forecast import ingest_until
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    upgrade(engine)
+    hours = pd.date_range("2026-11-01", periods=6, freq="h", tz="UTC")
+    frame = pd.DataFrame({"timestamp": hours, "model": "a", "requests": np.arange(6.0)})
+    ingest_until(engine, frame, at=datetime(2026, 11, 1, 3, 59, tzinfo=UTC), interval=timedelta(hours=1))
+    with session_scope(engine) as session:
+        seen = load_telemetry(session, models=["a"])
+    assert seen["timestamp"].max() == pd.Timestamp("2026-11-01 02:00", tz="UTC")  # 03:00 is still in progress
+    assert seen["requests"].tolist() == [0.0, 1.0, 2.0]

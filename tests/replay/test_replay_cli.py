@@ -144,3 +144,13 @@ def test_ctrl_c_stops_the_hosts_and_writes_partial_results(env: dict[str, str], 
     assert document["interrupted"] is True
     assert not document["policies"]["always"]["complete"] and document["policies"]["always"]["requests"] > 0
     assert _alive_under(work) == []
+
+
+def test_the_forecast_policy_warms_ahead_of_the_requests(env: dict[str, str], tmp_path: Path) -> None:
+    done = _replay(env, "--trace", str(TELEMETRY), "--speedup", "3600", "--eval-intervals", "6",
+                   "--policy", "forecast,reactive", "--json", "-o", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    forecast, reactive = (json.loads(done.stdout)["policies"][n] for n in ("forecast", "reactive"))
+    assert forecast["requests"] == reactive["requests"]
+    assert forecast["cold_starts"] < reactive["cold_starts"]
+    assert forecast["warmups"] >= 3  # chat-small (pinned), embedder and reranker are planned from the start
