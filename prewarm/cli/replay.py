@@ -7,12 +7,17 @@ unknown policy); 1 when the hosts fail to start; 130 after Ctrl-C (the partial r
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from prewarm.cli.output import console, err_console, exits_cleanly, fail
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _ms(value: float | None) -> str:
@@ -64,11 +69,14 @@ def replay(
         eval_intervals=eval_intervals, out=out, cold_timeout_s=cold_timeout, seed=seed,
         reactive_keepalive_s=reactive_keepalive,
     )
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up like Ctrl-C
     try:
         result = run_replay(config, say=lambda text: err_console.print(text, highlight=False))
     except ReplayInterrupted as exc:
         fail(str(exc), 130)
         return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if as_json:
         typer.echo(json.dumps(json_shape({n: r.figures for n, r in result.runs.items()}), indent=2))
     else:
