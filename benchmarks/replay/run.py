@@ -96,6 +96,18 @@ def goals(policies: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def busy_share(out: Path) -> float:
+    """The share of (model, interval) cells with at least one request: the residency, as a share of always's, of
+    a policy that holds a replica exactly in the intervals with requests (a lower bound at interval grain)."""
+    import pandas as pd
+
+    meta = json.loads((out / "replay.json").read_text())
+    requests = pd.read_csv(out / "requests.csv")
+    first = requests[requests["policy"] == requests["policy"].iloc[0]]
+    cells = set(zip(first["model"], (first["offset_s"] // meta["interval_s"]).astype(int), strict=True))
+    return len(cells) / (len(meta["models"]) * meta["eval_intervals"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=("example", "synthetic", "m4"), default="example")
@@ -107,9 +119,17 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--goals-only", action="store_true", help="Re-evaluate the goals of the run in --out.")
     args = parser.parse_args()
 
     out = args.out or HERE / "results" / args.dataset
+    if args.goals_only:
+        document = json.loads((out / "goals.json").read_text())
+        document["goals"] = goals(json.loads((out / "replay.json").read_text())["policies"])
+        document["busy_share"] = round(busy_share(out), 4)
+        (out / "goals.json").write_text(json.dumps(document, indent=2))
+        print(json.dumps(document["goals"], indent=2))
+        return
     work = Path(tempfile.mkdtemp(prefix="prewarm-replay-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
     env.update({"PREWARM_HOME": str(work / "home"), "PREWARM_DATABASE_URL": f"sqlite:///{work / 'history.db'}",
@@ -135,6 +155,7 @@ def main() -> None:
         "load_avg": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "command": " ".join(sys.argv), "speedup": args.speedup, "eval_intervals": args.eval_intervals,
         "hosts": args.hosts, "wall_s": round(wall, 1), "goals": goals(policies),
+        "busy_share": round(busy_share(out), 4),
         "policies": {n: {k: p[k] for k in ("requests", "answered", "cold_starts", "p50_ms", "p95_ms", "p99_ms",
                                            "max_ms", "replica_seconds", "warmups", "lag_flagged")}
                      | {"first_after_idle_p99_ms": p["first_after_idle"]["p99_ms"]}
