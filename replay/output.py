@@ -17,8 +17,8 @@ from replay.arrivals import Arrivals
 from replay.measures import Record
 
 _FIGURES = ("requests", "answered", "cold_starts", "p50_ms", "p95_ms", "p99_ms", "max_ms")
-# Models shown on the timeline: the busiest few.
-TIMELINE_MODELS = 3
+# Models on the timeline: half the busiest, half the quietest.
+TIMELINE_MODELS = 4
 
 
 @dataclass
@@ -80,20 +80,49 @@ def _timeline_csv(path: Path, runs: Mapping[str, PolicyRun], arrivals: Arrivals)
                 out.writerow([name, round(offset, 1), *(ready.get(m, 0) for m in arrivals.models)])
 
 
-def busiest(arrivals: Arrivals, n: int = TIMELINE_MODELS) -> list[str]:
-    """The ``n`` models with the most requests."""
+def shown_models(arrivals: Arrivals, n: int = TIMELINE_MODELS) -> list[str]:
+    """The models on the timeline: the busiest, then the quietest that had requests (where warming ahead is hard)."""
     totals = arrivals.per_interval().sum(axis=1)
-    return [arrivals.models[i] for i in np.argsort(-totals, kind="stable")[:n]]
+    order = [int(i) for i in np.argsort(-totals, kind="stable") if totals[i] > 0]
+    busy = order[: (n + 1) // 2]
+    quiet = [i for i in reversed(order) if i not in busy][: n - len(busy)]
+    return [arrivals.models[i] for i in busy + quiet]
+
+
+def load_runs(folder: Path) -> tuple[dict[str, PolicyRun], Arrivals]:
+    """The runs and arrivals of a replay's files (``replay.json``, ``requests.csv``, ``timeline.csv``), to plot again."""
+    import pandas as pd
+
+    from replay.router import Outcome
+
+    meta = json.loads((folder / "replay.json").read_text())
+    requests = pd.read_csv(folder / "requests.csv", keep_default_na=False)
+    timeline = pd.read_csv(folder / "timeline.csv")
+    models = tuple(meta["models"])
+    first = requests[requests["policy"] == requests["policy"].iloc[0]]
+    arrivals = Arrivals(models=models, offsets_s=first["offset_s"].to_numpy(float),
+                        model_index=first["model"].map(models.index).to_numpy(int), interval_s=meta["interval_s"],
+                        intervals=meta["eval_intervals"])
+    runs = {}
+    for name, figures in meta["policies"].items():
+        rows = requests[requests["policy"] == name].reset_index(drop=True)
+        records = [Record(i, r.lag_ms / 1000, Outcome(r.latency_ms, bool(r.cold), bool(r.answered), r.host or None,
+                                                      r.error or None)) for i, r in enumerate(rows.itertuples())]
+        samples = timeline[timeline["policy"] == name]
+        runs[name] = PolicyRun(figures=figures, records=records, timeline=[
+            (float(row["offset_s"]), {m: int(row[m]) for m in models}) for _, row in samples.iterrows()
+        ])
+    return runs, arrivals
 
 
 def plot(path: Path, runs: Mapping[str, PolicyRun], arrivals: Arrivals) -> None:
-    """The latency CDF per policy, then ready replicas per policy against demand for the busiest models."""
+    """The latency CDF per policy, then ready replicas per policy against demand for a few models."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = busiest(arrivals)
+    shown = shown_models(arrivals)
     fig, axes = plt.subplots(1 + len(shown), 1, figsize=(10, 3.2 * (1 + len(shown))), squeeze=False)
     cdf = axes[0][0]
     for name, run in runs.items():
