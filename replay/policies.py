@@ -105,12 +105,11 @@ class Always(Policy):
 
 
 class OnDemand(Policy):
-    """Load on a cold request, unload once ``keep_s`` trace seconds pass without a request."""
+    """Load on a cold request, unload once ``keep_s`` trace seconds pass without a request in flight."""
 
     def __init__(self, name: str, keep_s: float) -> None:
         self.name, self.keep_s = name, keep_s
         self._ctx: Context | None = None
-        self._last: dict[str, float] = {}
         self._loading: set[str] = set()
         self._tasks: set[asyncio.Task[bool]] = set()
         self._reaper: asyncio.Task[None] | None = None
@@ -118,10 +117,6 @@ class OnDemand(Policy):
     async def start(self, ctx: Context) -> None:
         self._ctx = ctx
         self._reaper = asyncio.create_task(self._reap())
-
-    def on_request(self, model: str) -> None:
-        if self._ctx is not None and self._ctx.clock is not None:
-            self._last[model] = self._ctx.clock.elapsed_s()
 
     def on_cold(self, model: str) -> None:
         if self._ctx is None or model in self._loading or self._ctx.router.ready_hosts(model):
@@ -139,15 +134,15 @@ class OnDemand(Policy):
             self._loading.discard(model)
 
     async def _reap(self) -> None:
-        assert self._ctx is not None and self._ctx.clock is not None
-        router, clock = self._ctx.router, self._ctx.clock
+        assert self._ctx is not None
+        router, speedup = self._ctx.router, self._ctx.speedup
         while True:
             await asyncio.sleep(router.poll_s)
-            now = clock.elapsed_s()
             for host, model in router.resident():
-                if router.states.get((host, model)) != "READY" or model in self._loading:
+                if router.states.get((host, model)) != "READY" or model in self._loading or router.inflight[model]:
                     continue
-                if now - self._last.get(model, -float("inf")) > self.keep_s:
+                idle_s = (time.time() - router.idle_since.get(model, -float("inf"))) * speedup
+                if idle_s > self.keep_s:
                     await router.unload(host, model)
 
     async def stop(self) -> None:

@@ -94,6 +94,10 @@ class Router:
         self._events: dict[str, asyncio.Event] = {}
         self._turn = itertools.count()
         self.on_cold: Callable[[str], None] | None = None
+        # Requests of a model waiting or in flight, and the wall time its last one ended: a model is idle
+        # only with none in flight (a request held for a cold start keeps its model wanted).
+        self.inflight: dict[str, int] = {m: 0 for m in self.bodies}
+        self.idle_since: dict[str, float] = {}
         self.ledger = Ledger(warmups={m: 0 for m in self.bodies})
         self.measuring_since: float | None = None
         self.measuring_until = float("inf")
@@ -241,6 +245,15 @@ class Router:
 
     async def send(self, model: str) -> Outcome:
         """Send one request for ``model``; the latency runs from now to its answer, cold waits included."""
+        self.inflight[model] += 1
+        try:
+            return await self._send(model)
+        finally:
+            self.inflight[model] -= 1
+            if not self.inflight[model]:
+                self.idle_since[model] = time.time()
+
+    async def _send(self, model: str) -> Outcome:
         assert self.http is not None
         started = time.perf_counter()
         deadline = started + self.cold_timeout_s
