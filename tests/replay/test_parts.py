@@ -130,3 +130,28 @@ def test_the_forecast_policy_is_given_only_buckets_that_have_ended(tmp_path) -> 
         seen = load_telemetry(session, models=["a"])
     assert seen["timestamp"].max() == pd.Timestamp("2026-11-01 02:00", tz="UTC")  # 03:00 is still in progress
     assert seen["requests"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_a_registered_pool_is_copied_into_the_replays_inventory(tmp_path) -> None:  # noqa: ANN001
+    from db.hosts import list_hosts, upsert_host
+    from db.migrate import upgrade
+    from db.models import HostState
+    from db.session import make_engine, session_scope
+    from replay.errors import ReplayError
+    from replay.hosts import pool_hosts
+
+    source, into = (make_engine(f"sqlite:///{tmp_path / name}") for name in ("ops.db", "replay.db"))
+    for engine in (source, into):
+        upgrade(engine)
+    with session_scope(source) as session:
+        upsert_host(session, name="gpu-1", url="http://10.0.0.1:8000", pool="prod", memory_mb=8000)
+        upsert_host(session, name="gpu-2", url="http://10.0.0.2:8000", pool="prod", memory_mb=8000)
+        upsert_host(session, name="other", url="http://10.0.0.3:8000", pool="staging")
+        list_hosts(session, pool="prod")[1].state = HostState.DRAINING
+    hosts = pool_hosts(source, "prod", into=into, as_pool="replay")
+    assert hosts.urls == {"gpu-1": "http://10.0.0.1:8000"} and hosts.processes == {}
+    with session_scope(into) as session:
+        copied = list_hosts(session)
+        assert [(h.name, h.pool, h.memory_mb) for h in copied] == [("gpu-1", "replay", 8000)]
+    with pytest.raises(ReplayError, match="pool 'empty' has no up host in the inventory"):
+        pool_hosts(source, "empty", into=into, as_pool="replay")
