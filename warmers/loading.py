@@ -115,7 +115,8 @@ def load_module(spec: ModelSpec, path: Path, device: torch.device, *, stream: An
 
 def _load_export(label: str, path: Path, device: torch.device) -> nn.Module:
     try:
-        with path.open("rb") as handle:  # cache entries are named by sha256, without the .pt2 suffix
+        # torch.export.load sets a process-global deserializer: two loads at once in one host fail.
+        with _EXPORT_LOCK, path.open("rb") as handle:  # cache entries are named by sha256, without the .pt2 suffix
             program = torch.export.load(handle)
     except Exception as exc:  # torch.export.load raises many types for a bad archive
         raise ModelLoadError(f"model {label}: {path.name} is not a torch.export program ({exc})") from exc
@@ -159,6 +160,7 @@ _INIT_FUNCTIONS = (
     "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
 )
 _INIT_LOCK = threading.Lock()
+_EXPORT_LOCK = threading.Lock()
 
 
 @contextmanager

@@ -1,0 +1,24 @@
+"""torch.export programs load in parallel threads of one host (torch's deserializer is process-global)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from prewarm.fleet import load_fleet
+from warmers.loading import load_module
+from warmers.sources import EXAMPLE_FLEET
+
+
+def test_export_programs_load_in_parallel_threads() -> None:
+    fleet = {m.name: m for m in load_fleet(EXAMPLE_FLEET).models}
+    jobs = [fleet[name] for name in ("chat-small", "ocr-longtail")] * 6
+    paths = {spec.name: EXAMPLE_FLEET.parent / spec.artifact_uri for spec in jobs}
+
+    def load(spec):  # noqa: ANN001, ANN202
+        return load_module(spec, paths[spec.name], torch.device("cpu"))
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        modules = list(pool.map(load, jobs))
+    assert all(isinstance(m, torch.nn.Module) for m in modules)
