@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -14,7 +16,7 @@ from warmers.sources import EXAMPLE_FLEET
 def test_export_programs_load_in_parallel_threads() -> None:
     fleet = {m.name: m for m in load_fleet(EXAMPLE_FLEET).models}
     jobs = [fleet[name] for name in ("chat-small", "ocr-longtail")] * 6
-    paths = {spec.name: EXAMPLE_FLEET.parent / spec.artifact_uri for spec in jobs}
+    paths = {spec.name: Path(urlparse(spec.artifact_uri).path) for spec in jobs}  # file: URIs
 
     def load(spec):  # noqa: ANN001, ANN202
         return load_module(spec, paths[spec.name], torch.device("cpu"))
