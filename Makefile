@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= cpu
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench-ingest clean
+.PHONY: setup demo replay test bench-ingest clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/prewarm demo
+
+# The example fleet's last 2 days replayed through two hosts on loopback, per policy (about 8 minutes).
+replay: setup
+	$(BIN)/prewarm models import examples/fleet.yaml
+	$(BIN)/prewarm replay --trace examples/telemetry.csv --speedup 1440 --policy always,reactive,forecast -o replay-results
 
 test: setup
 	scripts/test.sh
