@@ -60,12 +60,18 @@ class HostSet:
     def empty(self, headers: Mapping[str, str]) -> None:
         """Unload every model from every host: each policy starts from the same empty state."""
         with httpx.Client(timeout=60.0, headers=dict(headers)) as client:
-            for url in self.urls.values():
-                index = client.post(f"{url}/v2/repository/index", json={})
-                index.raise_for_status()
-                for entry in index.json():
-                    if entry.get("state") in ("READY", "LOADING"):
-                        client.post(f"{url}/v2/repository/models/{entry['name']}/unload", json={})
+            for name, url in self.urls.items():
+                try:
+                    index = client.post(f"{url}/v2/repository/index", json={})
+                    index.raise_for_status()
+                    for entry in index.json():
+                        if entry.get("state") in ("READY", "LOADING"):
+                            client.post(f"{url}/v2/repository/models/{entry['name']}/unload", json={})
+                except httpx.HTTPError as exc:
+                    raise ReplayError(
+                        f"host {name} ({url}) could not be emptied before the next policy: {exc}; "
+                        "check that it is up (`prewarm hosts list`)"
+                    ) from None
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
