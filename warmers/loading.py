@@ -11,7 +11,7 @@ import importlib
 import os
 import platform
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from prewarm.fleet import ModelSpec
-from warmers.errors import DeviceOutOfMemoryError, ModelLoadError
+from prewarm.fleet import ModelSpec, factory_allowed, factory_refusal
+from warmers.errors import DeviceOutOfMemoryError, FactoryNotAllowedError, ModelLoadError
 from warmers.logcontext import model_logger
 
 logger = model_logger(__name__)
@@ -67,8 +67,18 @@ def device_capacity_mb(device: torch.device) -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
 
 
-def import_factory(path: str) -> Callable[..., nn.Module]:
-    """The callable named by ``package.module:function``; :class:`ModelLoadError` says why it cannot be imported."""
+def import_factory(path: str, *, allowed: Sequence[str] | None = None) -> Callable[..., nn.Module]:
+    """The callable named by ``package.module:function``; :class:`ModelLoadError` says why it cannot be imported.
+
+    A module outside ``allowed`` (default ``PREWARM_FACTORY_MODULES``) is never imported: importing runs its
+    code. That raises :class:`FactoryNotAllowedError`.
+    """
+    if allowed is None:
+        from prewarm.settings import get_settings
+
+        allowed = get_settings().factory_modules
+    if not factory_allowed(path, allowed):
+        raise FactoryNotAllowedError(f"factory {factory_refusal(path, allowed)}")
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
