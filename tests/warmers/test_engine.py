@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -86,8 +87,8 @@ def test_broken_models_fail_with_their_error_while_others_serve(
         # the cache is content-addressed: a missing file whose sha256 is cached would still load
         "missing": (variant(good, name="missing", artifact_uri=str(tmp_path / "gone.st"), sha256="1" * 64),
                     "ArtifactNotFoundError", "gone.st: no such file"),
-        "badimport": (variant(good, name="badimport", factory="warmers.no_such_module:build"), "ModelLoadError",
-                      r"factory 'warmers.no_such_module:build': cannot import module 'warmers.no_such_module'"),
+        "badimport": (variant(good, name="badimport", factory="warmers.zoo.no_such_module:build"), "ModelLoadError",
+                      r"factory 'warmers.zoo.no_such_module:build': cannot import module 'warmers.zoo.no_such_module'"),
         "badattr": (variant(good, name="badattr", factory="warmers.zoo:no_such_function"), "ModelLoadError",
                     r"module 'warmers.zoo' has no callable 'no_such_function'"),
         "exploding": (variant(good, name="exploding", factory="tests.warmers.fault_zoo:exploding_factory"), "ModelLoadError",
@@ -217,11 +218,13 @@ def test_cuda_out_of_memory_leaves_the_model_not_ready(tmp_path: Path, example_s
     assert engine.get("embedder").state is ModelState.READY
 
 
-def test_a_changed_spec_loads_beside_the_serving_copy(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+def test_a_changed_spec_loads_beside_the_serving_copy(
+    cpu_engine: Engine, example_specs: dict[str, ModelSpec], tmp_path: Path
+) -> None:
     engine = cpu_engine
     spec = example_specs["reranker"]
     engine.warm(spec)
-    broken = variant(spec, sha256="2" * 64, artifact_uri="/nonexistent/reranker.safetensors")
+    broken = variant(spec, sha256="2" * 64, artifact_uri=str(tmp_path / "nonexistent" / "reranker.safetensors"))
     report = engine.warm(broken)
     assert not report.ready and report.error_type == "ArtifactNotFoundError"
     entry = engine.get("reranker")
@@ -259,3 +262,23 @@ def test_log_lines_carry_the_model(cpu_engine: Engine, example_specs: dict[str, 
         cpu_engine.warm(example_specs["reranker"])
     assert any(r.getMessage().startswith("[reranker:1] ready in") for r in caplog.records)
     assert any(r.getMessage().startswith("[reranker:1] fetched ") and r.name == "warmers.artifacts" for r in caplog.records)
+
+
+def test_a_factory_outside_the_allowed_modules_is_never_imported(
+    cpu_engine: Engine, example_specs: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from prewarm.settings import reset_settings
+
+    monkeypatch.setenv("PREWARM_FACTORY_MODULES", "warmers.zoo")
+    reset_settings()
+    sys.modules.pop("tests.warmers.import_probe", None)
+    for name, factory in (("probe", "tests.warmers.import_probe:build"), ("system", "os:system")):
+        spec = variant(example_specs["reranker"], name=name, factory=factory)
+        report = cpu_engine.warm(spec)
+        assert not report.ready
+        assert report.error_type == "FactoryNotAllowedError"
+        assert re.search(rf"factory '{re.escape(factory)}' is not under PREWARM_FACTORY_MODULES \(warmers.zoo\)",
+                         report.reason or "")
+    assert "tests.warmers.import_probe" not in sys.modules
