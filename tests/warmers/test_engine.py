@@ -193,6 +193,41 @@ def test_compile_artifacts_are_saved_then_restored(
     assert restored and restored == {PurePosixPath(n).name for n in names if n.endswith(".so")}
 
 
+@pytest.mark.slow
+def test_a_tampered_compile_cache_entry_compiles_cold_and_is_replaced(
+    tmp_path: Path, example_specs: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import zipfile
+
+    from warmers import compile_cache
+
+    base = example_specs["reranker"]
+    spec = variant(base, compile="default", warmup={**base.warmup.model_dump(), "buckets": {"batch": [1]}})
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-first-host"))
+    assert make_engine(tmp_path).warm(spec).ready
+    [entry] = list((tmp_path / "store" / "compile-cache").glob("*.bin"))
+    with zipfile.ZipFile(entry) as src:
+        members = {name: src.read(name) for name in src.namelist()}
+    # A compiled kernel when this process built one; the mega-cache when an earlier test left its kernels loaded.
+    kernel = next((name for name in members if name.endswith(".so")), "mega.bin")
+    members[kernel] = members[kernel][:-1] + bytes([members[kernel][-1] ^ 0xFF])  # the manifest stays as it was
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dest:
+        for name, data in members.items():
+            dest.writestr(name, data)
+    entry.write_bytes(out.getvalue())
+    torch._dynamo.reset()
+    fresh = tmp_path / "inductor-second-host"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(fresh))
+    again = make_engine(tmp_path).warm(spec)
+    assert again.ready and again.cache_hits["compile"] is False
+    if kernel != "mega.bin":
+        installed = fresh / PurePosixPath(kernel.removeprefix("kernels/"))
+        assert not installed.exists() or installed.read_bytes() != members[kernel]
+    assert compile_cache.verified_members(entry.read_bytes())  # the cold compile saved a good entry over it
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
