@@ -120,8 +120,9 @@ def test_a_factory_outside_the_allowed_modules_is_refused_at_import(  # type: ig
 
     monkeypatch.setenv("PREWARM_FACTORY_MODULES", modules)
     reset_settings()
-    fleet = write(tmp_path / "fleet.yaml", FLEET + FLEET.split("models:\n", 1)[1].replace("tiny", "other").replace(
-        "exported", "other-exported").replace("warmers.zoo:tiny_mlp", factory))
+    second = FLEET.split("models:\n", 1)[1].replace("warmers.zoo:tiny_mlp", factory)
+    fleet = write(tmp_path / "fleet.yaml", FLEET + second.replace("name: tiny", "name: other").replace(
+        "name: exported", "name: other-exported"))
     result = cli("models", "import", str(fleet))
     assert result.exit_code == 2 and "Traceback" not in result.output
     listed = ", ".join(modules.split(","))
