@@ -40,6 +40,8 @@ def pickled_objects(path: Path) -> list[str]:
 
 def _inspect(archive: zipfile.ZipFile) -> list[str]:
     names = [name for name in archive.namelist() if not name.endswith("/")]
+    if len(names) != len(set(names)):  # zip readers disagree on which copy of a duplicate they return
+        return ["(archive layout) duplicate member names"]
     roots = {PurePosixPath(name).parts[0] for name in names if len(PurePosixPath(name).parts) > 1}
     if len(roots) != 1 or not _is_pt2(archive, next(iter(roots))):
         return ["(archive layout) not torch.export's pt2 format; older layouts keep their state in pickles"]

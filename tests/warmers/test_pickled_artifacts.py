@@ -113,6 +113,13 @@ def test_an_archive_with_extra_members_or_not_a_zip_is_refused(tmp_path: Path) -
             out.writestr(info.filename, src.read(info.filename))
         out.writestr("plain/data/state.pkl", saved({"x": 1}))
     assert pickled_objects(extended) == ["plain/data/state.pkl (not part of a plain torch.export archive)"]
+    doubled = tmp_path / "doubled.pt2"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(doubled, "w") as out, pytest.warns(UserWarning, match="Duplicate"):
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info.filename))
+        config = next(name for name in src.namelist() if name.endswith("model_weights_config.json"))
+        out.writestr(config, src.read(config).replace(b'"use_pickle": false', b'"use_pickle": true'))
+    assert pickled_objects(doubled) == ["(archive layout) duplicate member names"]
     junk = tmp_path / "junk.pt2"
     junk.write_bytes(b"not a zip")
     assert "not a zip archive" in pickled_objects(junk)[0]
