@@ -317,3 +317,37 @@ def test_a_factory_outside_the_allowed_modules_is_never_imported(
         assert re.search(rf"factory '{re.escape(factory)}' is not under PREWARM_FACTORY_MODULES \(warmers.zoo\)",
                          report.reason or "")
     assert "tests.warmers.import_probe" not in sys.modules
+
+
+def test_a_tampered_cache_entry_is_never_served(tmp_path: Path, example_specs: dict[str, ModelSpec]) -> None:
+    import os
+
+    spec = example_specs["embedder"]
+    first = make_engine(tmp_path)
+    assert first.warm(spec).ready
+    expected = first.infer("embedder", None, probe(spec))[1][0]
+    [entry] = [p for p in (tmp_path / "cache").rglob(spec.sha256)]
+    stat = entry.stat()
+    with entry.open("r+b") as handle:  # flip bytes in the middle of the weights, then restore size and mtime
+        handle.seek(stat.st_size // 2)
+        chunk = handle.read(64)
+        handle.seek(stat.st_size // 2)
+        handle.write(bytes(b ^ 0xFF for b in chunk))
+    os.utime(entry, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = make_engine(tmp_path)
+    report = second.warm(spec)
+    assert report.ready and report.cache_hits["artifact"] is False  # discarded and fetched again from the source
+    assert torch.equal(second.infer("embedder", None, probe(spec))[1][0], expected)
+
+
+def test_an_artifact_outside_the_allowed_sources_is_not_loaded(
+    cpu_engine: Engine, example_specs: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from prewarm.settings import reset_settings
+
+    monkeypatch.setenv("PREWARM_ARTIFACT_SOURCES", f"{tmp_path / 'models'},s3://models")
+    reset_settings()
+    report = cpu_engine.warm(example_specs["reranker"])
+    assert not report.ready and report.error_type == "ArtifactSourceError"
+    assert re.search(r"reranker.safetensors' is not under an allowed artifact source \(.*/models, s3://models\); "
+                     r"add its prefix to PREWARM_ARTIFACT_SOURCES", report.reason or "")
