@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from db import deliveries
 from db.models import Model, WebhookDelivery
@@ -285,23 +286,44 @@ async def emit_deployed_event(deployed: ModelDeployed) -> str:
     return str(event.id)
 
 
-async def _read_limited(request: Request) -> bytes | None:
-    """The raw body, or None once it grows past the limit (checked before any signature work)."""
+class _TooLarge(Exception):
+    """The body grew past :data:`MAX_BODY_BYTES`."""
+
+
+async def _read_limited(request: Request) -> bytes:
+    """The raw body; raises :class:`_TooLarge` once it grows past the limit (before any signature work)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
+        raise _TooLarge
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            return None
+            raise _TooLarge
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _reject(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message})
+async def _read_body(request: Request, *, timeout_s: float) -> bytes | JSONResponse:
+    """The body, or the answer to a body that is too large, too slow, or never finished (client gone)."""
+    client = f"{request.client.host}:{request.client.port}" if request.client else "?"
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_limited(request)
+    except _TooLarge:
+        return _reject(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        logger.warning("webhook client %s did not send its body within %.0f s; closing", client, timeout_s)
+        return _reject(408, f"the body did not arrive within {timeout_s:.0f} s", close=True)
+    except ClientDisconnect:
+        logger.warning("webhook client %s disconnected before sending its whole body", client)
+        return _reject(400, "the client disconnected", close=True)
+
+
+def _reject(status: int, message: str, *, close: bool = False) -> JSONResponse:
+    headers = {"Connection": "close"} if close else None
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
 def _summary(exc: ValidationError) -> str:
@@ -325,18 +347,21 @@ def create_app(
     emit: Emitter | None = None,
     clock: Callable[[], float] = time.time,
     sources: Sequence[str] | None = None,
+    read_timeout_s: float | None = None,
 ) -> FastAPI:
     """The webhook receiver: verifies, registers, emits. ``emit`` defaults to Prefect's events API.
 
     ``sources`` are the URI prefixes a body's ``artifact_uri`` may name (default: the settings'
-    ``resolved_artifact_sources``).
+    ``resolved_artifact_sources``); ``read_timeout_s`` bounds the wait for the body (default: the settings'
+    ``webhook_read_timeout_s``).
     """
     if not secret:
         raise WebhookError("the webhook secret is empty: set PREWARM_WEBHOOK_SECRET to a long random string")
-    if sources is None:
-        from prewarm.settings import get_settings
+    from prewarm.settings import get_settings
 
+    if sources is None:
         sources = get_settings().resolved_artifact_sources
+    body_timeout_s = read_timeout_s if read_timeout_s is not None else get_settings().webhook_read_timeout_s
     allowed = list(sources)
     emitter = emit or emit_deployed_event
     app = FastAPI(title="prewarm webhook", docs_url=None, redoc_url=None)
@@ -359,9 +384,9 @@ def create_app(
 
     @app.post(PATH, status_code=202)
     async def model_deployed(request: Request) -> JSONResponse:
-        body = await _read_limited(request)
-        if body is None:
-            return _reject(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+        body = await _read_body(request, timeout_s=body_timeout_s)
+        if isinstance(body, JSONResponse):
+            return body
         signature = request.headers.get(SIGNATURE_HEADER)
         try:
             verify_signature(
@@ -406,6 +431,14 @@ def create_app(
         return _answer(202, event_id, row.name, row.version)
 
     return app
+
+
+def serve(app: FastAPI, *, host: str, port: int) -> None:
+    """Serve the webhook: requests must finish their headers within ``PREWARM_WEBHOOK_READ_TIMEOUT_S``."""
+    from prewarm.http_server import serve as serve_http
+    from prewarm.settings import get_settings
+
+    serve_http(app, host=host, port=port, header_timeout_s=get_settings().webhook_read_timeout_s)
 
 
 def _find_delivery(engine: Engine, key: str) -> WebhookDelivery | None:
