@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 import statistics
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -26,7 +27,7 @@ from db.models import Telemetry
 from prewarm import columns as C
 
 _STAGE = "telemetry_ingest_stage"
-_STAGE_COLUMNS = "model, raw_us, bucket, seq, requests, p50_ms, p99_ms, cold_starts"
+_STAGE_COLUMNS = "model, raw_us, requests, p50_ms, p99_ms, cold_starts"
 _EPOCH = pd.Timestamp(0, tz="UTC")
 _US = pd.Timedelta(microseconds=1)
 DEADLOCK_SQLSTATE = "40P01"
@@ -51,7 +52,11 @@ def is_deadlock(exc: BaseException) -> bool:
 
 
 class TelemetryStage:
-    """Rows of one ingest, staged in a temporary table of the caller's transaction, then merged at once."""
+    """Rows of one ingest, staged in a temporary table of the caller's transaction, then merged at once.
+
+    On Postgres a thread sends one chunk's COPY while the caller reads and renders the next (at most one
+    chunk in flight, so memory stays bounded); call :meth:`close` when abandoning a stage half-way.
+    """
 
     def __init__(self, connection: Connection, *, bucket_seconds: int) -> None:
         self.connection = connection
@@ -59,17 +64,22 @@ class TelemetryStage:
         self.postgres = connection.dialect.name == "postgresql"
         self.rows = 0
         self.aligned = True  # every timestamp starts a bucket: nothing to sum, only duplicates to drop
+        self._models: set[str] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
         self._cursor = connection.connection.driver_connection.cursor()
         if self.postgres:
+            # seq numbers the rows in arrival order: the last row of a key wins.
             self._cursor.execute(
-                f"CREATE TEMP TABLE {_STAGE} (model text, raw_us bigint, bucket bigint, seq bigint, "
-                "requests double precision, p50_ms double precision, p99_ms double precision, cold_starts bigint) "
-                "ON COMMIT DROP"
+                f"CREATE TEMP TABLE {_STAGE} (model text, raw_us bigint, requests double precision, "
+                "p50_ms double precision, p99_ms double precision, cold_starts bigint, "
+                "seq bigint GENERATED ALWAYS AS IDENTITY) ON COMMIT DROP"
             )
-        else:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telemetry-copy")
+        else:  # SQLite's rowid numbers the rows in arrival order
             self._cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (model TEXT, raw_us INTEGER, bucket INTEGER, "
-                "seq INTEGER, requests REAL, p50_ms REAL, p99_ms REAL, cold_starts INTEGER)"
+                f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (model TEXT, raw_us INTEGER, requests REAL, "
+                "p50_ms REAL, p99_ms REAL, cold_starts INTEGER)"
             )
             self._cursor.execute(f"DELETE FROM temp.{_STAGE}")
 
@@ -78,54 +88,79 @@ class TelemetryStage:
         if frame.empty:
             return
         raw_us = (frame[C.TIMESTAMP] - _EPOCH) // _US
-        step_us = self.bucket_seconds * 1_000_000
-        bucket_us = (raw_us // step_us) * step_us
-        self.aligned = self.aligned and bool((bucket_us == raw_us).all())
-        cold = frame[C.COLD_STARTS] if C.COLD_STARTS in frame.columns else pd.Series(float("nan"), index=frame.index)
+        if int(raw_us.min()) < 0:
+            raise ValueError("telemetry before 1970-01-01 cannot be stored")
+        if self.aligned:
+            self.aligned = bool((raw_us % (self.bucket_seconds * 1_000_000) == 0).all())
+        self._models.update(frame[C.MODEL].unique().tolist())
+        cold = frame[C.COLD_STARTS] if C.COLD_STARTS in frame.columns else None
         staged = pd.DataFrame(
             {
                 "model": frame[C.MODEL].astype(str),
                 "raw_us": raw_us.astype("int64"),
-                "bucket": (bucket_us // 1_000_000).astype("int64"),
-                "seq": range(self.rows, self.rows + len(frame)),
                 "requests": frame[C.REQUESTS].astype(float),
                 "p50_ms": frame[C.P50_MS].astype(float),
                 "p99_ms": frame[C.P99_MS].astype(float),
-                "cold_starts": cold.round().astype("Int64"),
+                "cold_starts": (cold.round() if cold is not None else pd.Series(pd.NA, index=frame.index)).astype(
+                    "Int64"
+                ),
             }
         )
         self.rows += len(frame)
-        if self.postgres:
-            with self._cursor.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN") as copy:
-                copy.write(_copy_text(staged))
-        else:
-            self._cursor.executemany(f"INSERT INTO temp.{_STAGE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _sqlite_rows(staged))
+        if not self.postgres:
+            self._cursor.executemany(f"INSERT INTO temp.{_STAGE} VALUES (?, ?, ?, ?, ?, ?)", _sqlite_rows(staged))
+            return
+        text = _copy_text(staged)
+        self._wait()
+        assert self._pool is not None
+        self._pending = self._pool.submit(self._copy, text)
+
+    def _copy(self, text: str) -> None:
+        with self._cursor.copy(f"COPY {_STAGE} ({_STAGE_COLUMNS}) FROM STDIN") as copy:
+            copy.write(text)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for a COPY in flight and release the thread and the cursor (also after a failure)."""
+        try:
+            if self._pending is not None:
+                self._pending.exception()  # the caller's own error is the one to report
+                self._pending = None
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            self._cursor.close()
 
     def merge(self) -> MergeSummary:
         """Upsert the staged rows into ``telemetry`` in key order; returns what was written."""
+        self._wait()
         if self.rows == 0:
-            self._cursor.close()
             return MergeSummary(0, 0, None, None)
+        params = {"seconds": self.bucket_seconds, "step": self.bucket_seconds * 1_000_000}
         if self.postgres:
             self._cursor.execute("SET LOCAL work_mem = '256MB'")  # the key-order sort stays in memory
-            self._cursor.execute(_postgres_merge(self.aligned), {"seconds": self.bucket_seconds})
+            self._cursor.execute(_postgres_merge(self.aligned), params)
         else:
             self.connection.connection.driver_connection.create_aggregate("prewarm_median", 1, _Median)
-            self._cursor.execute(_sqlite_merge(self.aligned), (self.bucket_seconds,))
-        summary = self._summary()
+            self._cursor.execute(_sqlite_merge(self.aligned), params)
+            self._cursor.execute(
+                f"SELECT COUNT(*), MIN(bucket), MAX(bucket) FROM (SELECT raw_us / :step * :seconds AS bucket "
+                f"FROM temp.{_STAGE} GROUP BY model, bucket)",
+                params,
+            )
+        buckets, first, last = self._cursor.fetchone()
         if not self.postgres:
             self._cursor.execute(f"DELETE FROM temp.{_STAGE}")
-        self._cursor.close()
-        return summary
 
-    def _summary(self) -> MergeSummary:
-        self._cursor.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT model), MIN(bucket), MAX(bucket) "
-            f"FROM (SELECT DISTINCT model, bucket FROM {'' if self.postgres else 'temp.'}{_STAGE}) AS keys"
-        )
-        buckets, models, first, last = self._cursor.fetchone()
-        stamp = (lambda seconds: pd.Timestamp(int(seconds), unit="s", tz="UTC")) if buckets else (lambda _: None)
-        return MergeSummary(int(buckets), int(models), stamp(first), stamp(last))
+        def stamp(seconds: int) -> pd.Timestamp:
+            return pd.Timestamp(int(seconds), unit="s", tz="UTC")
+
+        return MergeSummary(int(buckets), len(self._models), stamp(first), stamp(last))
 
 
 _SET_POSTGRES = (
@@ -141,42 +176,52 @@ _INSERT = "INSERT INTO telemetry (model, bucket_start, bucket_seconds, requests,
 
 
 def _postgres_merge(aligned: bool) -> str:
+    staged = (
+        f"SELECT model, raw_us, raw_us / %(step)s * %(seconds)s AS bucket, seq, requests, p50_ms, p99_ms, "
+        f"cold_starts FROM {_STAGE}"
+    )
     if aligned:  # one row per key: the last staged
         rows = (
-            f"SELECT DISTINCT ON (model, bucket) model, bucket, requests, p50_ms, p99_ms, cold_starts "
-            f"FROM {_STAGE} ORDER BY model, bucket, seq DESC"
+            "SELECT DISTINCT ON (model, bucket) model, bucket, requests, p50_ms, p99_ms, cold_starts "
+            f"FROM ({staged}) AS staged ORDER BY model, bucket, seq DESC"
         )
     else:  # the last row per exact timestamp, then the bucket's sum, median, max
         rows = (
             "SELECT model, bucket, SUM(requests) AS requests, "
             "percentile_cont(0.5) WITHIN GROUP (ORDER BY p50_ms) AS p50_ms, MAX(p99_ms) AS p99_ms, "
             "SUM(cold_starts) AS cold_starts FROM ("
-            f"SELECT DISTINCT ON (model, raw_us) * FROM {_STAGE} ORDER BY model, raw_us, seq DESC"
+            f"SELECT DISTINCT ON (model, raw_us) * FROM ({staged}) AS staged ORDER BY model, raw_us, seq DESC"
             ") AS latest GROUP BY model, bucket ORDER BY model, bucket"
         )
+    # The merged rows are materialised once, in key order: the INSERT scans them in that order (so it locks
+    # rows in key order) and the summary counts them without a second pass over the stage.
     return (
-        _INSERT + "SELECT model, to_timestamp(bucket), %(seconds)s, requests, p50_ms, p99_ms, cold_starts "
-        f"FROM ({rows}) AS merged ORDER BY model, bucket " + _SET_POSTGRES
+        f"WITH merged AS MATERIALIZED ({rows}), written AS ("
+        + _INSERT
+        + "SELECT model, to_timestamp(bucket), %(seconds)s, requests, p50_ms, p99_ms, cold_starts FROM merged "
+        + _SET_POSTGRES
+        + ") SELECT COUNT(*), MIN(bucket), MAX(bucket) FROM merged"
     )
 
 
 def _sqlite_merge(aligned: bool) -> str:
-    # SQLite hands back the other columns of the row holding MAX(seq): the last row of each key.
+    # SQLite hands back the other columns of the row holding MAX(rowid): the last row of each key.
+    staged = f"SELECT rowid AS seq, *, raw_us / :step * :seconds AS bucket FROM temp.{_STAGE}"
     if aligned:
         rows = (
             "SELECT model, bucket, MAX(seq), requests, p50_ms, p99_ms, cold_starts "
-            f"FROM temp.{_STAGE} GROUP BY model, bucket"
+            f"FROM ({staged}) GROUP BY model, bucket"
         )
     else:
         rows = (
             "SELECT model, bucket, SUM(requests) AS requests, prewarm_median(p50_ms) AS p50_ms, "
             "MAX(p99_ms) AS p99_ms, SUM(cold_starts) AS cold_starts FROM ("
             "SELECT model, raw_us, bucket, MAX(seq), requests, p50_ms, p99_ms, cold_starts "
-            f"FROM temp.{_STAGE} GROUP BY model, raw_us) GROUP BY model, bucket"
+            f"FROM ({staged}) GROUP BY model, raw_us) GROUP BY model, bucket"
         )
     return (
         # SQLAlchemy's SQLite DATETIME text, so that the key matches rows it wrote.
-        _INSERT + "SELECT model, strftime('%Y-%m-%d %H:%M:%S', bucket, 'unixepoch') || '.000000', ?, "
+        _INSERT + "SELECT model, strftime('%Y-%m-%d %H:%M:%S', bucket, 'unixepoch') || '.000000', :seconds, "
         f"requests, p50_ms, p99_ms, cold_starts FROM ({rows}) WHERE true ORDER BY model, bucket "
         "ON CONFLICT (model, bucket_start) DO UPDATE SET "
         "bucket_seconds = excluded.bucket_seconds, requests = excluded.requests, "
@@ -208,8 +253,11 @@ def upsert_telemetry(connection: Connection, frame: pd.DataFrame, *, bucket_seco
     Returns the number of buckets written.
     """
     stage = TelemetryStage(connection, bucket_seconds=bucket_seconds)
-    stage.add(frame)
-    return stage.merge().buckets
+    try:
+        stage.add(frame)
+        return stage.merge().buckets
+    finally:
+        stage.close()
 
 
 def _copy_text(staged: pd.DataFrame) -> str:
@@ -235,7 +283,7 @@ def _compact(values: pd.Series) -> pd.Series:
 
 
 def _sqlite_rows(staged: pd.DataFrame) -> list[tuple[object, ...]]:
-    columns = [staged[c].tolist() for c in ("model", "raw_us", "bucket", "seq", "requests")]
+    columns = [staged[c].tolist() for c in ("model", "raw_us", "requests")]
     for name in ("p50_ms", "p99_ms", "cold_starts"):
         values = staged[name].astype(object)
         columns.append(values.where(staged[name].notna(), None).tolist())

@@ -29,7 +29,7 @@ from db.telemetry import TelemetryStage, is_deadlock
 from prewarm import columns as C
 from prewarm.errors import InputError
 from prewarm.prometheus import Progress, PrometheusOptions, is_prometheus_url, read_prometheus
-from prewarm.telemetry import iter_frames
+from prewarm.telemetry import CHUNK_ROWS, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,12 @@ class IngestSummary:
 
 
 def ingest_frame(frame: pd.DataFrame, *, engine: Engine, interval: timedelta | None = None) -> IngestSummary:
-    """Upsert an already validated telemetry frame in one transaction."""
-    return ingest_frames(lambda: [frame], engine=engine, interval=interval)
+    """Upsert an already validated telemetry frame in one transaction (staged in chunks)."""
+    return ingest_frames(
+        lambda: (frame.iloc[start : start + CHUNK_ROWS] for start in range(0, len(frame), CHUNK_ROWS)),
+        engine=engine,
+        interval=interval,
+    )
 
 
 def ingest_frames(
@@ -86,11 +90,14 @@ def _ingest_once(frames: Iterable[pd.DataFrame], *, engine: Engine, interval: ti
     rows = 0
     with engine.begin() as connection:
         stage = TelemetryStage(connection, bucket_seconds=int(interval.total_seconds()))
-        for frame in frames:
-            missing = {column: float("nan") for column in C.TELEMETRY_OPTIONAL if column not in frame.columns}
-            stage.add(frame.assign(**missing) if missing else frame)
-            rows += len(frame)
-        merged = stage.merge()
+        try:
+            for frame in frames:
+                missing = {column: float("nan") for column in C.TELEMETRY_OPTIONAL if column not in frame.columns}
+                stage.add(frame.assign(**missing) if missing else frame)
+                rows += len(frame)
+            merged = stage.merge()
+        finally:
+            stage.close()
     return IngestSummary(
         rows_read=rows,
         buckets_written=merged.buckets,

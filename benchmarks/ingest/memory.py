@@ -1,4 +1,4 @@
-"""Streamed-ingest benchmark: peak memory and rows/s of `ingest_sources` for a large CSV, from a file and from S3.
+"""Streamed-ingest benchmark: peak memory and rows/s of `ingest_sources` for a large CSV, from a file and S3.
 
 Usage: python benchmarks/ingest/memory.py [--models 2500] [--intervals 2000] [--postgres URL]
                                           [--code DIR] [--databases postgres,sqlite] [--sources file,s3]
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import socket
@@ -28,20 +29,25 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.ingest.run import fresh_postgres  # noqa: E402
 from prewarm.synthetic import synthetic_telemetry  # noqa: E402
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
 CHILD = """
-import json, resource, sys, time
+import json, re, sys, time
+from pathlib import Path
 from db.migrate import upgrade
 from db.session import make_engine
 from prewarm.ingest import ingest_sources
+
+def peak_mb():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+
 url, source = sys.argv[1], sys.argv[2]
 engine = make_engine(url)
 upgrade(engine)
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+baseline = peak_mb()
 started = time.perf_counter()
 summary = ingest_sources([source], engine=engine)
 seconds = time.perf_counter() - started
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"rows": summary.rows_read, "seconds": seconds, "peak_mb": peak, "before_mb": baseline}))
+print(json.dumps({"rows": summary.rows_read, "seconds": seconds, "peak_mb": peak_mb(), "before_mb": baseline}))
 """
 
 
@@ -75,7 +81,10 @@ def main() -> None:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    admin = args.postgres or subprocess.check_output([str(ROOT / "scripts/ensure_postgres.sh")], text=True).strip()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+
+    ensure = [str(ROOT / "scripts/ensure_postgres.sh")]
+    admin = args.postgres or subprocess.check_output(ensure, text=True).strip()
     port = _free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()

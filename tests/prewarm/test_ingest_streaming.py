@@ -181,11 +181,13 @@ def _peak_rss_mb(csv: Path, tmp_path: Path) -> float:
         "PREWARM_HOME": str(tmp_path / "home"),
         "PREWARM_DATABASE_URL": f"sqlite:///{tmp_path / csv.stem}.db",
     }
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (this test) through fork and exec.
     script = (
-        "import resource, sys\n"
+        "import re, pathlib\n"
         "from prewarm.cli.main import app\n"
         "try:\n    app()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "status = pathlib.Path('/proc/self/status').read_text()\n"
+        "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) / 1024)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script, "ingest", str(csv)], cwd=REPO, env=env, capture_output=True, text=True,
@@ -196,13 +198,13 @@ def _peak_rss_mb(csv: Path, tmp_path: Path) -> float:
 
 
 def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
-    """Ten times the rows, about the same peak: the input is never held whole."""
+    """Three times the rows, about the same peak: the input is never held whole (both files fill a chunk)."""
     from prewarm.synthetic import synthetic_telemetry
 
-    big = synthetic_telemetry(250, 2400, seed=3)  # 600,000 rows
+    big = synthetic_telemetry(250, 3120, seed=3)  # 780,000 rows
     _write_rows(tmp_path / "big.csv", big)
-    _write_rows(tmp_path / "small.csv", big.iloc[:60_000])
+    _write_rows(tmp_path / "small.csv", big.iloc[:260_000])
     del big
     small_mb = _peak_rss_mb(tmp_path / "small.csv", tmp_path)
     big_mb = _peak_rss_mb(tmp_path / "big.csv", tmp_path)
-    assert big_mb - small_mb < 80, (small_mb, big_mb)
+    assert big_mb - small_mb < 60, (small_mb, big_mb)
