@@ -48,10 +48,42 @@ def exits_cleanly(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def configure_logging(verbose: bool) -> None:
-    """Send library logs to stderr: INFO with ``--verbose``, WARNING otherwise."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+# Libraries whose request-by-request logs are noise at -v (a 422 from Prefect's csrf-token probe, a 503 from a
+# concurrency lease while the server starts are normal); -vv shows them.
+CHATTY_LOGGERS = ("httpx", "httpcore", "prefect", "uvicorn", "uvicorn.access", "uvicorn.error", "urllib3", "botocore",
+                  "aiosqlite", "alembic", "docket", "fakeredis")
+_HANDLER_NAME = "prewarm-cli"
+_verbosity = 0
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests swap it per run)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def verbosity() -> int:
+    """How many ``-v`` the command line was given so far."""
+    return _verbosity
+
+
+def configure_logging(level: int | bool) -> None:
+    """Send logs to stderr: warnings only by default, prewarm's progress at ``-v``, every library's at ``-vv``."""
+    global _verbosity
+    _verbosity = int(level)
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
+    if handler is None:
+        handler = _CurrentStderr()
+        handler.set_name(_HANDLER_NAME)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING if _verbosity <= 0 else logging.INFO if _verbosity == 1 else logging.DEBUG)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if _verbosity < 2 else logging.NOTSET)
