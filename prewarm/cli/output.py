@@ -6,6 +6,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 from rich.console import Console
@@ -87,3 +88,46 @@ def configure_logging(level: int | bool) -> None:
     root.setLevel(logging.WARNING if _verbosity <= 0 else logging.INFO if _verbosity == 1 else logging.DEBUG)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING if _verbosity < 2 else logging.NOTSET)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``word`` or its plural for ``count`` (``1 model``, ``2 models``); the count itself is not included."""
+    return word if count == 1 else (many or word + "s")
+
+
+def duration(value: timedelta | float) -> str:
+    """A length people read: ``45 s``, ``10 min``, ``1 h``, ``2 h 30 min``, ``1 day``, ``2 days 6 h``."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    sign, seconds = ("-" if seconds < 0 else ""), abs(round(seconds))
+    if seconds < 60:
+        return f"{sign}{seconds} s"
+    minutes, hours, days = (seconds // 60) % 60, (seconds // 3600) % 24, seconds // 86400
+    parts = []
+    if days:
+        parts.append(f"{days} {plural(days, 'day')}")
+    if hours:
+        parts.append(f"{hours} h")
+    if minutes and not days:
+        parts.append(f"{minutes} min")
+    return sign + " ".join(parts)
+
+
+def moment(at: datetime, *, short: bool = False) -> str:
+    """A time with its day: ``Mon 23 Nov 14:00``; ``short``: ``Mon 14:00`` (for tables whose title has the date)."""
+    return f"{at:%a %H:%M}" if short else f"{at:%a} {at.day} {at:%b %H:%M}"
+
+
+def window(start: datetime, end: datetime, *, short: bool = False) -> str:
+    """A window with its day and length: ``Mon 23 Nov 14:00 → 18:00 (4 h)``, the end's day when it differs.
+
+    ``short`` leaves out the date (``Mon 14:00 → 18:00 (4 h)``), for tables that say it in their title.
+    """
+    end_text = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%a %H:%M}"
+    return f"{moment(start, short=short)} → {end_text} ({duration(end - start)})"
+
+
+def span(first: datetime | None, last: datetime | None) -> str:
+    """The time range of some data, ``2026-10-26 00:00 → 2026-11-22 23:00 UTC``; ``no rows`` when empty."""
+    if first is None or last is None:
+        return "no rows"
+    return f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC"

@@ -19,13 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
 from prewarm import columns as C
+from prewarm.cli import options as opt
 from prewarm.cli.output import console, err_console, exits_cleanly
 from prewarm.fleet import load_fleet
-from prewarm.telemetry import read_telemetry_file
+from prewarm.telemetry import read_telemetry_input
 from scheduling.errors import PlanningError
 from scheduling.leads import LeadTimes
 from scheduling.placement import Host
 from scheduling.planner import PlanModel, PlannerConfig, PlanResult, plan_models_from_fleet, plan_windows
+
+INPUT_HELP = "Telemetry to plan from (a dry run): a CSV or Parquet file, or a folder of them."
 
 
 class _HostEntry(BaseModel):
@@ -95,34 +98,46 @@ def _parse_as_of(value: str | None) -> datetime | None:
 
 @exits_cleanly
 def plan(
-    input: Path | None = typer.Option(None, "--input", help="Telemetry file (CSV or Parquet, long format timestamp,model,requests)."),
+    input: Path | None = opt.input_option(INPUT_HELP),  # noqa: A002 - the flag is --input
     pool: str | None = typer.Option(None, "--pool", help="Plan this pool from the history database, on its up hosts."),
-    as_of: str | None = typer.Option(None, "--as-of", help="With --pool: plan as if it were this time (ISO-8601, UTC if no offset)."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="With --pool: plan as if it were this time (ISO-8601, UTC if no offset); default now."
+    ),
     store: bool = typer.Option(False, "--store", help="With --pool: store the forecast and the plans (else a dry run)."),
     models: list[str] | None = typer.Option(None, "--model", help="With --pool: only this model (repeatable)."),
-    horizon: int = typer.Option(24, "--horizon", help="Intervals to plan ahead."),
+    horizon: int = opt.horizon_option(24, "Intervals to plan ahead."),
     fleet: Path | None = typer.Option(None, "--fleet", help="Fleet file: capacity, memory and priority per model."),
     hosts: Path | None = typer.Option(None, "--hosts", help="Hosts file (YAML); without it capacity is unlimited."),
-    level: float | None = typer.Option(
-        None, "--level", help="Forecast interval level (%) whose upper bound is provisioned (80; 95 with --pool, as the flow)."
+    level: float | None = opt.level_option(
+        None,
+        "Interval level (%) whose upper bound is provisioned. Default 80 with --input (as simulate), "
+        "95 with --pool (as the scheduled forecast-and-plan flow).",
     ),
     replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Without --fleet: capacity = p95 ÷ this."),
     lead_seconds: float = typer.Option(120.0, "--lead-seconds", help="Time-to-ready assumed without warm-run history."),
     keep_alive_seconds: float | None = typer.Option(
         None, "--keep-alive-seconds", help="Keep replicas this long after a window (0; 600 with --pool, as the flow)."
     ),
-    out: Path | None = typer.Option(None, "--out", help="Write the plan rows as CSV here."),
+    output: Path | None = opt.output_option(None, "With --input: write the plan rows as CSV here."),
+    out: Path | None = opt.hidden_alias("--out"),
     as_json: bool = typer.Option(False, "--json", help="Print the plan and shortfall as JSON."),
-    fast_forecast: bool = typer.Option(False, "--fast-forecast", help="Forecast without backtest selection (cheaper)."),
+    fast: bool = opt.fast_option(),
+    fast_forecast: bool = opt.hidden_alias("--fast-forecast", False),
 ) -> None:
     """Forecast and print the warm windows: from a telemetry file (dry run), or for a pool from the history database."""
+    output = opt.pick("--output", output, "--out", out)
+    fast = bool(opt.pick("--fast", fast, "--fast-forecast", fast_forecast))
+    if level is not None:
+        opt.check_level(level)
     if (input is None) == (pool is None):
         raise PlanningError("pass either --input FILE (a dry run on a file) or --pool P (the history database)")
     if pool is not None:
+        if output is not None:
+            raise PlanningError("--output goes with --input; with --pool use --json (or --store)")
         _plan_pool(
             pool, as_of=_parse_as_of(as_of), store=store, models=models or None, horizon=horizon,
             level=95.0 if level is None else level, keep_alive_s=600.0 if keep_alive_seconds is None else keep_alive_seconds,
-            as_json=as_json, fast=fast_forecast,
+            as_json=as_json, fast=fast,
         )
         return
     if store or as_of or models:
@@ -131,8 +146,8 @@ def plan(
     _plan_file(
         input, horizon=horizon, fleet=fleet, hosts=hosts, level=80.0 if level is None else level,
         replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds,
-        keep_alive_seconds=0.0 if keep_alive_seconds is None else keep_alive_seconds, out=out, as_json=as_json,
-        fast_forecast=fast_forecast,
+        keep_alive_seconds=0.0 if keep_alive_seconds is None else keep_alive_seconds, out=output, as_json=as_json,
+        fast_forecast=fast,
     )
 
 
@@ -155,7 +170,7 @@ def _plan_file(
 
     if replicas_at_peak <= 0:
         raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
-    telemetry = read_telemetry_file(input)
+    telemetry = read_telemetry_input(input)
     models = plan_models_from_fleet(load_fleet(fleet).models) if fleet else _models_from_history(telemetry, replicas_at_peak)
     host_list = load_hosts(hosts) if hosts else None
     with err_console.status("Forecasting..."):

@@ -45,7 +45,7 @@ def test_file_in_file_out(tmp_path: Path) -> None:
         mine = stamps[forecast[C.MODEL] == model]
         assert len(mine) == 12
         assert mine.min() == telemetry.loc[telemetry[C.MODEL] == model, C.TIMESTAMP].max() + pd.Timedelta(hours=1)
-    assert "Forecast 2 series x 12 intervals of h at level 90" in result.stdout
+    assert "Forecast 2 models x 12 intervals of 1 h at level 90" in result.stdout
 
 
 def test_malformed_file_exits_2_naming_file_and_line(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_malformed_file_exits_2_naming_file_and_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--level", "120"], "--level must be between 0 and 100"),
+        (["--level", "120"], "--level 120: must be between 0 and 100"),
         ([], "--output FORECAST.csv is required with --input"),
     ],
 )
