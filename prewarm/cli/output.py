@@ -120,10 +120,13 @@ def moment(at: datetime, *, short: bool = False) -> str:
 def window(start: datetime, end: datetime, *, short: bool = False) -> str:
     """A window with its day and length: ``Mon 23 Nov 14:00 → 18:00 (4 h)``, the end's day when it differs.
 
-    ``short`` leaves out the date (``Mon 14:00 → 18:00 (4 h)``), for tables that say it in their title.
+    ``short``, for narrow tables whose title gives the date: the start's day and time and the length,
+    ``Mon 14:00 for 4 h``.
     """
+    if short:
+        return f"{moment(start, short=True)} for {duration(end - start)}"
     end_text = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%a %H:%M}"
-    return f"{moment(start, short=short)} → {end_text} ({duration(end - start)})"
+    return f"{moment(start)} → {end_text} ({duration(end - start)})"
 
 
 def span(first: datetime | None, last: datetime | None) -> str:
@@ -131,3 +134,27 @@ def span(first: datetime | None, last: datetime | None) -> str:
     if first is None or last is None:
         return "no rows"
     return f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC"
+
+
+class Notes:
+    """Long texts moved out of a table's cells: each distinct text gets a number, printed under the table."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}
+
+    def mark(self, text: str | None) -> str:
+        """The cell for ``text``: its note number, ``-`` when there is none."""
+        if not text:
+            return "-"
+        return str(self._numbers.setdefault(text, len(self._numbers) + 1))
+
+    def lines(self) -> list[str]:
+        """``1: text`` per note, in order of first use."""
+        return [f"{number}: {text}" for text, number in self._numbers.items()]
+
+    def print(self, heading: str = "notes") -> None:
+        """Print the notes under the table (nothing when there are none)."""
+        if self._numbers:
+            console.print(f"{heading}:", highlight=False)
+            for line in self.lines():
+                console.print(f"  {line}", highlight=False, soft_wrap=False)

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from prewarm import columns as C
 from prewarm.cli import options as opt
-from prewarm.cli.output import console, err_console, exits_cleanly
+from prewarm.cli.output import Notes, console, err_console, exits_cleanly, moment, plural, window
 from prewarm.fleet import load_fleet
 from prewarm.telemetry import read_telemetry_input
 from scheduling.errors import PlanningError
@@ -69,21 +69,31 @@ def _models_from_history(frame: pd.DataFrame, replicas_at_peak: float) -> dict[s
     return {str(m): PlanModel(name=str(m), replica_capacity=float(max(v / replicas_at_peak, 1.0))) for m, v in p95.items()}
 
 
-def _table(result: PlanResult) -> Table:
-    table = Table(title=f"Warm plan: {len(result.rows)} windows (dry run: nothing scheduled)")
-    for column in ("model", "version", "start", "window", "replicas", "lead s", "expected", "host", "reason"):
-        table.add_column(column)
+def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
+    """The dry run's windows; the reasons go under the table as numbered notes."""
+    with_hosts = any(r.host for r in result.rows)
+    one_version = len({(r.model, r.version) for r in result.rows}) == len({r.model for r in result.rows})
+    table = Table(
+        title=f"Warm plan as of {moment(now)} UTC (the telemetry's end, not the clock): "
+        f"{len(result.rows)} {plural(len(result.rows), 'window')}, a dry run",
+    )
+    table.add_column("model", overflow="fold")
+    table.add_column("warm from", no_wrap=True)
+    table.add_column("window", no_wrap=True)
+    table.add_column("replicas", justify="right")
+    table.add_column("demand", justify="right")
+    if with_hosts:
+        table.add_column("host", overflow="fold")
+    table.add_column("why", justify="right")
     for r in sorted(result.rows, key=lambda r: (r.start, r.model)):
-        table.add_row(
-            r.model, r.version, f"{r.start:%Y-%m-%d %H:%M}", f"{r.window_start:%H:%M}–{r.end:%H:%M}", str(r.replicas),
-            f"{r.lead_seconds:.0f}", f"{r.expected_demand:,.1f}", r.host or "-", r.reason,
-        )
+        cells = [
+            r.model if one_version else f"{r.model}:{r.version}", moment(r.start, short=True), window(r.window_start, r.end, short=True),
+            str(r.replicas), f"{r.expected_demand:,.0f}",
+        ]
+        if with_hosts:
+            cells.append(r.host or "-")
+        table.add_row(*cells, notes.mark(r.reason))
     return table
-
-
-def _span(start: datetime, end: datetime) -> str:
-    """``HH:MM–HH:MM``, with the end's day when it is another day."""
-    return f"{start:%H:%M}–{end:%H:%M}" if start.date() == end.date() else f"{start:%H:%M}–{end:%a %H:%M}"
 
 
 def _parse_as_of(value: str | None) -> datetime | None:
@@ -197,9 +207,16 @@ def _plan_file(
         }
         typer.echo(json.dumps(document, indent=2))
         return
-    console.print(_table(result))
+    notes = Notes()
+    console.print(_table(result, now=now, notes=notes))
+    notes.print("why")
+    console.print("demand: the requests the forecast expects in the window; warm from: the window's start minus the "
+                  "time to ready.", highlight=False)
     for s in result.shortfalls:
-        console.print(f"[yellow]shortfall:[/] {s.model} {s.window_start:%Y-%m-%d %H:%M}: {s.placed}/{s.wanted} replicas ({s.reason})")
+        console.print(
+            f"[yellow]shortfall:[/] {s.model} {moment(s.window_start)}: {s.placed}/{s.wanted} replicas ({s.reason})",
+            highlight=False,
+        )
     if out is not None:
         console.print(f"Plan written to {out}")
 
@@ -289,19 +306,27 @@ def _plan_pool(
         }
         typer.echo(json.dumps(document, indent=2))
         return
+    clock = "" if as_of is None else f" as of {moment(now)} UTC (not the clock)"
     table = Table(
-        title=f"Pool {pool}: {len(planned.windows)} replica windows on {len(planned.hosts)} up hosts"
-        + ("" if store else " (dry run: nothing stored)")
+        title=f"Pool {pool}{clock}: {len(planned.windows)} replica {plural(len(planned.windows), 'window')} on "
+        f"{len(planned.hosts)} up {plural(len(planned.hosts), 'host')}" + ("" if store else " (dry run: nothing stored)")
     )
-    for column in ("model", "host", "warm from", "window", "lead s", "expected", "reason"):
-        table.add_column(column)
+    notes = Notes()
+    one_version = len({(w.model, w.version) for w in planned.windows}) == len({w.model for w in planned.windows})
+    table.add_column("model", overflow="fold")
+    table.add_column("host", overflow="fold")
+    table.add_column("warm from", no_wrap=True)
+    table.add_column("window", no_wrap=True)
+    table.add_column("demand", justify="right")
+    table.add_column("why", justify="right")
     for w in sorted(planned.windows, key=lambda w: (w.window_start, w.model, w.host or "")):
         warm_from = w.window_start - timedelta(seconds=w.lead_seconds)
         table.add_row(
-            w.model, w.host or "-", f"{warm_from:%Y-%m-%d %H:%M}", _span(w.window_start, w.window_end),
-            f"{w.lead_seconds:.0f}", f"{w.expected_demand or 0:,.1f}", w.reason,
+            w.model if one_version else f"{w.model}:{w.version}", w.host or "-", moment(warm_from, short=True),
+            window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
         )
     console.print(table)
+    notes.print("why")
     for line in planned.shortfall:
         console.print(f"[yellow]shortfall:[/] {line}", highlight=False)
     if store:
