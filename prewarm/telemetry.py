@@ -18,6 +18,7 @@ import pandas as pd
 
 from prewarm import columns as C
 from prewarm.errors import SourceError, TelemetryError
+from prewarm.text import show
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _fail_at(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column
     more = f" ({count - 1} more rows like it)" if count > 1 else ""
     raise TelemetryError(
         f"{blob.name}: {_where(kind, index)}, column {_column_number(frame, column)} ({column}): "
-        f"{what}, got {value!r}{more}"
+        f"{what}, got {show(value)}{more}"
     )
 
 

@@ -33,6 +33,7 @@ from db.registry import get_model, spec_of, upsert_models
 from db.session import session_factory
 from prewarm.errors import PrewarmError
 from prewarm.fleet import ModelSpec
+from prewarm.text import validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def create_app(
         try:
             deployed = ModelDeployed.model_validate_json(body)
         except ValidationError as exc:
-            return _reject(422, [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()])
+            return _reject(422, [{"loc": list(e["loc"]), "msg": validation_message(e)} for e in exc.errors()])
         try:
             row = await run_in_threadpool(register_version, engine, deployed)
         except UnknownModelError as exc:

@@ -28,7 +28,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from prewarm.cli.output import console, exits_cleanly
+from prewarm.cli.output import console, exits_cleanly, moment, plural
 from prewarm.errors import InputError, PrewarmError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -116,13 +116,16 @@ def _load(progress: Progress, fleet: Path, telemetry: Path) -> tuple[datetime, l
     engine = history_engine()
     with session_scope(engine) as session:
         upsert_models(session, specs)
-    _done(progress, task, f"Imported {len(specs)} models from {fleet.name}")
+    _done(progress, task, f"Imported {len(specs)} {plural(len(specs), 'model')} from {fleet.name}")
     task = _step(progress, f"Ingesting {telemetry.name}")
     summary = ingest_sources([str(telemetry)], engine=engine)
     if summary.last is None:
         raise InputError(f"{telemetry}: no telemetry rows to forecast from")
     _done(
-        progress, task, f"Ingested {summary.rows_read:,} rows of {summary.models} models up to {summary.last}"
+        progress,
+        task,
+        f"Ingested {summary.rows_read:,} {plural(summary.rows_read, 'row')} of {summary.models} "
+        f"{plural(summary.models, 'model')} up to {moment(summary.last)} UTC",
     )
     from prewarm.settings import get_settings
 
@@ -204,7 +207,8 @@ def _forecast_and_plan(progress: Progress, *, horizon: int, as_of: datetime, mod
     _done(
         progress,
         task,
-        f"Forecast {summary['models']} models, placed {summary['windows']} replica windows on {len(summary['hosts'])} hosts"
+        f"Forecast {summary['models']} {plural(summary['models'], 'model')}, placed {summary['windows']} replica "
+        f"{plural(summary['windows'], 'window')} on {len(summary['hosts'])} {plural(len(summary['hosts']), 'host')}"
         + short,
     )
     return list(summary["plan_ids"])

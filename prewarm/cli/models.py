@@ -10,7 +10,7 @@ from rich.table import Table
 from db.migrate import upgrade
 from db.registry import list_models, upsert_models
 from db.session import get_engine, session_scope
-from prewarm.cli.output import console, exits_cleanly
+from prewarm.cli.output import console, exits_cleanly, plural
 from prewarm.fleet import load_fleet
 
 app = typer.Typer(help="Register and list model versions.", no_args_is_help=True)
@@ -25,7 +25,7 @@ def import_fleet(fleet: Path = typer.Argument(..., help="Fleet YAML file (see ex
     upgrade(engine)
     with session_scope(engine) as session:
         upsert_models(session, specs)
-    console.print(f"Registered {len(specs)} model versions from {fleet}")
+    console.print(f"Registered {len(specs)} model {plural(len(specs), 'version')} from {fleet}", highlight=False)
 
 
 @app.command("list")

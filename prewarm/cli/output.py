@@ -6,13 +6,16 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import ParamSpec, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
 
 from prewarm.errors import InputError, PrewarmError, SourceError
+from prewarm.text import duration, plural
+
+__all__ = ["Notes", "console", "duration", "err_console", "exits_cleanly", "fail", "moment", "plural", "span", "window"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,28 +91,6 @@ def configure_logging(level: int | bool) -> None:
     root.setLevel(logging.WARNING if _verbosity <= 0 else logging.INFO if _verbosity == 1 else logging.DEBUG)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING if _verbosity < 2 else logging.NOTSET)
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``word`` or its plural for ``count`` (``1 model``, ``2 models``); the count itself is not included."""
-    return word if count == 1 else (many or word + "s")
-
-
-def duration(value: timedelta | float) -> str:
-    """A length people read: ``45 s``, ``10 min``, ``1 h``, ``2 h 30 min``, ``1 day``, ``2 days 6 h``."""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    sign, seconds = ("-" if seconds < 0 else ""), abs(round(seconds))
-    if seconds < 60:
-        return f"{sign}{seconds} s"
-    minutes, hours, days = (seconds // 60) % 60, (seconds // 3600) % 24, seconds // 86400
-    parts = []
-    if days:
-        parts.append(f"{days} {plural(days, 'day')}")
-    if hours:
-        parts.append(f"{hours} h")
-    if minutes and not days:
-        parts.append(f"{minutes} min")
-    return sign + " ".join(parts)
 
 
 def moment(at: datetime, *, short: bool = False) -> str:

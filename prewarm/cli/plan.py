@@ -23,6 +23,7 @@ from prewarm.cli import options as opt
 from prewarm.cli.output import Notes, console, err_console, exits_cleanly, moment, plural, window
 from prewarm.fleet import load_fleet
 from prewarm.telemetry import read_telemetry_input
+from prewarm.text import validation_message
 from scheduling.errors import PlanningError
 from scheduling.leads import LeadTimes
 from scheduling.placement import Host
@@ -60,7 +61,7 @@ def load_hosts(path: Path) -> list[Host]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise PlanningError(f"{path}: field {where}: {first['msg']}") from exc
+        raise PlanningError(f"{path}: field {where}: {validation_message(first)}") from exc
     return [Host(**entry.model_dump()) for entry in parsed.hosts]
 
 
@@ -260,7 +261,7 @@ def _plan_pool(
         history = history_until(session, [s.name for s in specs], as_of=as_of)
     if history.empty:
         raise PlanningError(f"no telemetry before {now.isoformat()} in the history database: ingest some with `prewarm ingest`")
-    with err_console.status(f"Forecasting {len(specs)} models..."):
+    with err_console.status(f"Forecasting {len(specs)} {plural(len(specs), 'model')}..."):
         result = forecasting.forecast(
             history, horizon=horizon, level=level, freq=f"{int(interval.total_seconds())}s", fast=fast
         )
@@ -331,6 +332,7 @@ def _plan_pool(
         console.print(f"[yellow]shortfall:[/] {line}", highlight=False)
     if store:
         console.print(
-            f"Stored forecast run {run_id} and {len(planned.plan_ids)} plans ({planned.created} new, "
+            f"Stored forecast run {run_id} and {len(planned.plan_ids)} {plural(len(planned.plan_ids), 'plan')} "
+            f"({planned.created} new, "
             f"{planned.superseded} superseded)"
         )

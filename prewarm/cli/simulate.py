@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from prewarm.cli import options as opt
-from prewarm.cli.output import console, err_console, exits_cleanly
+from prewarm.cli.output import console, err_console, exits_cleanly, plural
 from prewarm.telemetry import read_telemetry_input
 from scheduling.experiment import SimulationOptions, parse_policies, run_simulation
 from scheduling.metrics import summary
@@ -18,7 +18,11 @@ from scheduling.plots import plot_simulation
 
 
 def _table(document: dict) -> Table:  # type: ignore[type-arg]
-    table = Table(title=f"{document['models']} models, {document['eval_intervals']} evaluation intervals, lead {document['lead']}")
+    models, intervals, lead = document["models"], document["eval_intervals"], document["lead"]
+    table = Table(
+        title=f"{models:,} {plural(models, 'model')}, {intervals:,} evaluation {plural(intervals, 'interval')}, "
+        f"lead {lead} {plural(lead, 'interval')}"
+    )
     for column in ("policy", "cold fraction", "cold-start events", "replica-hours", "÷ oracle", "seconds"):
         table.add_column(column, justify="left" if column == "policy" else "right")
     for name, p in document["policies"].items():

@@ -1,0 +1,54 @@
+"""Values as people read them in messages: no Python or pandas representations (``np.int64(-4)``,
+``0 days 01:00:00``, ``Value error, ...``), plurals that agree with their count."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``word`` or its plural for ``count`` (``1 model``, ``2 models``); the count itself is not included."""
+    return word if count == 1 else (many or word + "s")
+
+
+def duration(value: timedelta | float) -> str:
+    """A length people read: ``45 s``, ``10 min``, ``1 h``, ``2 h 30 min``, ``1 day``, ``2 days 6 h``.
+
+    Takes a ``timedelta`` (pandas' ``Timedelta`` is one) or seconds.
+    """
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    sign, whole = ("-" if seconds < 0 else ""), abs(round(seconds))
+    if whole < 60:
+        return f"{sign}{whole} s"
+    minutes, hours, days = (whole // 60) % 60, (whole // 3600) % 24, whole // 86400
+    parts = []
+    if days:
+        parts.append(f"{days} {plural(days, 'day')}")
+    if hours:
+        parts.append(f"{hours} h")
+    if minutes and not days:
+        parts.append(f"{minutes} min")
+    return sign + " ".join(parts)
+
+
+def show(value: Any) -> str:
+    """A value quoted in a message: numbers plainly (``-4``, ``2.5``), text in quotes, lengths as durations."""
+    if isinstance(value, timedelta):
+        return duration(value)
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", None) == 0:  # a numpy scalar
+        value = item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def validation_message(error: dict[str, Any]) -> str:
+    """The message of one pydantic error without pydantic's ``Value error,`` prefix."""
+    message = str(error.get("msg", ""))
+    for prefix in _PYDANTIC_PREFIXES:
+        message = message.removeprefix(prefix)
+    return message
