@@ -28,6 +28,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
+from prewarm.cli import options as opt
 from prewarm.cli.output import console, exits_cleanly, moment, plural
 from prewarm.errors import InputError, PrewarmError
 
@@ -69,9 +70,9 @@ def demo(
     speedup: float = typer.Option(
         3600.0, min=1.0, help="Plan seconds per demo second (3600: an hour a second)."
     ),
-    report: Path | None = typer.Option(
-        None, help="Where to write the HTML report (default PREWARM_HOME/demo/report.html)."
-    ),
+    output: Path | None = opt.output_option(None, "Where to write the HTML report (default PREWARM_HOME/demo/report.html)."),
+    report: Path | None = opt.hidden_alias("--report"),
+    fast: bool = opt.fast_option(),
 ) -> None:
     """Run the whole loop on the example fleet: ingest, forecast, plan, warm ahead of each window, report."""
     from prewarm.settings import get_settings
@@ -81,7 +82,7 @@ def demo(
     for path, what in ((fleet, "fleet file"), (telemetry, "telemetry file")):
         if not path.exists():
             raise InputError(f"{path}: {what} not found; pass --{what.split()[0]} PATH")
-    out = report or settings.home / "demo" / "report.html"
+    out = opt.pick("--output", output, "--report", report) or settings.home / "demo" / "report.html"
     started = time.perf_counter()
     columns = (
         SpinnerColumn(),
@@ -93,7 +94,7 @@ def demo(
         as_of, names = _load(progress, fleet, telemetry)
         hosts = _start_hosts(progress, settings.home / "demo")
         try:
-            plan_ids = _forecast_and_plan(progress, horizon=horizon, as_of=as_of, models=names)
+            plan_ids = _forecast_and_plan(progress, horizon=horizon, as_of=as_of, models=names, fast=fast)
             _replay(progress, plan_ids, as_of=as_of, speedup=speedup)
             windows = _results(plan_ids)
             _write(progress, out, windows, names, as_of=as_of, speedup=speedup)
@@ -198,11 +199,13 @@ def _stop_hosts(hosts: list[_Host]) -> None:
             host.process.wait(timeout=15)
 
 
-def _forecast_and_plan(progress: Progress, *, horizon: int, as_of: datetime, models: list[str]) -> list[int]:
+def _forecast_and_plan(
+    progress: Progress, *, horizon: int, as_of: datetime, models: list[str], fast: bool = False
+) -> list[int]:
     from flows.forecast_and_plan import forecast_and_plan
 
     task = _step(progress, "Forecasting and planning (Prefect flow forecast-and-plan)")
-    summary = forecast_and_plan(horizon=horizon, models=models, pool=POOL, as_of=as_of)
+    summary = forecast_and_plan(horizon=horizon, models=models, pool=POOL, as_of=as_of, fast=fast)
     short = f", {len(summary['shortfall'])} short" if summary["shortfall"] else ""
     _done(
         progress,

@@ -17,7 +17,7 @@ def ingest(
     sources: list[str] = typer.Argument(
         ...,
         help="CSV or Parquet files, folders of them, s3://bucket/prefix (every object under it), or a Prometheus "
-        "server: prometheus+http(s)://HOST:PORT[/prefix].",
+        "server: prometheus+http(s)://HOST:PORT/PREFIX (the prefix is optional).",
     ),
     preset: str | None = typer.Option(
         None, "--preset", help=f"Prometheus: which request counters to read ({', '.join(PRESETS)})."
