@@ -120,7 +120,7 @@ def readme_commands() -> list[tuple[str, str]]:
     rows = []
     for line in table.splitlines()[2:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        name = re.match(r"`prewarm (\S+)", cells[0])
+        name = re.match(r"`prewarm ([a-z-]+)", cells[0])
         assert name, line
         rows.append((name[1], cells[-1]))
     return rows
