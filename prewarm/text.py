@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 _PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
@@ -52,3 +52,27 @@ def validation_message(error: dict[str, Any]) -> str:
     for prefix in _PYDANTIC_PREFIXES:
         message = message.removeprefix(prefix)
     return message
+
+
+def moment(at: datetime, *, short: bool = False) -> str:
+    """A time with its day: ``Mon 23 Nov 14:00``; ``short``: ``Mon 14:00`` (for tables whose title has the date)."""
+    return f"{at:%a %H:%M}" if short else f"{at:%a} {at.day} {at:%b %H:%M}"
+
+
+def window(start: datetime, end: datetime, *, short: bool = False) -> str:
+    """A window with its day and length: ``Mon 23 Nov 14:00 → 18:00 (4 h)``, the end's day when it differs.
+
+    ``short``, for narrow tables whose title gives the date: the start's day and time and the length,
+    ``Mon 14:00 for 4 h``.
+    """
+    if short:
+        return f"{moment(start, short=True)} for {duration(end - start)}"
+    end_text = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%a %H:%M}"
+    return f"{moment(start)} → {end_text} ({duration(end - start)})"
+
+
+def span(first: datetime | None, last: datetime | None) -> str:
+    """The time range of some data, ``2026-10-26 00:00 → 2026-11-22 23:00 UTC``; ``no rows`` when empty."""
+    if first is None or last is None:
+        return "no rows"
+    return f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC"

@@ -359,7 +359,7 @@ def _write(
     from prewarm.cold_starts import cold_starts_by_day
 
     task = _step(progress, "Writing the report")
-    since = pd.Timestamp(as_of) - pd.Timedelta(days=3)
+    since = pd.Timestamp(as_of) - pd.Timedelta(days=14)  # two weekly cycles before the forecast
     with session_scope(history_engine()) as session:
         history = load_telemetry(session, models=names)
         forecast = latest_forecast(session, models=names)

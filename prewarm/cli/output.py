@@ -6,14 +6,13 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from typing import ParamSpec, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
 
 from prewarm.errors import InputError, PrewarmError, SourceError
-from prewarm.text import duration, plural
+from prewarm.text import duration, moment, plural, span, window
 
 __all__ = ["Notes", "console", "duration", "err_console", "exits_cleanly", "fail", "moment", "plural", "span", "window"]
 
@@ -91,30 +90,6 @@ def configure_logging(level: int | bool) -> None:
     root.setLevel(logging.WARNING if _verbosity <= 0 else logging.INFO if _verbosity == 1 else logging.DEBUG)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING if _verbosity < 2 else logging.NOTSET)
-
-
-def moment(at: datetime, *, short: bool = False) -> str:
-    """A time with its day: ``Mon 23 Nov 14:00``; ``short``: ``Mon 14:00`` (for tables whose title has the date)."""
-    return f"{at:%a %H:%M}" if short else f"{at:%a} {at.day} {at:%b %H:%M}"
-
-
-def window(start: datetime, end: datetime, *, short: bool = False) -> str:
-    """A window with its day and length: ``Mon 23 Nov 14:00 → 18:00 (4 h)``, the end's day when it differs.
-
-    ``short``, for narrow tables whose title gives the date: the start's day and time and the length,
-    ``Mon 14:00 for 4 h``.
-    """
-    if short:
-        return f"{moment(start, short=True)} for {duration(end - start)}"
-    end_text = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%a %H:%M}"
-    return f"{moment(start)} → {end_text} ({duration(end - start)})"
-
-
-def span(first: datetime | None, last: datetime | None) -> str:
-    """The time range of some data, ``2026-10-26 00:00 → 2026-11-22 23:00 UTC``; ``no rows`` when empty."""
-    if first is None or last is None:
-        return "no rows"
-    return f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC"
 
 
 class Notes:
