@@ -53,10 +53,13 @@ def exits_cleanly(func: Callable[P, R]) -> Callable[P, R]:
 
 # Libraries whose request-by-request logs are noise at -v (a 422 from Prefect's csrf-token probe, a 503 from a
 # concurrency lease while the server starts are normal); -vv shows them.
-CHATTY_LOGGERS = ("httpx", "httpcore", "prefect", "uvicorn", "uvicorn.access", "uvicorn.error", "urllib3", "botocore",
-                  "aiosqlite", "alembic", "docket", "fakeredis")
+CHATTY_LOGGERS = ("httpx", "httpcore", "prefect", "uvicorn", "urllib3", "botocore", "aiosqlite", "alembic", "docket")
+# prewarm's own packages. Their records go to our handler directly, not through the root logger: Prefect
+# replaces the root's handlers and level (WARNING) when it is imported, which happens after this runs.
+OWN_PACKAGES = ("prewarm", "db", "forecasting", "warmers", "scheduling", "controller", "flows")
 _HANDLER_NAME = "prewarm-cli"
 _verbosity = 0
+_saved: dict[str, tuple[int, bool]] = {}
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -71,25 +74,51 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _handler() -> logging.Handler:
+    handler = _CurrentStderr()
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    return handler
+
+
 def verbosity() -> int:
-    """How many ``-v`` the command line was given so far."""
+    """How many ``-v`` the command line was given (before and after the sub-command together)."""
     return _verbosity
 
 
 def configure_logging(level: int | bool) -> None:
-    """Send logs to stderr: warnings only by default, prewarm's progress at ``-v``, every library's at ``-vv``."""
+    """Logs on stderr: warnings by default, prewarm's progress at ``-v``, the libraries' request logs at ``-vv``.
+
+    Without ``-v`` nothing is changed: records reach the root logger's handlers (warnings and worse) as usual.
+    """
     global _verbosity
     _verbosity = int(level)
-    root = logging.getLogger()
-    handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
-    if handler is None:
-        handler = _CurrentStderr()
-        handler.set_name(_HANDLER_NAME)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-    root.setLevel(logging.WARNING if _verbosity <= 0 else logging.INFO if _verbosity == 1 else logging.DEBUG)
+    for name in OWN_PACKAGES:
+        _route(name, logging.INFO if _verbosity == 1 else logging.DEBUG if _verbosity >= 2 else None)
+    # Below -vv the libraries stay as they are: their INFO records stop at the root's WARNING.
     for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING if _verbosity < 2 else logging.NOTSET)
+        _route(name, logging.INFO if _verbosity == 2 else logging.DEBUG if _verbosity > 2 else None)
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(_handler())
+
+
+def _route(name: str, level: int | None) -> None:
+    """Send ``name``'s records of ``level`` and worse to stderr through our handler; None undoes it."""
+    logger = logging.getLogger(name)
+    ours = [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]
+    if level is None:
+        if name in _saved:
+            logger.setLevel(_saved[name][0])
+            logger.propagate = _saved.pop(name)[1]
+        for handler in ours:
+            logger.removeHandler(handler)
+        return
+    _saved.setdefault(name, (logger.level, logger.propagate))
+    logger.setLevel(level)
+    logger.propagate = False  # no second copy through the root's handlers
+    if not ours:
+        logger.addHandler(_handler())
 
 
 class Notes:

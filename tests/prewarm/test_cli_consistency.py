@@ -3,6 +3,7 @@ everywhere, help without type noise, and the README's command table kept in step
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prewarm.cli.main import COMMANDS, app
+from prewarm.cli.output import configure_logging
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
@@ -134,3 +136,31 @@ def test_readme_starts_with_make_demo_then_make_test() -> None:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
     assert [b.strip() for b in blocks[:2]] == ["make demo", "make test"]
+
+
+@pytest.fixture
+def quiet_afterwards():  # type: ignore[no-untyped-def]
+    """Put logging back as a run without -v leaves it, for the tests that follow."""
+    yield
+    configure_logging(0)
+
+
+def test_verbose_shows_progress_and_keeps_request_logs_for_vv(
+    tmp_path: Path, engine: object, quiet_afterwards: None
+) -> None:
+    source = tmp_path / "t.csv"
+    source.write_text("timestamp,model,requests\n2026-11-01T00:00:00Z,a,1\n")
+    assert "INFO prewarm.telemetry" not in run("ingest", str(source)).stderr
+    assert "INFO prewarm.telemetry: read 1 rows" in run("ingest", str(source), "-v").stderr
+
+
+@pytest.mark.parametrize(("level", "shown"), [(0, False), (1, False), (2, True)])
+def test_library_request_logs_only_at_vv(
+    level: int, shown: bool, capsys: pytest.CaptureFixture[str], quiet_afterwards: None
+) -> None:
+    configure_logging(level)
+    logging.getLogger("httpx").info('HTTP Request: GET http://127.0.0.1/api/csrf-token "HTTP/1.1 422"')
+    logging.getLogger("controller.reconcile").info("tick done")
+    err = capsys.readouterr().err
+    assert ("csrf-token" in err) is shown
+    assert ("tick done" in err) is (level >= 1)
