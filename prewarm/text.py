@@ -15,7 +15,7 @@ def plural(count: int, word: str, many: str | None = None) -> str:
 
 
 def duration(value: timedelta | float) -> str:
-    """A length people read: ``45 s``, ``10 min``, ``1 h``, ``2 h 30 min``, ``1 day``, ``2 days 6 h``.
+    """A length people read: ``45 s``, ``1 min 40 s``, ``10 min``, ``1 h``, ``2 h 30 min``, ``1 day``, ``2 days 6 h``.
 
     Takes a ``timedelta`` (pandas' ``Timedelta`` is one) or seconds.
     """
@@ -31,6 +31,8 @@ def duration(value: timedelta | float) -> str:
         parts.append(f"{hours} h")
     if minutes and not days:
         parts.append(f"{minutes} min")
+    if whole < 600 and whole % 60:
+        parts.append(f"{whole % 60} s")
     return sign + " ".join(parts)
 
 

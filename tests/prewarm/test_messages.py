@@ -151,6 +151,8 @@ def test_forecast_summarises_one_model_in_the_singular(tmp_path: Path) -> None:
         (timedelta(days=1), "1 day"),
         (timedelta(days=2, hours=6), "2 days 6 h"),
         (45, "45 s"),
+        (100, "1 min 40 s"),
+        (timedelta(minutes=12, seconds=5), "12 min"),
     ],
 )
 def test_duration(value: object, text: str) -> None:
