@@ -23,7 +23,7 @@ def _table(document: dict) -> Table:  # type: ignore[type-arg]
         title=f"{models:,} {plural(models, 'model')}, {intervals:,} evaluation {plural(intervals, 'interval')}, "
         f"lead {lead} {plural(lead, 'interval')}"
     )
-    for column in ("policy", "cold fraction", "cold-start events", "replica-hours", "÷ oracle", "seconds"):
+    for column in ("policy", "cold fraction", "cold starts", "replica hours", "÷ oracle", "seconds"):
         table.add_column(column, justify="left" if column == "policy" else "right")
     for name, p in document["policies"].items():
         ratio = p["replica_hours_vs_oracle"]
