@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -86,6 +87,11 @@ def test_registry_path_forecasts_registered_models_and_stores_a_run(engine: Engi
     result = run("forecast", "--horizon", "6", "--fast", "--output", str(output))
     assert result.exit_code == 0, result.output
     assert f"{names[0]}" in result.stdout and "no telemetry" in result.stdout
+    summary = result.stdout[result.stdout.index("Stored forecast run") :]
+    assert "next busy window" in summary
+    for name in names[1:]:  # per forecast model: its peak and its next busy window, with day and length
+        row = next(line for line in summary.splitlines() if f" {name} " in line)
+        assert re.search(r"\d+ \(\d+\)", row) and re.search(r"[A-Z][a-z]{2} \d\d:\d\d for \d+ (h|min|day)", row)
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(ForecastRun)) == 1
         latest = latest_forecast(session)
