@@ -29,7 +29,7 @@ def duration(value: timedelta | float) -> str:
         parts.append(f"{days} {plural(days, 'day')}")
     if hours:
         parts.append(f"{hours} h")
-    if minutes and not days:
+    if minutes:
         parts.append(f"{minutes} min")
     if whole < 600 and whole % 60:
         parts.append(f"{whole % 60} s")

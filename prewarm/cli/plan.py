@@ -209,7 +209,8 @@ def _plan_file(
         typer.echo(json.dumps(document, indent=2))
         return
     notes = Notes()
-    console.print(_table(result, now=now, notes=notes))
+    table = _table(result, now=now, notes=notes)
+    console.print(table if result.rows else f"{table.title}.", highlight=False)
     notes.print("why")
     console.print("demand: the requests the forecast expects in the window; warm from: the window's start minus the "
                   "time to ready.", highlight=False)
@@ -326,7 +327,7 @@ def _plan_pool(
             w.model if one_version else f"{w.model}:{w.version}", w.host or "-", moment(warm_from, short=True),
             window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
         )
-    console.print(table)
+    console.print(table if planned.windows else f"{table.title}.", highlight=False)
     notes.print("why")
     for line in planned.shortfall:
         console.print(f"[yellow]shortfall:[/] {line}", highlight=False)

@@ -150,6 +150,7 @@ def test_forecast_summarises_one_model_in_the_singular(tmp_path: Path) -> None:
         (timedelta(hours=2, minutes=30), "2 h 30 min"),
         (timedelta(days=1), "1 day"),
         (timedelta(days=2, hours=6), "2 days 6 h"),
+        (timedelta(days=1, minutes=10), "1 day 10 min"),
         (45, "45 s"),
         (100, "1 min 40 s"),
         (timedelta(minutes=12, seconds=5), "12 min"),
