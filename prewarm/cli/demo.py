@@ -30,7 +30,7 @@ from rich import box
 from rich.table import Column, Table
 
 from prewarm.cli import options as opt
-from prewarm.cli.output import console, duration, exits_cleanly, moment, plural, verbosity, window
+from prewarm.cli.output import console, duration, exits_cleanly, moment, plural, verbosity
 from prewarm.errors import InputError, PrewarmError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -418,12 +418,17 @@ def _table(windows: list[_Window], *, as_of: datetime) -> Table:
         table.add_row(
             r.model,
             w.host or "-",
-            window(r.window_start, r.window_end, short=True),
+            _ends(r.window_start, r.window_end),
             moment(r.warm_start, short=True),
             ready,
             ("pinned" if w.pinned else "-") if w.unloaded_at is None else moment(w.unloaded_at, short=True),
         )
     return table
+
+
+def _ends(start: datetime, end: datetime) -> str:
+    """A window by its two ends, each with its day: ``Mon 00:00–Tue 00:10`` (narrower than day and length)."""
+    return f"{moment(start, short=True)}–{moment(end, short=True)}"
 
 
 def _latency_table(windows: list[_Window]) -> Table:
@@ -444,7 +449,7 @@ def _latency_table(windows: list[_Window]) -> Table:
         table.add_row(
             r.model,
             w.host or "-",
-            window(r.window_start, r.window_end, short=True),
+            _ends(r.window_start, r.window_end),
             _ms(r.cold_first_request_ms),
             _ms(r.warm_first_request_ms),
         )
