@@ -117,11 +117,14 @@ def _load(progress: Progress, fleet: Path, telemetry: Path) -> tuple[datetime, l
     from db.registry import upsert_models
     from db.session import session_scope
     from flows.common import history_engine
-    from prewarm.fleet import load_fleet
+    from prewarm.fleet import check_factories, load_fleet
     from prewarm.ingest import ingest_sources
+    from prewarm.settings import get_settings
 
     task = _step(progress, f"Importing the fleet {fleet.name}")
-    specs = load_fleet(fleet).models
+    loaded = load_fleet(fleet)
+    check_factories(loaded, fleet, get_settings().factory_modules)
+    specs = loaded.models
     engine = history_engine()
     with session_scope(engine) as session:
         upsert_models(session, specs)

@@ -11,7 +11,7 @@ from db.migrate import upgrade
 from db.registry import list_models, upsert_models
 from db.session import get_engine, session_scope
 from prewarm.cli.output import console, exits_cleanly, plural
-from prewarm.fleet import load_fleet
+from prewarm.fleet import check_factories, load_fleet
 
 app = typer.Typer(help="Register and list model versions.", no_args_is_help=True)
 
@@ -19,8 +19,15 @@ app = typer.Typer(help="Register and list model versions.", no_args_is_help=True
 @app.command("import")
 @exits_cleanly
 def import_fleet(fleet: Path = typer.Argument(..., help="Fleet YAML file (see examples/fleet.yaml).")) -> None:
-    """Register every model version of a fleet file (one transaction: all or nothing)."""
-    specs = load_fleet(fleet).models
+    """Register every model version of a fleet file (one transaction: all or nothing).
+
+    Every factory must come from ``PREWARM_FACTORY_MODULES``; otherwise nothing is registered (exit code 2).
+    """
+    from prewarm.settings import get_settings
+
+    loaded = load_fleet(fleet)
+    check_factories(loaded, fleet, get_settings().factory_modules)
+    specs = loaded.models
     engine = get_engine()
     upgrade(engine)
     with session_scope(engine) as session:
