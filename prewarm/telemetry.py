@@ -25,6 +25,7 @@ import pandas as pd
 
 from prewarm import columns as C
 from prewarm.errors import SourceError, TelemetryError
+from prewarm.text import show
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _fail_at(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column
     more = f" ({count - 1} more rows like it)" if count > 1 else ""
     raise TelemetryError(
         f"{blob.name}: {_where(kind, index)}, column {_column_number(frame, column)} ({column}): "
-        f"{what}, got {value!r}{more}"
+        f"{what}, got {show(value)}{more}"
     )
 
 
@@ -218,9 +219,29 @@ def read_telemetry_file(path: str | Path) -> pd.DataFrame:
     Columns: timestamp (UTC, tz-aware), model (str), requests (float), p50_ms, p99_ms (float, NaN when absent).
     """
     path = Path(path)
+    if path.is_dir():
+        raise TelemetryError(f"{path}: is a folder; pass a CSV or Parquet file")
     if not path.is_file():
         raise TelemetryError(f"{path}: no such file")
     return read_blob(_Blob(name=str(path), path=path))
+
+
+def read_telemetry_input(path: str | Path, *, option: str = "--input") -> pd.DataFrame:
+    """The telemetry a command's ``--input`` names: a file or a folder of them, with at least one row.
+
+    A header-only file or an empty folder is a :class:`TelemetryError` that says what to pass instead.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TelemetryError(f"{option} {path}: no such file or folder; pass a CSV or Parquet telemetry file")
+    frame = read_sources([str(path)])
+    if frame.empty:
+        what = "its files hold" if path.is_dir() else "it holds"
+        raise TelemetryError(
+            f"{option} {path}: {what} no telemetry rows, only a header; "
+            "pass a file with at least one row of timestamp,model,requests"
+        )
+    return frame
 
 
 def _local_blobs(source: str) -> Iterator[_Blob]:
@@ -230,7 +251,9 @@ def _local_blobs(source: str) -> Iterator[_Blob]:
             p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)
         )
         if not files:
-            raise TelemetryError(f"{path}: folder holds no .csv or .parquet files")
+            raise TelemetryError(
+                f"{path}: the folder holds no .csv or .parquet files; pass a telemetry file or a folder of them"
+            )
         for file in files:
             yield _Blob(name=str(file), path=file)
         return

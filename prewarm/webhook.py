@@ -50,6 +50,7 @@ from db.registry import get_model, spec_of, upsert_models
 from db.session import session_factory
 from prewarm.errors import PrewarmError
 from prewarm.fleet import ModelSpec
+from prewarm.text import validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +332,7 @@ def _summary(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
         where = ".".join(str(part) for part in error["loc"]) or "body"
-        parts.append(f"{where}: {error['msg']}")
+        parts.append(f"{where}: {validation_message(error)}")
     return "; ".join(parts)
 
 
