@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prewarm.errors import FleetError
+from prewarm.text import plural, validation_message
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -268,8 +269,8 @@ def load_fleet(path: str | Path) -> Fleet:
         first = exc.errors()[0]
         name = _model_name(raw, first["loc"])
         raise FleetError(
-            f"{path}: field {_location(first)}{name}: {first['msg']}"
-            + (f" ({len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else "")
+            f"{path}: field {_location(first)}{name}: {validation_message(first)}"
+            + (f" ({more} more {plural(more, 'error')})" if (more := len(exc.errors()) - 1) else "")
         ) from exc
     base = path.resolve().parent
     models = [
