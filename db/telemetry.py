@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Telemetry
 from prewarm import columns as C
+from prewarm.errors import TelemetryError
 
 _STAGE = "telemetry_ingest_stage"
 _STAGE_COLUMNS = "model, raw_us, requests, p50_ms, p99_ms, cold_starts"
@@ -70,6 +71,7 @@ class TelemetryStage:
         self._cursor = connection.connection.driver_connection.cursor()
         if self.postgres:
             # seq numbers the rows in arrival order: the last row of a key wins.
+            self._cursor.execute(f"DROP TABLE IF EXISTS pg_temp.{_STAGE}")
             self._cursor.execute(
                 f"CREATE TEMP TABLE {_STAGE} (model text, raw_us bigint, requests double precision, "
                 "p50_ms double precision, p99_ms double precision, cold_starts bigint, "
@@ -88,8 +90,10 @@ class TelemetryStage:
         if frame.empty:
             return
         raw_us = (frame[C.TIMESTAMP] - _EPOCH) // _US
-        if int(raw_us.min()) < 0:
-            raise ValueError("telemetry before 1970-01-01 cannot be stored")
+        if int(raw_us.min()) < 0:  # the merge's bucket arithmetic assumes non-negative epochs
+            raise TelemetryError(
+                f"telemetry of {frame[C.TIMESTAMP].min()} is before 1970-01-01 UTC: check the timestamp column"
+            )
         if self.aligned:
             self.aligned = bool((raw_us % (self.bucket_seconds * 1_000_000) == 0).all())
         self._models.update(frame[C.MODEL].unique().tolist())

@@ -233,7 +233,7 @@ def accept_delivery(
                 session.rollback()
                 return Replay(key=taken)
             deliveries.forget_expired(session, now=now)
-            row = register_version(session, deployed)
+            row = register_in(session, deployed)
             session.commit()
         except BaseException:
             session.rollback()
@@ -241,7 +241,23 @@ def accept_delivery(
         return Accepted(row=row)
 
 
-def register_version(session: Session, deployed: ModelDeployed) -> Model:
+def register_version(engine: Engine, deployed: ModelDeployed, *, sources: Sequence[str] | None = None) -> Model:
+    """Register ``deployed`` in its own transaction, after checking its artifact against ``sources``.
+
+    ``sources`` defaults to the settings' ``resolved_artifact_sources``; an artifact outside them raises
+    :class:`ArtifactSourceError` and registers nothing (the post-deploy flow registers through here).
+    """
+    if deployed.artifact_uri is not None:
+        if sources is None:
+            from prewarm.settings import get_settings
+
+            sources = get_settings().resolved_artifact_sources
+        check_source(deployed.artifact_uri, sources)
+    with session_factory(engine).begin() as session:
+        return register_in(session, deployed)
+
+
+def register_in(session: Session, deployed: ModelDeployed) -> Model:
     """Register ``deployed`` as a new version, copying the newest registered version's warm-up spec.
 
     The artifact URI and sha256 come from the body when given, else from the previous version. Raises

@@ -251,3 +251,17 @@ def test_200_racing_registrations_of_one_version_are_all_accepted(engine: Engine
     assert sorted({r.status_code for r in responses}) == [202], [r.text for r in responses if r.status_code != 202]
     assert len(emitter.sent) == 200
     assert _rows(engine, "2") == 1
+
+
+def test_register_version_checks_the_source_too(engine: Engine) -> None:
+    """The post-deploy flow registers versions announced elsewhere (a Prefect Cloud webhook) through here."""
+    from prewarm.webhook import ModelDeployed, register_version
+
+    with session_scope(engine) as session:
+        upsert_models(session, [_spec("1")])
+    outside = ModelDeployed(model="chat-small", version="2", artifact_uri="/etc/shadow", sha256=SHA_B)
+    with pytest.raises(ArtifactSourceError, match="outside the allowed artifact sources"):
+        register_version(engine, outside, sources=SOURCES)
+    inside = ModelDeployed(model="chat-small", version="2", artifact_uri="/srv/models/2.pt2", sha256=SHA_B)
+    assert register_version(engine, inside, sources=SOURCES).artifact_uri == "/srv/models/2.pt2"
+    assert _rows(engine) == 2
