@@ -16,6 +16,7 @@ from prewarm.promql import PRESETS
 def ingest(
     sources: list[str] = typer.Argument(
         ...,
+        metavar="SOURCE",
         help="CSV or Parquet files, folders of them, s3://bucket/prefix (every object under it), or a Prometheus "
         "server: prometheus+http(s)://HOST:PORT/PREFIX (the prefix is optional).",
     ),
