@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC key that signs post-deploy webhooks."
     )
+    webhook_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a webhook client has to send its headers, and then its body."
+    )
     artifact_sources: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
         description="URI prefixes artifacts may come from (comma-separated); unset means the artifact root "

@@ -21,9 +21,7 @@ def webhook(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 0.0.0.0 for every interface."),
 ) -> None:
     """Receive signed model-deployed webhooks: register the version and emit prewarm.model.deployed to Prefect."""
-    import uvicorn
-
-    from prewarm.webhook import PATH, create_app
+    from prewarm.webhook import PATH, create_app, serve
 
     secret = get_settings().webhook_secret
     if secret is None or not secret.get_secret_value():
@@ -32,4 +30,4 @@ def webhook(
     upgrade(engine)
     app = create_app(secret=secret.get_secret_value(), engine=engine)
     console.print(f"Listening on http://{host}:{port}{PATH}")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    serve(app, host=host, port=port)
