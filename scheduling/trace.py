@@ -59,7 +59,8 @@ def _infer_interval(frame: pd.DataFrame) -> pd.Timedelta:
     interval = observed_interval(frame)
     if interval is None:
         raise SimulationError(
-            "telemetry has no model with two distinct timestamps; the bucket width cannot be inferred"
+            "telemetry has no model with two distinct timestamps, so the bucket width cannot be inferred; "
+            "give at least one model two or more intervals"
         )
     return interval
 

@@ -66,13 +66,19 @@ def _done(progress: Progress, task_id: Any, text: str) -> None:
 
 @exits_cleanly
 def demo(
-    fleet: Path = typer.Option(EXAMPLES / "fleet.yaml", help="Fleet file to import."),
-    telemetry: Path = typer.Option(EXAMPLES / "telemetry.csv", help="Telemetry to ingest (CSV or Parquet)."),
+    fleet: Path = typer.Option(
+        EXAMPLES / "fleet.yaml", show_default="examples/fleet.yaml", help="Fleet file to import."
+    ),
+    telemetry: Path = typer.Option(
+        EXAMPLES / "telemetry.csv", show_default="examples/telemetry.csv", help="Telemetry to ingest (CSV or Parquet)."
+    ),
     horizon: int = typer.Option(24, min=1, max=168, help="Intervals to forecast and plan."),
     speedup: float = typer.Option(
         3600.0, min=1.0, help="Plan seconds per demo second (3600: an hour a second)."
     ),
-    output: Path | None = opt.output_option(None, "Where to write the HTML report (default PREWARM_HOME/demo/report.html)."),
+    output: Path | None = opt.output_option(
+        None, "Where to write the HTML report (default: report.html in the folder PREWARM_HOME/demo)."
+    ),
     report: Path | None = opt.hidden_alias("--report"),
     fast: bool = opt.fast_option(),
 ) -> None:

@@ -146,7 +146,7 @@ def forecast_command(
     horizon: int = opt.horizon_option(..., "Intervals ahead, in the input's frequency."),
     level: float = opt.level_option(95.0, "Prediction interval level in percent (0-100)."),
     output: Path | None = opt.output_option(
-        None, "Forecast CSV (model,timestamp,yhat,lo,hi). Required with --input; optional without."
+        None, "Forecast CSV (model, timestamp, yhat, lo, hi). Required with --input; optional without."
     ),
     freq: str | None = typer.Option(None, "--freq", help="Bucket width (e.g. h, 15min); inferred when omitted."),
     jobs: int = typer.Option(min(2, os.cpu_count() or 1), "--jobs", "-j", min=1, help="Worker processes."),
@@ -154,8 +154,9 @@ def forecast_command(
 ) -> None:
     """Forecast request demand per model with prediction intervals.
 
-    With --input: a telemetry file in, a forecast CSV out (--output). Without: the registered models' history,
-    forecast, stored in the history database and summarised per model (peak, next busy window).
+    With --input: a telemetry file in, a forecast CSV out (--output).
+
+    Without --input: the registered models' history in, a stored forecast and its summary (peak, next busy window).
     """
     opt.check_level(level)
     if input is None:

@@ -44,7 +44,7 @@ def add(
         None, "--versioned-routes/--no-versioned-routes", help="Whether the server has /versions/{v} routes; unset: detect."
     ),
     max_concurrent_warmups: int = typer.Option(1, "--max-concurrent-warmups", min=1, help="Warm-ups at once on this host."),
-    label: list[str] = typer.Option([], "--label", help="KEY=VALUE, repeatable."),
+    label: list[str] = typer.Option([], "--label", metavar="KEY=VALUE", help="A label; repeatable."),
 ) -> None:
     """Add a host by hand (Triton, KServe, MLServer, or a prewarm host that does not register itself).
 

@@ -16,6 +16,7 @@ from prewarm.promql import PRESETS
 def ingest(
     sources: list[str] = typer.Argument(
         ...,
+        metavar="SOURCE",
         help="CSV or Parquet files, folders of them, s3://bucket/prefix (every object under it), or a Prometheus "
         "server: prometheus+http(s)://HOST:PORT/PREFIX (the prefix is optional).",
     ),
@@ -36,8 +37,12 @@ def ingest(
     ),
     end: str | None = typer.Option(None, "--end", help="Prometheus: read up to this time (default: now)."),
 ) -> None:
-    """Ingest request telemetry: files (timestamp,model,requests[,p50_ms,p99_ms]; naive timestamps are UTC) or
-    Prometheus (without --since/--start each model resumes at its last stored bucket)."""
+    """Ingest request telemetry from files, folders, S3 or Prometheus into the history database.
+
+    Files: columns timestamp, model, requests (and optionally p50_ms, p99_ms); naive timestamps are UTC.
+
+    Prometheus: without --since or --start each model resumes at its last stored bucket.
+    """
     engine = get_engine()
     upgrade(engine)
     options = PrometheusOptions(preset=preset, query=query, since=since, start=start, end=end)

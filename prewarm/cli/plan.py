@@ -115,7 +115,9 @@ def plan(
         None, "--as-of", help="With --pool: plan as if it were this time (ISO-8601, UTC if no offset); default now."
     ),
     store: bool = typer.Option(False, "--store", help="With --pool: store the forecast and the plans (else a dry run)."),
-    models: list[str] | None = typer.Option(None, "--model", help="With --pool: only this model (repeatable)."),
+    models: list[str] | None = typer.Option(
+        None, "--model", metavar="MODEL", help="With --pool: only this model (repeatable)."
+    ),
     horizon: int = opt.horizon_option(24, "Intervals to plan ahead."),
     fleet: Path | None = typer.Option(None, "--fleet", help="Fleet file: capacity, memory and priority per model."),
     hosts: Path | None = typer.Option(None, "--hosts", help="Hosts file (YAML); without it capacity is unlimited."),

@@ -45,9 +45,10 @@ def simulate(
     lead: int = typer.Option(1, "--lead", help="Intervals from requesting a replica to it being ready."),
     replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Replica capacity = p95 of history ÷ this."),
     replan: int = typer.Option(24, "--replan", help="The forecast policy re-plans every N intervals."),
-    policies: str = typer.Option("all", "--policies", help="'all' or a list: static,keepalive,reactive,histogram,forecast,oracle."),
+    policies: str = typer.Option("all", "--policies", help="'all' or a comma-separated list of static, keepalive, reactive, histogram, forecast, oracle."),
     output: Path | None = opt.output_option(
-        None, "Folder for the results: POLICY.csv per policy (model,timestamp,capacity,ready,provisioned) and simulation.png."
+        None, "Folder for the results: POLICY.csv per policy (model, timestamp, capacity, ready, provisioned) "
+        "and simulation.png."
     ),
     decisions_dir: Path | None = opt.hidden_alias("--decisions-dir"),
     plot: Path | None = typer.Option(None, "--plot", help="PNG figure path (default: simulation.png in --output when given)."),
