@@ -90,6 +90,16 @@ def inference_executor(spec: ModelSpec, device: torch.device) -> ThreadPoolExecu
 
 
 def _bind_thread(device: torch.device) -> None:
+    """Give the new inference thread the process's torch thread count and device.
+
+    OpenMP keeps the thread count per thread, and MKL's GEMM (every ``nn.Linear`` on CPU) reads it without
+    torch's lazy per-thread set-up: a fresh thread would run its matrix products on a team of one thread per
+    core, whose barrier stalls for a whole scheduler slice (about 15 ms here) whenever the other team member
+    is preempted. Setting the count here makes the thread honour ``--cpu-threads`` like the main thread.
+    """
+    # In a fresh thread get_num_threads() first applies the process's setting to torch's own pool and
+    # returns it; set_num_threads() then hands it to MKL and OpenMP for this thread as well.
+    torch.set_num_threads(torch.get_num_threads())
     if device.type == "cuda":
         torch.cuda.set_device(device)
 
