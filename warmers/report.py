@@ -38,12 +38,13 @@ class Baseline:
     """What a warm run is compared with: previous successful runs on this device class, and the SLA.
 
     ``p50_ms`` and ``first_request_ms`` are medians over earlier runs (the caller fetches them from the history
-    database), each with its spread (``*_spread_ms``, see :func:`spread_ms`). A statistic of this run fails when
-    it exceeds ``median * tolerance + deviations * spread + slack_ms``, where ``spread`` is the larger of the
-    baseline's and this run's own: a run on a noisy machine (wide spread) is not failed for its noise, a model
-    that is truly slower (its probes slow every time, so a narrow spread) still is. The statistics judged are
-    medians of several probes (see :class:`Latency`), never a single request. A steady p99 above ``sla_p99_ms``
-    fails too.
+    database), each with its spread (``*_spread_ms``: the larger of the spread between those runs and the
+    spread of single probes within them, see :func:`spread_ms`). A statistic of this run fails when it exceeds
+    ``median * tolerance + deviations * spread + slack_ms``. The statistics judged are medians of several
+    probes (see :class:`Latency`), never a single request, so a stalled probe does not move them, while a
+    model that is truly slower (every probe slower) still fails. This run's own spread does not widen the
+    bound: a model that became slow and erratic must not pass for being erratic. A steady p99 above
+    ``sla_p99_ms`` fails too.
     """
 
     p50_ms: float | None = None
@@ -61,10 +62,9 @@ class Baseline:
             return self
         return dataclasses.replace(self, sla_p99_ms=sla_p99_ms)
 
-    def limit_ms(self, median_ms: float, *, baseline_spread_ms: float, run_spread_ms: float) -> float:
-        """The bound a statistic of this run is held to, from the baseline's median and the larger spread."""
-        spread = max(baseline_spread_ms, run_spread_ms)
-        return median_ms * self.tolerance + self.deviations * spread + self.slack_ms
+    def limit_ms(self, median_ms: float, spread_ms: float) -> float:
+        """The bound a statistic of this run is held to, from the baseline's median and spread."""
+        return median_ms * self.tolerance + self.deviations * spread_ms + self.slack_ms
 
     def describe(self, median_ms: float, spread: float) -> str:
         """How the bound was made, for the reason of a failed verdict."""
@@ -136,28 +136,20 @@ def judge(latency: Latency, baseline: Baseline) -> str | None:
     if baseline.sla_p99_ms is not None and latency.steady_p99_ms > baseline.sla_p99_ms:
         problems.append(f"steady p99 {latency.steady_p99_ms:.2f} ms exceeds the SLA of {baseline.sla_p99_ms:.2f} ms")
     if baseline.p50_ms is not None:
-        problems += _exceeds(
-            "steady p50", latency.steady_p50_ms, baseline, baseline.p50_ms,
-            baseline_spread_ms=baseline.p50_spread_ms, run_spread_ms=latency.steady_spread_ms,
-        )
+        problems += _exceeds("steady p50", latency.steady_p50_ms, baseline, baseline.p50_ms, baseline.p50_spread_ms)
     if baseline.first_request_ms is not None:
-        idle = latency.first_after_idle_ms is not None
+        what = "first request after idle (median)" if latency.first_after_idle_ms is not None else "warmed first request"
         problems += _exceeds(
-            "first request after idle (median)" if idle else "warmed first request",
-            latency.first_request_statistic_ms, baseline, baseline.first_request_ms,
-            baseline_spread_ms=baseline.first_request_spread_ms,
-            run_spread_ms=latency.first_after_idle_spread_ms if idle else 0.0,
+            what, latency.first_request_statistic_ms, baseline, baseline.first_request_ms,
+            baseline.first_request_spread_ms,
         )
     return "; ".join(problems) or None
 
 
-def _exceeds(
-    what: str, observed: float, baseline: Baseline, median: float, *, baseline_spread_ms: float, run_spread_ms: float
-) -> list[str]:
-    limit = baseline.limit_ms(median, baseline_spread_ms=baseline_spread_ms, run_spread_ms=run_spread_ms)
+def _exceeds(what: str, observed: float, baseline: Baseline, median: float, spread: float) -> list[str]:
+    limit = baseline.limit_ms(median, spread)
     if observed <= limit:
         return []
-    spread = max(baseline_spread_ms, run_spread_ms)
     return [f"{what} {observed:.2f} ms exceeds {limit:.2f} ms ({baseline.describe(median, spread)})"]
 
 

@@ -19,10 +19,9 @@ def test_spread_is_a_scaled_median_absolute_deviation_that_one_stall_barely_move
     assert spread_ms([1.0, 9.0]) == 0.0  # too few samples to say
 
 
-def test_the_bound_is_median_times_tolerance_plus_deviations_of_the_larger_spread_plus_a_floor() -> None:
+def test_the_bound_is_median_times_tolerance_plus_deviations_of_the_spread_plus_a_floor() -> None:
     baseline = Baseline(first_request_ms=2.0, first_request_spread_ms=0.5, tolerance=1.2, deviations=4.0, slack_ms=1.0)
-    assert baseline.limit_ms(2.0, baseline_spread_ms=0.5, run_spread_ms=0.2) == pytest.approx(2.4 + 2.0 + 1.0)
-    assert baseline.limit_ms(2.0, baseline_spread_ms=0.5, run_spread_ms=1.0) == pytest.approx(2.4 + 4.0 + 1.0)
+    assert baseline.limit_ms(2.0, 0.5) == pytest.approx(2.4 + 2.0 + 1.0)
 
 
 def test_single_stalled_samples_do_not_decide() -> None:
@@ -38,26 +37,40 @@ def test_single_stalled_samples_do_not_decide() -> None:
 
 def test_the_verdict_is_stable_over_many_noisy_runs_of_an_unchanged_model() -> None:
     rng = np.random.default_rng(20261125)
-    failures = 0
-    for _ in range(500):
-        # An unchanged model on a busy machine: jitter around the baseline, and now and then a long stall.
+    failures = single_sample_failures = 0
+    runs = 500
+    for _ in range(runs):
+        # An unchanged model on a busy machine: jitter around the baseline, and 1 probe in 20 meets a stall.
         idle = list(0.8 + rng.normal(0, 0.1, 7).clip(-0.3, 0.3))
         steady = list(0.5 + rng.normal(0, 0.05, 20).clip(-0.15, 0.15))
-        for samples, share in ((idle, 0.15), (steady, 0.1)):
+        for samples in (idle, steady):
             for i in range(len(samples)):
-                if rng.random() < share:
+                if rng.random() < 0.05:
                     samples[i] += float(rng.uniform(3, 30))
-        latency = Latency.from_samples(steady, idle_ms=idle, first_ms=float(rng.uniform(0.5, 20)))
-        failures += judge(latency, BASELINE) is not None
-    assert failures == 0
+        first = float(rng.uniform(0.5, 5.0))  # the single warmed first request, as jittery as it gets here
+        failures += judge(Latency.from_samples(steady, idle_ms=idle, first_ms=first), BASELINE) is not None
+        single_sample_failures += first > 0.8 * 1.5 + 2.0  # the old rule: one sample vs baseline x 1.5 + 2 ms
+    # Only a run where most idle probes stalled (4 of 7 here, once) can fail; one sample against a bound flipped
+    # about every other run.
+    assert failures <= 1
+    assert single_sample_failures > runs // 3
 
 
 def test_a_truly_slower_model_still_fails_with_the_reason() -> None:
     latency = Latency.from_samples([3.0, 3.1, 2.9, 3.0, 3.05], idle_ms=[3.4, 3.3, 3.5, 3.4, 3.6, 3.4, 3.3], first_ms=3.5)
     reason = judge(latency, BASELINE)
     assert reason is not None
-    assert reason.startswith("steady p50 3.00 ms exceeds 1.90 ms (baseline 0.50 ms x 1.2 + 4 x spread 0.07 ms + 1 ms)")
-    assert "; first request after idle (median) 3.40 ms exceeds 2.55 ms (baseline 0.80 ms x 1.2 + 4 x spread 0.15 ms" in reason
+    assert reason == (
+        "steady p50 3.00 ms exceeds 1.80 ms (baseline 0.50 ms x 1.2 + 4 x spread 0.05 ms + 1 ms); "
+        "first request after idle (median) 3.40 ms exceeds 2.36 ms (baseline 0.80 ms x 1.2 + 4 x spread 0.10 ms + 1 ms)"
+    )
+
+
+def test_a_slower_model_does_not_pass_for_being_erratic_too() -> None:
+    erratic = [20.0, 45.0, 60.0, 25.0, 80.0, 30.0, 50.0]  # slow, and its own spread is wide
+    latency = Latency.from_samples(erratic, idle_ms=erratic, first_ms=40.0)
+    assert latency.steady_spread_ms > 20.0
+    assert judge(latency, BASELINE) is not None
 
 
 def test_without_idle_probes_the_single_first_request_is_judged() -> None:
