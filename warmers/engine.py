@@ -195,8 +195,8 @@ class Engine:
             self._notify_failure(spec.name, "ValidationFailed")
             logger.warning("not ready: %s", report.reason)
             return report
-        # The load's garbage was collected before validation (pipeline.validate): collecting again here would
-        # only leave the serving path cold for the first client request.
+        # The load's garbage was collected during warm-up (pipeline.warm_up): collecting again here would only
+        # leave the serving path cold for the first client request.
         result.loaded.ready_at = time.monotonic()
         with self._lock:
             previous = entry.loaded
