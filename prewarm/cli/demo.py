@@ -81,8 +81,13 @@ def demo(
     ),
 ) -> None:
     """Run the whole loop on the example fleet: ingest, forecast, plan, warm ahead of each window, report."""
-    from prewarm.settings import get_settings
+    from prewarm.settings import get_settings, reset_settings
 
+    # One warm-up at a time in the demo's pool: each host times a model's cold and warm first request, and a
+    # second load running beside it on a small machine would sit inside those timings.
+    if "PREWARM_CONTROLLER__MAX_WARMUPS_PER_POOL" not in os.environ:
+        os.environ["PREWARM_CONTROLLER__MAX_WARMUPS_PER_POOL"] = "1"
+        reset_settings()
     settings = get_settings()
     _quiet_prefect(settings.home)
     for path, what in ((fleet, "fleet file"), (telemetry, "telemetry file")):
