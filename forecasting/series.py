@@ -21,6 +21,7 @@ import pandas as pd
 
 from forecasting.errors import ForecastingError, FrequencyError
 from prewarm import columns as C
+from prewarm.text import duration
 
 DEFAULT_FREQ = "h"
 _DAY = pd.Timedelta(days=1)
@@ -157,7 +158,7 @@ def split_series(frame: pd.DataFrame, delta: pd.Timedelta) -> list[Series]:
         series = _one_series(str(name), buckets[rows], raw[rows], delta, season)
         irregular = int(off_grid[rows].sum())
         if irregular:
-            note = f"{irregular} timestamps off the {delta} grid floored to their bucket"
+            note = f"{irregular} timestamps off the {duration(delta)} grid floored to their bucket"
             series = Series(series.model, series.values, series.last, series.n_rows, (note, *series.warnings))
         out.append(series)
     return out

@@ -15,6 +15,7 @@ import pandas as pd
 
 from forecasting.series import observed_interval
 from prewarm import columns as C
+from prewarm.text import duration
 from scheduling.errors import SimulationError
 
 
@@ -82,7 +83,7 @@ def trace_from_telemetry(frame: pd.DataFrame, *, eval_intervals: int) -> Trace:
     if eval_intervals >= length:
         raise SimulationError(
             f"--eval-intervals {eval_intervals} leaves no history: the telemetry spans {length} intervals "
-            f"of {interval}; use at most {length - 1}"
+            f"of {duration(interval)}; use at most {length - 1}"
         )
     codes, names = pd.factorize(frame[C.MODEL].astype(str), sort=True)
     demand = np.zeros((len(names), length))

@@ -32,7 +32,8 @@ def test_demo_warms_on_two_hosts_ahead_of_the_windows_and_unloads_after(history_
     args = ["demo", "--fleet", str(_small_fleet(tmp_path)), "--speedup", "86400", "--report", str(report)]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
-    assert "Replica windows on the demo hosts" in result.output and "Started hosts demo-1" in result.output
+    assert "Replica windows planned as of" in result.output and "Started hosts demo-1" in result.output
+    assert "not the clock" in result.output and "cold ms" in result.output
     with session_scope(history_db) as session:
         hosts = {h.name for h in session.scalars(select(Host))}
         plans = session.scalars(select(WarmPlan)).all()
