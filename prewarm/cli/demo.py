@@ -31,10 +31,17 @@ from rich.table import Column, Table
 
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, duration, exits_cleanly, moment, plural, verbosity
-from prewarm.errors import InputError, PrewarmError
+from prewarm.errors import InputError, NotReadyError, PrewarmError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 POOL = "demo"
+# What the table's and the report's two latency columns measure (both on the host, so neither includes HTTP
+# or the demo's own process, where Prefect runs).
+COLD_WARM_NOTE = (
+    "cold ms: what a user would pay without prewarm, the first request to a freshly loaded model, no warm-up; "
+    "warm ms: the first client request after prewarm's load, warm-up and validation. Both timed by the host "
+    "on its serving path (decode, model, encode on the model's inference thread), without HTTP."
+)
 HOSTS = ("demo-1", "demo-2")
 
 
@@ -83,8 +90,13 @@ def demo(
     fast: bool = opt.fast_option(),
 ) -> None:
     """Run the whole loop on the example fleet: ingest, forecast, plan, warm ahead of each window, report."""
-    from prewarm.settings import get_settings
+    from prewarm.settings import get_settings, reset_settings
 
+    # One warm-up at a time in the demo's pool: each host times a model's cold and warm first request, and a
+    # second load running beside it on a small machine would sit inside those timings.
+    if "PREWARM_CONTROLLER__MAX_WARMUPS_PER_POOL" not in os.environ:
+        os.environ["PREWARM_CONTROLLER__MAX_WARMUPS_PER_POOL"] = "1"
+        reset_settings()
     settings = get_settings()
     _quiet_prefect(settings.home)
     for path, what in ((fleet, "fleet file"), (telemetry, "telemetry file")):
@@ -112,10 +124,20 @@ def demo(
     console.print(_table(windows, as_of=as_of))
     console.print(_latency_table(windows))
     for w in windows:
-        if w.ready_at is None:
+        if w.reason is not None:
             console.print(f"[red]not ready:[/] {w.result.model} {w.result.detail}", highlight=False)
     console.print(f"Finished in {duration(time.perf_counter() - started)}. Report:", highlight=False)
     console.print(str(out), highlight=False, soft_wrap=True)
+    _check_ready(windows)
+
+
+def _check_ready(windows: list[_Window]) -> None:
+    """Raise :class:`NotReadyError` (one line: each model, its host and why) when a planned window is not ready."""
+    failed = [w for w in windows if not w.result.ready]
+    if not failed:
+        return
+    why = "; ".join(f"{w.result.model} on {w.host or 'no host'}: {' '.join((w.reason or '').split())}" for w in failed)
+    raise NotReadyError(f"{len(failed)} of {len(windows)} planned replica windows did not end ready: {why}")
 
 
 def _load(progress: Progress, fleet: Path, telemetry: Path) -> tuple[datetime, list[str]]:
@@ -294,6 +316,7 @@ class _Window:
     ready_at: datetime | None
     unloaded_at: datetime | None
     pinned: bool = False
+    reason: str | None = None  # why it is not ready
 
 
 def _results(plan_ids: list[int]) -> list[_Window]:
@@ -326,6 +349,7 @@ def _results(plan_ids: list[int]) -> list[_Window]:
                 (at for host, model, at in unloads if host == plan.host and model == plan.model and at >= plan.window_end),
                 None,
             )
+            reason = _not_ready_reason(plan, run)
             result = WindowResult(
                 model=plan.model,
                 version=plan.version,
@@ -340,20 +364,31 @@ def _results(plan_ids: list[int]) -> list[_Window]:
                 warm_first_request_ms=run.warm_first_request_ms if run else None,
                 steady_p99_ms=run.steady_p99_ms if run else None,
                 time_to_ready_s=run.time_to_ready_s if run else None,
-                ready=plan.ready_at is not None,
-                detail=_detail(plan.host, plan.ready_at, plan.window_start, plan.last_error),
+                ready=reason is None,
+                detail=_detail(plan.host, plan.ready_at, plan.window_start, reason),
             )
             row = get_model(session, plan.model, plan.version)
             pinned = bool(row is not None and (row.spec or {}).get("pinned"))
             windows.append(
-                _Window(result=result, host=plan.host, ready_at=plan.ready_at, unloaded_at=unloaded, pinned=pinned)
+                _Window(result=result, host=plan.host, ready_at=plan.ready_at, unloaded_at=unloaded, pinned=pinned,
+                        reason=reason)
             )
     return sorted(windows, key=lambda w: (w.result.warm_start, w.result.model))
 
 
+def _not_ready_reason(plan: Any, run: Any) -> str | None:
+    """Why a planned window did not end ready, or None: never made ready, or its warm run's verdict failed."""
+    report = (run.report or {}) if run is not None else {}
+    if plan.ready_at is None:
+        return plan.last_error or report.get("error") or "never warmed (no warm-up reached it in the replay)"
+    if run is not None and not run.ready:
+        return f"warmed but failed validation: {report.get('reason') or report.get('error') or 'no reason recorded'}"
+    return None
+
+
 def _detail(host: str | None, ready_at: datetime | None, start: datetime, error: str | None) -> str:
-    if ready_at is None:
-        return f"on {host}: never ready" + (f" ({error})" if error else "")
+    if ready_at is None or error is not None:
+        return f"on {host}: not ready" + (f" ({error})" if error else "")
     ahead = (start - ready_at).total_seconds()
     when = f"{ahead / 60:.1f} min before its window" if ahead >= 0 else f"{-ahead / 60:.1f} min into its window"
     return f"on {host}: ready {when}"
@@ -391,7 +426,7 @@ def _write(
         notes=[
             f"Planned as of {as_of:%Y-%m-%d %H:%M} UTC from the sample telemetry on hosts {', '.join(HOSTS)};"
             f" the day was replayed {speedup:g}x faster as ticks of the reconcile-fleet controller.",
-            "Cold first request: the first inference right after load. Warm: the first after warm-up and validation.",
+            f"{COLD_WARM_NOTE}",
         ],
     )
     _done(progress, task, f"Wrote {out}")
@@ -421,6 +456,8 @@ def _table(windows: list[_Window], *, as_of: datetime) -> Table:
         r = w.result
         if w.ready_at is None:
             ready = "[red]never[/]"
+        elif w.reason is not None:
+            ready = "[red]failed[/]"
         else:
             colour = "green" if w.ready_at <= r.window_start else "yellow"
             ready = f"[{colour}]{moment(w.ready_at, short=True)}[/]"
@@ -449,6 +486,7 @@ def _latency_table(windows: list[_Window]) -> Table:
         Column("cold ms", justify="right"),
         Column("warm ms", justify="right"),
         title="First request after load: cold vs warmed",
+        caption=COLD_WARM_NOTE,
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
