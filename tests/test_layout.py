@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_PACKAGES = ("db", "forecasting", "scheduling", "warmers", "controller")
+DOMAIN_PACKAGES = ("db", "forecasting", "scheduling", "warmers", "controller", "replay")
 
 
 def _imports(path: Path) -> set[str]:

@@ -45,6 +45,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("warm", "prewarm.cli.warm:warm", "Warm one model on a V2 server and record the run."),
     CommandEntry("reconcile", "prewarm.cli.reconcile:reconcile", "Run one fleet-controller tick over a pool."),
     CommandEntry("report", "prewarm.cli.report:report", "Cold starts per model and day, with and without a plan."),
+    CommandEntry("replay", "prewarm.cli.replay:replay", "Replay a trace through real hosts and compare warm policies."),
 )
 _BY_NAME = {entry.name: entry for entry in COMMANDS}
 
