@@ -113,6 +113,12 @@ class ModelSpec(_Strict):
     device_memory_mb: float = Field(default=0.0, ge=0)
     replica_capacity: float = Field(default=100.0, gt=0, description="Requests per interval one replica serves.")
     pinned: bool = Field(default=False, description="A pinned model is never evicted to make room for another.")
+    cold_price: float | None = Field(
+        default=None, ge=0,
+        description="Price of one cold request, in the unit of replica_hour_price (default derived from sla_p99_ms "
+        "and replica_capacity: see scheduling.cost).",
+    )
+    replica_hour_price: float | None = Field(default=None, ge=0, description="Price of one replica-hour (default 1).")
 
     @field_validator("sha256")
     @classmethod

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from scheduling.cost import DEFAULT_COLD_WEIGHT, DEFAULT_REPLICA_HOUR_PRICE, Prices
 from scheduling.errors import SimulationError
 from scheduling.forecast_policy import ForecastFn, ForecastPolicy, engine_forecast
 from scheduling.histogram import HistogramPolicy
@@ -33,6 +34,16 @@ class SimulationOptions:
     fast_forecast: bool = False
     reactive_floor: bool = False
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    cold_weight: float = DEFAULT_COLD_WEIGHT
+    cold_price: float | None = None
+    replica_hour_price: float = DEFAULT_REPLICA_HOUR_PRICE
+
+    def prices(self, capacity: np.ndarray, *, interval_hours: float) -> Prices:
+        """The per-model prices of this run (``cold_price`` for every model when set, else derived from capacity)."""
+        return Prices.derived(
+            capacity, interval_hours=interval_hours, cold_weight=self.cold_weight, cold_price=self.cold_price,
+            replica_hour_price=self.replica_hour_price,
+        )
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
@@ -95,4 +106,5 @@ def run_simulation(
         names = (*names, "oracle")
     run_options = replace(options, policies=tuple(names))
     policies = build_policies(trace, run_options, capacity, forecast_fn=forecast_fn)
-    return simulate(trace, policies, capacity=capacity, lead=options.lead, progress=progress)
+    prices = options.prices(capacity, interval_hours=trace.interval_hours)
+    return simulate(trace, policies, capacity=capacity, lead=options.lead, progress=progress, prices=prices)

@@ -1,4 +1,5 @@
-"""Metrics of a simulation: cold fraction, replica-hours (and their ratio to the oracle's), cold-start events.
+"""Metrics of a simulation: cold fraction, replica-hours (and their ratio to the oracle's), cold-start events,
+and the expected-cost objective of :mod:`scheduling.cost` (cold requests × their price + replica-hours × theirs).
 
 A cold-start event is a model-interval with at least one cold request: the moments a user waited for
 a replica to load.
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
+from scheduling.cost import cost_of
 from scheduling.simulator import SimulationResult
 
 ORACLE = "oracle"
@@ -27,6 +29,8 @@ class PolicyMetrics:
     replica_hours_vs_oracle: float | None
     cold_start_events: int
     seconds: float
+    cost: float = 0.0
+    cold_cost: float = 0.0
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -39,6 +43,9 @@ def policy_metrics(result: SimulationResult, name: str, *, oracle_hours: float |
     requests = float(result.eval_demand.sum())
     cold = float(out.cold.sum())
     hours = float(out.provisioned.sum() * result.trace.interval_hours)
+    prices = result.priced()
+    cold_cost = float(out.cold.sum(axis=1) @ prices.cold)
+    cost = float(cost_of(out.cold, out.provisioned, prices, interval_hours=result.trace.interval_hours).sum())
     vs_oracle = None
     if oracle_hours is not None:
         vs_oracle = _ratio(hours, oracle_hours) if oracle_hours > 0 else (1.0 if hours == 0 else float("inf"))
@@ -51,12 +58,16 @@ def policy_metrics(result: SimulationResult, name: str, *, oracle_hours: float |
         replica_hours_vs_oracle=vs_oracle,
         cold_start_events=int((out.cold > 0).sum()),
         seconds=out.seconds,
+        cost=cost,
+        cold_cost=cold_cost,
     )
 
 
 def per_model(result: SimulationResult, name: str) -> list[dict[str, Any]]:
-    """One dict per model: requests, cold requests, cold fraction, replica-hours, cold-start events."""
+    """One dict per model: requests, cold requests, cold fraction, replica-hours, cold-start events, cost."""
     out = result.outcomes[name]
+    prices = result.priced()
+    cost = cost_of(out.cold, out.provisioned, prices, interval_hours=result.trace.interval_hours)
     requests = result.eval_demand.sum(axis=1)
     cold = out.cold.sum(axis=1)
     hours = out.provisioned.sum(axis=1) * result.trace.interval_hours
@@ -70,6 +81,9 @@ def per_model(result: SimulationResult, name: str) -> list[dict[str, Any]]:
             "cold_fraction": round(_ratio(float(cold[i]), float(requests[i])), 6),
             "replica_hours": round(float(hours[i]), 6),
             "cold_start_events": int(events[i]),
+            "cold_price": round(float(prices.cold[i]), 9),
+            "replica_hour_price": round(float(prices.replica_hour[i]), 9),
+            "cost": round(float(cost[i]), 6),
         }
         for i, model in enumerate(result.trace.models)
     ]
@@ -90,6 +104,9 @@ def summary(result: SimulationResult, *, per_model_breakdown: bool = True) -> di
             "cold_start_events": m.cold_start_events,
             "cold_requests": round(m.cold_requests, 6),
             "requests": m.requests,
+            "cost": round(m.cost, 6),
+            "cold_cost": round(m.cold_cost, 6),
+            "replica_hour_cost": round(m.cost - m.cold_cost, 6),
             "seconds": round(m.seconds, 3),
         }
         if per_model_breakdown:

@@ -19,7 +19,7 @@ from scheduling.plots import plot_simulation
 
 def _table(document: dict) -> Table:  # type: ignore[type-arg]
     table = Table(title=f"{document['models']} models, {document['eval_intervals']} evaluation intervals, lead {document['lead']}")
-    for column in ("policy", "cold fraction", "cold-start events", "replica-hours", "÷ oracle", "seconds"):
+    for column in ("policy", "cold fraction", "cold-start events", "replica-hours", "÷ oracle", "expected cost", "seconds"):
         table.add_column(column, justify="left" if column == "policy" else "right")
     for name, p in document["policies"].items():
         ratio = p["replica_hours_vs_oracle"]
@@ -29,6 +29,7 @@ def _table(document: dict) -> Table:  # type: ignore[type-arg]
             f"{p['cold_start_events']:,}",
             f"{p['replica_hours']:,.0f}",
             "-" if ratio is None else f"{ratio:.2f}x",
+            f"{p['cost']:,.1f}",
             f"{p['seconds']:.1f}",
         )
     return table
@@ -49,6 +50,11 @@ def simulate(
     level: float = typer.Option(80.0, "--level", help="Forecast interval level (%) whose upper bound the planner provisions for."),
     fast_forecast: bool = typer.Option(False, "--fast-forecast", help="Forecast without backtest selection (cheaper re-plans)."),
     reactive_floor: bool = typer.Option(False, "--reactive-floor", help="Forecast policy never goes below the reactive policy."),
+    cold_weight: float = typer.Option(
+        4.0, "--cold-weight", help="Default cold price: one replica's load served cold costs this many replica-intervals."
+    ),
+    cold_price: float | None = typer.Option(None, "--cold-price", help="Price of a cold request for every model (overrides --cold-weight)."),
+    replica_hour_price: float = typer.Option(1.0, "--replica-hour-price", help="Price of a replica-hour."),
 ) -> None:
     """Simulate provisioning policies on a telemetry trace: cold requests against replica-hours."""
     if not 0 < level < 100:
@@ -63,6 +69,9 @@ def simulate(
         forecast_level=level,
         fast_forecast=fast_forecast,
         reactive_floor=reactive_floor,
+        cold_weight=cold_weight,
+        cold_price=cold_price,
+        replica_hour_price=replica_hour_price,
     )
     frame = read_telemetry_file(input)
     with Progress(
