@@ -11,13 +11,17 @@ import pandas as pd
 from scheduling.cost import DEFAULT_COLD_WEIGHT, DEFAULT_REPLICA_HOUR_PRICE, Prices
 from scheduling.errors import SimulationError
 from scheduling.forecast_policy import ForecastFn, ForecastPolicy, engine_forecast
+from scheduling.baselines import TunedHistogramPolicy, TunedTopKPolicy
 from scheduling.histogram import HistogramPolicy
+from scheduling.sparse import SparsePolicy
 from scheduling.planner import PlannerConfig
 from scheduling.policies import KeepAlivePolicy, OraclePolicy, Policy, ReactivePolicy, StaticPolicy
 from scheduling.simulator import Progress, SimulationResult, context_for, simulate
 from scheduling.trace import Trace, replica_capacity, trace_from_telemetry
 
-POLICY_NAMES = ("static", "keepalive", "reactive", "histogram", "forecast", "oracle")
+POLICY_NAMES = (
+    "static", "keepalive", "reactive", "histogram", "histogram-tuned", "topk", "sparse", "forecast", "oracle",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,7 @@ def build_policies(
     if options.replan < 1:
         raise SimulationError(f"--replan must be at least 1 interval, got {options.replan}")
     context = context_for(trace, capacity, lead=options.lead)
+    prices = options.prices(capacity, interval_hours=trace.interval_hours)
     built: dict[str, Policy] = {}
     for name in options.policies:
         if name == "static":
@@ -75,6 +80,12 @@ def build_policies(
             built[name] = ReactivePolicy(context)
         elif name == "histogram":
             built[name] = HistogramPolicy(context)
+        elif name == "histogram-tuned":
+            built[name] = TunedHistogramPolicy(context, prices)
+        elif name == "topk":
+            built[name] = TunedTopKPolicy(context, prices)
+        elif name == "sparse":
+            built[name] = SparsePolicy(context, prices)
         elif name == "forecast":
             fn = forecast_fn or engine_forecast(options.forecast_level, fast=options.fast_forecast)
             built[name] = ForecastPolicy(
