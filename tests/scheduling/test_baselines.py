@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scheduling.baselines import TopKPolicy, TunedHistogramPolicy, TunedTopKPolicy
+from scheduling.baselines import KEEP_ALIVE_MINUTES, TopKPolicy, TunedHistogramPolicy, TunedTopKPolicy
 from scheduling.cost import Prices
 from scheduling.simulator import context_for, run_policy
 from scheduling.trace import Trace
@@ -38,7 +38,8 @@ def test_tuning_uses_the_history_and_picks_the_cheapest_candidate() -> None:
     context = context_for(trace, np.ones(1), lead=1)
     histogram = TunedHistogramPolicy(context, prices)
     run_policy(trace, histogram, lead=1)
-    assert histogram.keep_alive_minutes is not None and histogram.keep_alive_minutes >= 360
+    assert set(histogram.costs) == set(KEEP_ALIVE_MINUTES)
+    assert histogram.keep_alive_minutes is not None
     assert histogram.costs[histogram.keep_alive_minutes] == min(histogram.costs.values())
     topk = TunedTopKPolicy(context, prices)
     provisioned = run_policy(trace, topk, lead=1)
