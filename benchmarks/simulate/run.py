@@ -30,7 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from prewarm.synthetic import synthetic_telemetry  # noqa: E402
+from prewarm.synthetic import bursty_telemetry, synthetic_telemetry  # noqa: E402
 from scheduling.datasets import m4_hourly_telemetry  # noqa: E402
 from scheduling.experiment import POLICY_NAMES, SimulationOptions, build_policies  # noqa: E402
 from scheduling.forecast_policy import ForecastPolicy, engine_forecast  # noqa: E402
@@ -43,6 +43,8 @@ from scheduling.trace import Trace, replica_capacity, trace_from_telemetry  # no
 RESULTS = Path(__file__).resolve().parent / "results"
 M4 = ROOT / "benchmarks" / "data" / "m4_hourly"
 SYNTHETIC = {"n_models": 400, "n_intervals": 24 * 35, "seed": 7, "sparse_fraction": 0.6}
+BURSTY = {"n_models": 400, "n_intervals": 24 * 35, "seed": 11, "sparse_fraction": 0.6}
+DATASETS = ("m4", "synthetic", "bursty")
 
 
 def load(dataset: str) -> tuple[Trace, np.ndarray | None]:
@@ -50,12 +52,13 @@ def load(dataset: str) -> tuple[Trace, np.ndarray | None]:
     if dataset == "m4":
         frame = m4_hourly_telemetry(M4 / "Hourly-train.csv.gz", M4 / "Hourly-test.csv.gz")
         return trace_from_telemetry(frame, eval_intervals=48), None
-    frame = synthetic_telemetry(SYNTHETIC["n_models"], SYNTHETIC["n_intervals"], seed=SYNTHETIC["seed"],
-                                sparse_fraction=SYNTHETIC["sparse_fraction"])
+    spec = SYNTHETIC if dataset == "synthetic" else BURSTY
+    make = synthetic_telemetry if dataset == "synthetic" else bursty_telemetry
+    frame = make(spec["n_models"], spec["n_intervals"], seed=spec["seed"], sparse_fraction=spec["sparse_fraction"])
     trace = trace_from_telemetry(frame, eval_intervals=168)
-    n_sparse = int(round(SYNTHETIC["n_models"] * SYNTHETIC["sparse_fraction"]))
+    n_sparse = int(round(spec["n_models"] * spec["sparse_fraction"]))
     sparse = np.zeros(len(trace.models), dtype=bool)
-    sparse[-n_sparse:] = True  # synthetic_telemetry makes the last models the sparse ones; names sort the same way
+    sparse[-n_sparse:] = True  # both generators make the last models the sparse ones; names sort the same way
     return trace, sparse
 
 
