@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 from scheduling.cost import DEFAULT_COLD_WEIGHT, DEFAULT_REPLICA_HOUR_PRICE, Prices
+from scheduling.cost_policy import CostPolicy
 from scheduling.errors import SimulationError
+from scheduling.levels import BASE_LEVEL
 from scheduling.forecast_policy import ForecastFn, ForecastPolicy, engine_forecast
 from scheduling.baselines import TunedHistogramPolicy, TunedTopKPolicy
 from scheduling.histogram import HistogramPolicy
@@ -20,7 +22,7 @@ from scheduling.simulator import Progress, SimulationResult, context_for, simula
 from scheduling.trace import Trace, replica_capacity, trace_from_telemetry
 
 POLICY_NAMES = (
-    "static", "keepalive", "reactive", "histogram", "histogram-tuned", "topk", "sparse", "forecast", "oracle",
+    "static", "keepalive", "reactive", "histogram", "histogram-tuned", "topk", "sparse", "forecast", "cost", "oracle",
 )
 
 
@@ -41,6 +43,7 @@ class SimulationOptions:
     cold_weight: float = DEFAULT_COLD_WEIGHT
     cold_price: float | None = None
     replica_hour_price: float = DEFAULT_REPLICA_HOUR_PRICE
+    target_cold_fraction: float | None = None
 
     def prices(self, capacity: np.ndarray, *, interval_hours: float) -> Prices:
         """The per-model prices of this run (``cold_price`` for every model when set, else derived from capacity)."""
@@ -90,6 +93,12 @@ def build_policies(
             fn = forecast_fn or engine_forecast(options.forecast_level, fast=options.fast_forecast)
             built[name] = ForecastPolicy(
                 context, fn, replan=options.replan, config=options.planner, reactive_floor=options.reactive_floor
+            )
+        elif name == "cost":
+            fn = forecast_fn or engine_forecast(BASE_LEVEL, fast=options.fast_forecast)
+            built[name] = CostPolicy(
+                context, fn, prices, replan=options.replan, config=options.planner,
+                target_cold_fraction=options.target_cold_fraction,
             )
         elif name == "oracle":
             built[name] = OraclePolicy(context, trace.demand)
