@@ -12,7 +12,7 @@ from scheduling.cost import DEFAULT_COLD_WEIGHT, DEFAULT_REPLICA_HOUR_PRICE, Pri
 from scheduling.cost_policy import CostPolicy
 from scheduling.errors import SimulationError
 from scheduling.levels import BASE_LEVEL
-from scheduling.forecast_policy import ForecastFn, ForecastPolicy, engine_forecast
+from scheduling.forecast_policy import ForecastFn, ForecastPolicy, cached_forecast, engine_forecast
 from scheduling.baselines import TunedHistogramPolicy, TunedTopKPolicy
 from scheduling.histogram import HistogramPolicy
 from scheduling.sparse import SparsePolicy
@@ -73,6 +73,7 @@ def build_policies(
         raise SimulationError(f"--replan must be at least 1 interval, got {options.replan}")
     context = context_for(trace, capacity, lead=options.lead)
     prices = options.prices(capacity, interval_hours=trace.interval_hours)
+    base_fn = forecast_fn or cached_forecast(engine_forecast(BASE_LEVEL, fast=options.fast_forecast))
     built: dict[str, Policy] = {}
     for name in options.policies:
         if name == "static":
@@ -90,14 +91,15 @@ def build_policies(
         elif name == "sparse":
             built[name] = SparsePolicy(context, prices)
         elif name == "forecast":
-            fn = forecast_fn or engine_forecast(options.forecast_level, fast=options.fast_forecast)
+            fn = forecast_fn or (
+                base_fn if options.forecast_level == BASE_LEVEL else engine_forecast(options.forecast_level, fast=options.fast_forecast)
+            )
             built[name] = ForecastPolicy(
                 context, fn, replan=options.replan, config=options.planner, reactive_floor=options.reactive_floor
             )
         elif name == "cost":
-            fn = forecast_fn or engine_forecast(BASE_LEVEL, fast=options.fast_forecast)
             built[name] = CostPolicy(
-                context, fn, prices, replan=options.replan, config=options.planner,
+                context, base_fn, prices, replan=options.replan, config=options.planner,
                 target_cold_fraction=options.target_cold_fraction,
             )
         elif name == "oracle":

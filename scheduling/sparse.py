@@ -10,7 +10,9 @@ when either clears the bar:
 
 * **by hour of week**: the empirical mean of ``min(d, c)`` in u's slot of the week, shrunk toward the
   model's overall mean (``slot_strength`` pseudo-intervals), which is itself shrunk toward the pool's
-  mean (``model_strength``), so a model with no history gets the pool's prior;
+  (``model_strength``), so a model with no history gets the pool's prior. Means are kept as shares of
+  a replica's capacity, ``min(d / c, 1)``, so busy and sparse models share one scale, and the pool's
+  prior is the median model's;
 * **after a request** (the idea of the hybrid histogram): with g empty intervals since the model's last
   busy one, the hazard ``P(idle time = g | idle time >= g)`` from the model's idle-time histogram (shrunk
   toward its busy fraction) times ``E[min(d, c) | busy]``.
@@ -83,7 +85,7 @@ class SparseState:
             d = observed[:, t]
             slot = self.slots[t]
             self.slot_n[live, slot] += 1
-            self.slot_served[live, slot] += np.minimum(d[live], self.capacity[live])
+            self.slot_served[live, slot] += np.minimum(d[live] / self.capacity[live], 1.0)
             hit = live & (d > 0)
             after = hit & (self.last_busy >= 0)
             gaps = np.minimum(t - self.last_busy[after] - 1, self.max_gap + 1)
@@ -93,19 +95,20 @@ class SparseState:
         self.seen = max(self.seen, upto)
 
     def model_means(self, model_strength: float) -> np.ndarray:
-        """Per model, the mean of ``min(d, c)`` per interval, shrunk toward the pool's mean."""
+        """Per model, the mean of ``min(d / c, 1)`` per interval, shrunk toward the pool's (the median model's)."""
         n = self.slot_n.sum(axis=1)
         served = self.slot_served.sum(axis=1)
-        pool = served.sum() / n.sum() if n.sum() > 0 else 0.0
+        seen = n > 0
+        pool = float(np.median(served[seen] / n[seen])) if seen.any() else 0.0
         return shrunk(served, n, np.full(len(n), pool), model_strength)
 
     def slot_means(self, slots: np.ndarray, model_means: np.ndarray, slot_strength: float) -> np.ndarray:
-        """Per model, the shrunk mean of ``min(d, c)`` in the given slot (one slot per model, or one for all)."""
+        """Per model, the shrunk mean of ``min(d / c, 1)`` in the given slot (one slot per model)."""
         rows = np.arange(len(self.capacity))
         return shrunk(self.slot_served[rows, slots], self.slot_n[rows, slots], model_means, slot_strength)
 
     def hazard_value(self, gap: np.ndarray, model_means: np.ndarray, slot_strength: float) -> np.ndarray:
-        """Per model, ``P(next request at idle gap g | idle >= g) × E[min(d, c) | busy]`` (0 before any request)."""
+        """Per model, ``P(next request at idle gap g | idle >= g) × E[min(d / c, 1) | busy]`` (0 before any request)."""
         rows = np.arange(len(self.capacity))
         n = self.slot_n.sum(axis=1)
         busy_fraction = np.where(n > 0, self.busy / np.maximum(n, 1), 0.0)
@@ -142,7 +145,7 @@ class SparseRule:
         return self._state
 
     def values(self, t: int, observed: np.ndarray, *, ahead: int) -> np.ndarray:
-        """Models × ``ahead``: what one replica is expected to serve in each interval from ``t`` on (requests)."""
+        """Models × ``ahead``: the requests one replica is expected to serve in each interval from ``t`` on."""
         state = self._ensure()
         assert self._slots is not None
         state.fold(observed, t)
@@ -154,7 +157,7 @@ class SparseRule:
             by_week = state.slot_means(slot, means, self.slot_strength)
             after = state.hazard_value(u - state.last_busy - 1, means, self.slot_strength)
             out[:, k] = np.maximum(by_week, after)
-        return out
+        return out * self.context.capacity[:, None]
 
     def decide(self, t: int, observed: np.ndarray) -> np.ndarray:
         """1 where one warm replica is worth its price, else 0.
