@@ -18,7 +18,15 @@ import pandas as pd
 
 from scheduling.cost import Prices
 from scheduling.forecast_policy import ForecastFn, ForecastPolicy
-from scheduling.levels import BASE_LEVEL, LEVELS, LevelChoice, apply_levels, backtest_scores, choose_levels, forecast_matrix
+from scheduling.levels import (
+    BASE_LEVEL,
+    LEVELS,
+    LevelChoice,
+    apply_levels,
+    backtest_scores,
+    choose_levels,
+    forecast_matrix,
+)
 from scheduling.planner import PlannerConfig
 from scheduling.policies import PolicyContext
 from scheduling.sparse import SparseRule
@@ -33,6 +41,27 @@ def leveled(fn: ForecastFn, levels: dict[str, float], *, base: float = BASE_LEVE
         return apply_levels(fn(history, horizon, interval), levels, base=base)
 
     return run
+
+
+def choose_model_levels(
+    context: PolicyContext, observed: np.ndarray, forecast_fn: ForecastFn, prices: Prices, *, replan: int,
+    origins: int, candidates: tuple[float, ...] = LEVELS, base: float = BASE_LEVEL,
+    target_cold_fraction: float | None = None,
+) -> LevelChoice:
+    """Each model's level from backtests on ``observed`` (the demand before now), the sparse rule's replicas included."""
+    t = observed.shape[1]
+    start = max(0, t - origins * replan - context.lead)
+    probe = SparseRule(context, prices)
+    sparse = np.zeros(observed.shape, dtype=np.int64)
+    for u in range(start, t):
+        sparse[:, u] = probe.decide(u, observed[:, :u])
+    cold, hours, requests = backtest_scores(
+        context, observed, forecast_matrix(context, forecast_fn), candidates=candidates, replan=replan,
+        origins=origins, base=base, sparse=sparse,
+    )
+    return choose_levels(
+        context.models, cold, hours, requests, prices, candidates=candidates, target_cold_fraction=target_cold_fraction
+    )
 
 
 @dataclass(slots=True)
@@ -54,18 +83,9 @@ class CostPolicy:
     _sparse: SparseRule | None = None
 
     def _choose(self, t: int, observed: np.ndarray) -> None:
-        start = max(0, t - self.origins * self.replan - self.context.lead)
-        probe = SparseRule(self.context, self.prices)
-        sparse = np.zeros(observed.shape, dtype=np.int64)
-        for u in range(start, t):
-            sparse[:, u] = probe.decide(u, observed[:, :u])
-        cold, hours, requests = backtest_scores(
-            self.context, observed, forecast_matrix(self.context, self.forecast_fn), candidates=self.candidates,
-            replan=self.replan, origins=self.origins, base=self.base_level, sparse=sparse,
-        )
-        self.choice = choose_levels(
-            self.context.models, cold, hours, requests, self.prices, candidates=self.candidates,
-            target_cold_fraction=self.target_cold_fraction,
+        self.choice = choose_model_levels(
+            self.context, observed, self.forecast_fn, self.prices, replan=self.replan, origins=self.origins,
+            candidates=self.candidates, base=self.base_level, target_cold_fraction=self.target_cold_fraction,
         )
         prices = self.prices.scaled(self.choice.factor)
         fn = leveled(self.forecast_fn, self.choice.level_of(), base=self.base_level)

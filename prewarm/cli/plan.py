@@ -114,6 +114,15 @@ def plan(
     out: Path | None = typer.Option(None, "--out", help="Write the plan rows as CSV here."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan and shortfall as JSON."),
     fast_forecast: bool = typer.Option(False, "--fast-forecast", help="Forecast without backtest selection (cheaper)."),
+    policy: str = typer.Option(
+        "forecast", "--policy",
+        help="forecast: one interval level for every model; cost: a level per model from backtests, plus the sparse rule "
+        "(as `prewarm simulate`'s cost policy).",
+    ),
+    cold_weight: float = typer.Option(4.0, "--cold-weight", help="With --policy cost: default cold price, in replica-intervals per replica load."),
+    target_cold_fraction: float | None = typer.Option(
+        None, "--target-cold-fraction", help="With --policy cost: the cheapest levels whose backtests meet this fleet-wide cold fraction."
+    ),
 ) -> None:
     """Forecast and print the warm windows: from a telemetry file (dry run), or for a pool from the history database."""
     if (input is None) == (pool is None):
@@ -127,7 +136,18 @@ def plan(
         return
     if store or as_of or models:
         raise PlanningError("--store, --as-of and --model go with --pool; --input is always a dry run")
+    if policy not in ("forecast", "cost"):
+        raise PlanningError(f"--policy {policy!r}: choose forecast or cost")
+    if policy == "forecast" and target_cold_fraction is not None:
+        raise PlanningError("--target-cold-fraction goes with --policy cost")
     assert input is not None
+    if policy == "cost":
+        _plan_file_cost(
+            input, horizon=horizon, fleet=fleet, hosts=hosts, replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds,
+            keep_alive_seconds=0.0 if keep_alive_seconds is None else keep_alive_seconds, out=out, as_json=as_json,
+            fast_forecast=fast_forecast, cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+        )
+        return
     _plan_file(
         input, horizon=horizon, fleet=fleet, hosts=hosts, level=80.0 if level is None else level,
         replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds,
@@ -185,6 +205,73 @@ def _plan_file(
     console.print(_table(result))
     for s in result.shortfalls:
         console.print(f"[yellow]shortfall:[/] {s.model} {s.window_start:%Y-%m-%d %H:%M}: {s.placed}/{s.wanted} replicas ({s.reason})")
+    if out is not None:
+        console.print(f"Plan written to {out}")
+
+
+def _plan_file_cost(
+    input: Path,
+    *,
+    horizon: int,
+    fleet: Path | None,
+    hosts: Path | None,
+    replicas_at_peak: float,
+    lead_seconds: float,
+    keep_alive_seconds: float,
+    out: Path | None,
+    as_json: bool,
+    fast_forecast: bool,
+    cold_weight: float,
+    target_cold_fraction: float | None,
+) -> None:
+    """The dry run of the cost policy on a telemetry file: levels from backtests, the sparse rule, then windows."""
+    from forecasting.series import observed_interval
+    from scheduling.cost_plan import plan_with_costs
+    from scheduling.forecast_policy import cached_forecast, engine_forecast
+    from scheduling.levels import BASE_LEVEL
+
+    if replicas_at_peak <= 0:
+        raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
+    telemetry = read_telemetry_file(input)
+    models = plan_models_from_fleet(load_fleet(fleet).models) if fleet else _models_from_history(telemetry, replicas_at_peak)
+    interval = observed_interval(telemetry) if not telemetry.empty else None
+    if interval is None:
+        raise PlanningError(f"{input}: no model has two distinct timestamps; the interval cannot be inferred")
+    now = telemetry[C.TIMESTAMP].max().floor(interval) + interval
+    known = telemetry[telemetry[C.MODEL].astype(str).isin(models)]
+    with err_console.status("Backtesting levels and forecasting..."):
+        plan = plan_with_costs(
+            known, models, forecast_fn=cached_forecast(engine_forecast(BASE_LEVEL, fast=fast_forecast)),
+            horizon=horizon, interval=interval, now=now, lead_times=LeadTimes(default_s=lead_seconds, margin_s=0.0),
+            config=PlannerConfig(keep_alive_s=keep_alive_seconds), hosts=load_hosts(hosts) if hosts else None,
+            cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+        )
+    result = plan.result
+    rows = result.frame()
+    if out is not None:
+        rows.to_csv(out, index=False)
+    reasons = plan.choice.reasons()
+    levels = {m: {"level": "off" if v == 0 else v, "reason": reasons[m], "sparse_intervals": plan.sparse_intervals[m]}
+              for m, v in plan.choice.level_of().items()}
+    if as_json:
+        document = {
+            "now": now.isoformat(),
+            "policy": "cost",
+            "cold_price_factor": plan.choice.factor,
+            "levels": levels,
+            "rows": json.loads(rows.to_json(orient="records", date_format="iso")),
+            "shortfall": json.loads(result.shortfall_frame().to_json(orient="records", date_format="iso")),
+            "replicas_planned": int(np.sum(rows["replicas"])) if len(rows) else 0,
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    console.print(_table(result))
+    table = Table(title="Level per model (cost policy)")
+    for column in ("model", "level", "sparse-rule intervals", "why"):
+        table.add_column(column)
+    for model, entry in levels.items():
+        table.add_row(model, str(entry["level"]), str(entry["sparse_intervals"]), entry["reason"])
+    console.print(table)
     if out is not None:
         console.print(f"Plan written to {out}")
 
