@@ -71,6 +71,9 @@ def build_policies(
     """The policies named in ``options``, sharing one context; ``forecast_fn`` defaults to the forecasting engine."""
     if options.replan < 1:
         raise SimulationError(f"--replan must be at least 1 interval, got {options.replan}")
+    target = options.target_cold_fraction
+    if target is not None and not 0 <= target < 1:
+        raise SimulationError(f"--target-cold-fraction must be in [0, 1), got {target}")
     context = context_for(trace, capacity, lead=options.lead)
     prices = options.prices(capacity, interval_hours=trace.interval_hours)
     base_fn = forecast_fn or cached_forecast(engine_forecast(BASE_LEVEL, fast=options.fast_forecast))

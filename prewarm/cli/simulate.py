@@ -42,7 +42,7 @@ def simulate(
     lead: int = typer.Option(1, "--lead", help="Intervals from requesting a replica to it being ready."),
     replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Replica capacity = p95 of history ÷ this."),
     replan: int = typer.Option(24, "--replan", help="The forecast policy re-plans every N intervals."),
-    policies: str = typer.Option("all", "--policies", help="'all' or a list: static,keepalive,reactive,histogram,forecast,oracle."),
+    policies: str = typer.Option("all", "--policies", help="'all' or a list of static,keepalive,reactive,histogram,histogram-tuned,topk,sparse,forecast,cost,oracle."),
     decisions_dir: Path | None = typer.Option(None, "--decisions-dir", help="Write POLICY.csv (model,timestamp,capacity,ready,provisioned) here."),
     plot: Path | None = typer.Option(None, "--plot", help="PNG figure path (default: simulation.png in --decisions-dir when given)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (with a per-model breakdown)."),
@@ -55,6 +55,10 @@ def simulate(
     ),
     cold_price: float | None = typer.Option(None, "--cold-price", help="Price of a cold request for every model (overrides --cold-weight)."),
     replica_hour_price: float = typer.Option(1.0, "--replica-hour-price", help="Price of a replica-hour."),
+    target_cold_fraction: float | None = typer.Option(
+        None, "--target-cold-fraction",
+        help="The cost policy buys the cheapest levels whose backtests (in history) meet this fleet-wide cold fraction.",
+    ),
 ) -> None:
     """Simulate provisioning policies on a telemetry trace: cold requests against replica-hours."""
     if not 0 < level < 100:
@@ -72,6 +76,7 @@ def simulate(
         cold_weight=cold_weight,
         cold_price=cold_price,
         replica_hour_price=replica_hour_price,
+        target_cold_fraction=target_cold_fraction,
     )
     frame = read_telemetry_file(input)
     with Progress(
