@@ -78,10 +78,11 @@ def _timeline(ax, result: SimulationResult, index: int) -> None:  # noqa: ANN001
     ax.grid(alpha=0.3)
 
 
-def plot_pareto(points: Sequence[dict], path: str | Path, *, title: str = "") -> Path:  # type: ignore[type-arg]
+def plot_pareto(points: Sequence[dict], path: str | Path, *, title: str = "", max_cold: float = 0.5) -> Path:  # type: ignore[type-arg]
     """Expected cost and replica-hours ÷ oracle's against cold fraction; each policy's sweep drawn as one curve.
 
     ``points``: dicts with ``family`` (the curve), ``label``, ``cold_fraction``, ``cost`` and ``vs_oracle``.
+    Points with more than ``max_cold`` cold (a price so low that nothing is warmed) are left out of the axes.
     """
     import matplotlib
 
@@ -93,7 +94,8 @@ def plot_pareto(points: Sequence[dict], path: str | Path, *, title: str = "") ->
     fig, axes = plt.subplots(1, 2, figsize=(15, 6))
     families: dict[str, list[dict]] = {}  # type: ignore[type-arg]
     for point in points:
-        families.setdefault(point["family"], []).append(point)
+        if point["cold_fraction"] <= max_cold:
+            families.setdefault(point["family"], []).append(point)
     for family, members in families.items():
         members = sorted(members, key=lambda p: p["cold_fraction"])
         x = [100 * p["cold_fraction"] for p in members]
