@@ -113,3 +113,22 @@ def test_the_cost_policy_reports_a_level_per_model_and_is_causal() -> None:
     before = moment - (trace.eval_start - 1) + 1
     assert np.array_equal(base[:, :before], after[:, :before])
     assert not np.array_equal(base, after)
+
+
+def test_a_cached_forecast_runs_once_per_history_and_horizon(telemetry: pd.DataFrame) -> None:
+    from scheduling.forecast_policy import cached_forecast
+
+    calls: list[int] = []
+
+    def fn(history: pd.DataFrame, horizon: int, interval: pd.Timedelta) -> pd.DataFrame:
+        calls.append(horizon)
+        return seasonal_naive_forecast(history, horizon, interval)
+
+    cached = cached_forecast(fn)
+    first = cached(telemetry, 12, pd.Timedelta(hours=1))
+    first[C.YHAT] = -1.0  # a caller's change does not reach the memo
+    again = cached(telemetry, 12, pd.Timedelta(hours=1))
+    cached(telemetry, 24, pd.Timedelta(hours=1))
+    cached(telemetry.iloc[:-8], 12, pd.Timedelta(hours=1))
+    assert calls == [12, 24, 12]
+    assert (again[C.YHAT] >= 0).all()
