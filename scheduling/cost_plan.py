@@ -57,6 +57,63 @@ def _grid(history: pd.DataFrame, models: Sequence[str], *, interval: pd.Timedelt
     return grid, demand, first
 
 
+@dataclass(frozen=True, slots=True)
+class CostForecast:
+    """The forecast the planner gets under the cost policy: leveled bounds plus the sparse rule's replicas."""
+
+    frame: pd.DataFrame
+    choice: LevelChoice
+    sparse_intervals: Mapping[str, int]
+
+
+def cost_forecast(
+    history: pd.DataFrame,
+    fleet: Mapping[str, PlanModel],
+    *,
+    forecast_fn: ForecastFn,
+    horizon: int,
+    interval: pd.Timedelta,
+    now: pd.Timestamp,
+    lead_s: float,
+    demand_threshold: float = 1.0,
+    cold_weight: float = DEFAULT_COLD_WEIGHT,
+    target_cold_fraction: float | None = None,
+    replan: int = 24,
+    origins: int = 3,
+    forecast_frame: pd.DataFrame | None = None,
+) -> CostForecast:
+    """Each model's level from backtests, the base-level forecast moved to those levels, the sparse rule's replicas.
+
+    ``forecast_fn`` forecasts at the base level (80 %); ``forecast_frame``, when given, is that forecast from
+    ``history`` already made (the flow's), so only the backtests forecast again. Raises :class:`PlanningError`
+    when the history is empty.
+    """
+    if history.empty:
+        raise PlanningError("telemetry is empty: the cost policy plans from each model's history")
+    models = tuple(sorted(fleet))
+    specs = [fleet[m] for m in models]
+    grid, demand, first = _grid(history, models, interval=interval, now=now)
+    lead = max(1, math.ceil(lead_s / interval.total_seconds() - 1e-9))
+    stamps = pd.date_range(grid[0], periods=len(grid) + horizon + lead, freq=interval)
+    capacity = np.array([s.replica_capacity for s in specs], dtype=float)
+    context = PolicyContext(models, stamps, capacity, interval, lead, len(grid), first)
+    prices = model_prices(specs, interval_hours=context.interval_hours, cold_weight=cold_weight)
+    t0 = len(grid)
+    choice = choose_model_levels(
+        context, demand, forecast_fn, prices, replan=replan, origins=origins, target_cold_fraction=target_cold_fraction
+    )
+    frame = forecast_frame if forecast_frame is not None else forecast_fn(history_frame(context, demand), horizon + lead, interval)
+    frame = apply_levels(frame, choice.level_of(), base=BASE_LEVEL)
+    frame = frame[frame[C.TIMESTAMP] >= grid[-1] + interval]
+    rule = SparseRule(context, prices.scaled(choice.factor))
+    future = np.concatenate([demand, np.zeros((len(models), horizon + lead))], axis=1)
+    warm = np.stack([rule.decide(t, future[:, :t]) for t in range(t0, t0 + horizon)], axis=1)
+    served = ready_from_provisioned(np.concatenate([np.zeros((len(models), lead), dtype=np.int64), warm], axis=1), lead)
+    served = served[:, lead:]
+    frame = _with_sparse(frame, models, stamps[t0 : t0 + horizon], served, threshold=demand_threshold)
+    return CostForecast(frame, choice, {m: int(served[i].sum()) for i, m in enumerate(models)})
+
+
 def plan_with_costs(
     history: pd.DataFrame,
     fleet: Mapping[str, PlanModel],
@@ -76,43 +133,28 @@ def plan_with_costs(
 ) -> CostPlan:
     """Plan the fleet's models with the ``cost`` policy from their telemetry ``history`` (before ``now``).
 
-    ``forecast_fn`` forecasts at the base level (80 %). Raises :class:`PlanningError` when the history is empty.
+    :func:`cost_forecast`, then :func:`~scheduling.planner.plan_windows`. Raises :class:`PlanningError` when
+    the history is empty.
     """
-    if history.empty:
-        raise PlanningError("telemetry is empty: the cost policy plans from each model's history")
     lead_times = lead_times or LeadTimes()
     config = config or PlannerConfig()
-    models = tuple(sorted(fleet))
-    specs = [fleet[m] for m in models]
-    grid, demand, first = _grid(history, models, interval=interval, now=now)
-    lead_s = max(lead_times.lead(s.name, s.device_class) for s in specs)
-    lead = max(1, math.ceil(lead_s / interval.total_seconds() - 1e-9))
-    stamps = pd.date_range(grid[0], periods=len(grid) + horizon + lead, freq=interval)
-    capacity = np.array([s.replica_capacity for s in specs], dtype=float)
-    context = PolicyContext(models, stamps, capacity, interval, lead, len(grid), first)
-    prices = model_prices(specs, interval_hours=context.interval_hours, cold_weight=cold_weight)
-    t0 = len(grid)
-    choice = choose_model_levels(
-        context, demand, forecast_fn, prices, replan=replan, origins=origins, target_cold_fraction=target_cold_fraction
+    if history.empty:
+        raise PlanningError("telemetry is empty: the cost policy plans from each model's history")
+    lead_s = max(lead_times.lead(s.name, s.device_class) for s in fleet.values())
+    made = cost_forecast(
+        history, fleet, forecast_fn=forecast_fn, horizon=horizon, interval=interval, now=now, lead_s=lead_s,
+        demand_threshold=config.demand_threshold, cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+        replan=replan, origins=origins,
     )
-    frame = forecast_fn(history_frame(context, demand), horizon + lead, interval)
-    frame = apply_levels(frame, choice.level_of(), base=BASE_LEVEL)
-    frame = frame[frame[C.TIMESTAMP] >= grid[-1] + interval]
-    rule = SparseRule(context, prices.scaled(choice.factor))
-    future = np.concatenate([demand, np.zeros((len(models), horizon + lead))], axis=1)
-    warm = np.stack([rule.decide(t, future[:, :t]) for t in range(t0, t0 + horizon)], axis=1)
-    served = ready_from_provisioned(np.concatenate([np.zeros((len(models), lead), dtype=np.int64), warm], axis=1), lead)
-    served = served[:, lead:]
-    frame = _with_sparse(frame, models, stamps[t0 : t0 + horizon], served, threshold=config.demand_threshold)
     result = plan_windows(
-        frame, fleet, hosts=hosts, lead_times=lead_times,
+        made.frame, fleet, hosts=hosts, lead_times=lead_times,
         config=PlannerConfig(
             demand_threshold=config.demand_threshold, keep_alive_s=config.keep_alive_s, reload_cost_s=config.reload_cost_s,
             max_concurrent_warmups_per_pool=config.max_concurrent_warmups_per_pool, interval=interval,
         ),
         now=now, previous=previous,
     )
-    return CostPlan(result, choice, {m: int(served[i].sum()) for i, m in enumerate(models)})
+    return CostPlan(result, made.choice, made.sparse_intervals)
 
 
 def _with_sparse(
