@@ -25,6 +25,9 @@ from prewarm.telemetry import read_telemetry_file
 from scheduling.errors import PlanningError
 from scheduling.leads import LeadTimes
 from scheduling.placement import Host
+from scheduling.cost_plan import cost_forecast
+from scheduling.forecast_policy import engine_forecast
+from scheduling.levels import BASE_LEVEL
 from scheduling.planner import PlanModel, PlannerConfig, PlanResult, plan_models_from_fleet, plan_windows
 
 
@@ -127,19 +130,20 @@ def plan(
     """Forecast and print the warm windows: from a telemetry file (dry run), or for a pool from the history database."""
     if (input is None) == (pool is None):
         raise PlanningError("pass either --input FILE (a dry run on a file) or --pool P (the history database)")
-    if pool is not None:
-        _plan_pool(
-            pool, as_of=_parse_as_of(as_of), store=store, models=models or None, horizon=horizon,
-            level=95.0 if level is None else level, keep_alive_s=600.0 if keep_alive_seconds is None else keep_alive_seconds,
-            as_json=as_json, fast=fast_forecast,
-        )
-        return
-    if store or as_of or models:
-        raise PlanningError("--store, --as-of and --model go with --pool; --input is always a dry run")
     if policy not in ("forecast", "cost"):
         raise PlanningError(f"--policy {policy!r}: choose forecast or cost")
     if policy == "forecast" and target_cold_fraction is not None:
         raise PlanningError("--target-cold-fraction goes with --policy cost")
+    if pool is not None:
+        _plan_pool(
+            pool, as_of=_parse_as_of(as_of), store=store, models=models or None, horizon=horizon,
+            level=95.0 if level is None else level, keep_alive_s=600.0 if keep_alive_seconds is None else keep_alive_seconds,
+            as_json=as_json, fast=fast_forecast, policy=policy, cold_weight=cold_weight,
+            target_cold_fraction=target_cold_fraction,
+        )
+        return
+    if store or as_of or models:
+        raise PlanningError("--store, --as-of and --model go with --pool; --input is always a dry run")
     assert input is not None
     if policy == "cost":
         _plan_file_cost(
@@ -227,8 +231,7 @@ def _plan_file_cost(
     """The dry run of the cost policy on a telemetry file: levels from backtests, the sparse rule, then windows."""
     from forecasting.series import observed_interval
     from scheduling.cost_plan import plan_with_costs
-    from scheduling.forecast_policy import cached_forecast, engine_forecast
-    from scheduling.levels import BASE_LEVEL
+    from scheduling.forecast_policy import cached_forecast
 
     if replicas_at_peak <= 0:
         raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
@@ -287,6 +290,9 @@ def _plan_pool(
     keep_alive_s: float,
     as_json: bool,
     fast: bool,
+    policy: str = "forecast",
+    cold_weight: float = 4.0,
+    target_cold_fraction: float | None = None,
 ) -> None:
     """forecast-and-plan's steps without Prefect: telemetry from the history database, placement on the pool's hosts."""
     import forecasting
@@ -315,10 +321,23 @@ def _plan_pool(
         history = history_until(session, [s.name for s in specs], as_of=as_of)
     if history.empty:
         raise PlanningError(f"no telemetry before {now.isoformat()} in the history database: ingest some with `prewarm ingest`")
+    if policy == "cost":
+        level = BASE_LEVEL
     with err_console.status(f"Forecasting {len(specs)} models..."):
         result = forecasting.forecast(
             history, horizon=horizon, level=level, freq=f"{int(interval.total_seconds())}s", fast=fast
         )
+    frame, levels = result.frame, {}
+    if policy == "cost":
+        with err_console.status("Backtesting a level per model..."):
+            made = cost_forecast(
+                history, plan_models_from_fleet(specs), forecast_fn=engine_forecast(BASE_LEVEL, fast=fast),
+                horizon=horizon, interval=pd.Timedelta(interval), now=pd.Timestamp(now),
+                lead_s=interval.total_seconds(), cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+                forecast_frame=result.frame,
+            )
+        frame = made.frame
+        levels = {m: ("off" if v == 0 else v) for m, v in made.choice.level_of().items()}
     session = session_factory(engine)()
     try:
         run_id = None
@@ -327,7 +346,7 @@ def _plan_pool(
                 session, result, horizon=horizon, level=level, interval_seconds=int(interval.total_seconds())
             ).id
         planned = plan_pool(
-            session, result.frame, specs, pool=pool, now=now, keep_alive_s=keep_alive_s, interval=interval,
+            session, frame, specs, pool=pool, now=now, keep_alive_s=keep_alive_s, interval=interval,
             max_warmups_per_pool=settings.controller.max_warmups_per_pool,
             default_heartbeat_s=settings.host.heartbeat_s,
             tick_s=settings.controller.tick_s, forecast_run_id=run_id,
@@ -343,7 +362,8 @@ def _plan_pool(
         session.close()
     if as_json:
         document = {
-            "pool": pool, "now": now.isoformat(), "stored": store, "forecast_run_id": run_id,
+            "pool": pool, "now": now.isoformat(), "stored": store, "forecast_run_id": run_id, "policy": policy,
+            "levels": levels,
             "hosts": list(planned.hosts), "created": planned.created if store else 0,
             "superseded": planned.superseded if store else 0,
             "plan_ids": list(planned.plan_ids) if store else [],
