@@ -79,7 +79,7 @@ def cost_forecast(
     cold_weight: float = DEFAULT_COLD_WEIGHT,
     target_cold_fraction: float | None = None,
     replan: int = 24,
-    origins: int = 3,
+    origins: int | None = None,
     forecast_frame: pd.DataFrame | None = None,
 ) -> CostForecast:
     """Each model's level from backtests, the base-level forecast moved to those levels, the sparse rule's replicas.
@@ -129,7 +129,7 @@ def plan_with_costs(
     cold_weight: float = DEFAULT_COLD_WEIGHT,
     target_cold_fraction: float | None = None,
     replan: int = 24,
-    origins: int = 3,
+    origins: int | None = None,
 ) -> CostPlan:
     """Plan the fleet's models with the ``cost`` policy from their telemetry ``history`` (before ``now``).
 

@@ -11,6 +11,7 @@ factor the backtests found.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,9 @@ from scheduling.sparse import SparseRule
 
 log = logging.getLogger(__name__)
 
+BACKTEST_INTERVALS = 72
+MAX_ORIGINS = 12
+
 
 def leveled(fn: ForecastFn, levels: dict[str, float], *, base: float = BASE_LEVEL) -> ForecastFn:
     """``fn`` (a base-level forecast) with each model's upper bound moved to its level, ``off`` models dropped."""
@@ -45,10 +49,16 @@ def leveled(fn: ForecastFn, levels: dict[str, float], *, base: float = BASE_LEVE
 
 def choose_model_levels(
     context: PolicyContext, observed: np.ndarray, forecast_fn: ForecastFn, prices: Prices, *, replan: int,
-    origins: int, candidates: tuple[float, ...] = LEVELS, base: float = BASE_LEVEL,
+    origins: int | None = None, candidates: tuple[float, ...] = LEVELS, base: float = BASE_LEVEL,
     target_cold_fraction: float | None = None,
 ) -> LevelChoice:
-    """Each model's level from backtests on ``observed`` (the demand before now), the sparse rule's replicas included."""
+    """Each model's level from backtests on ``observed`` (the demand before now), the sparse rule's replicas included.
+
+    ``origins`` None: as many blocks of ``replan`` intervals as cover :data:`BACKTEST_INTERVALS` (at most 12),
+    so a short re-planning period does not shrink the backtests to a few noisy intervals.
+    """
+    if origins is None:
+        origins = min(MAX_ORIGINS, math.ceil(BACKTEST_INTERVALS / replan))
     t = observed.shape[1]
     start = max(0, t - origins * replan - context.lead)
     probe = SparseRule(context, prices)
@@ -72,7 +82,7 @@ class CostPolicy:
     forecast_fn: ForecastFn
     prices: Prices
     replan: int = 24
-    origins: int = 3
+    origins: int | None = None
     candidates: tuple[float, ...] = LEVELS
     base_level: float = BASE_LEVEL
     target_cold_fraction: float | None = None

@@ -5,7 +5,8 @@ A model provisioned at level L plans for ``yhat + z(L) / z(base) × (hi − yhat
 treated as normal-shaped around the point, so one forecast serves every level. The candidate ``off``
 provisions nothing from the forecast (the sparse rule alone decides the model's first replica).
 
-At the first planning moment t0, the last ``origins`` blocks of ``replan`` intervals before t0 are
+At the first planning moment t0, the last ``origins`` blocks of ``replan`` intervals before t0 (by
+default as many as cover 72 intervals: 3 blocks at the usual re-planning period of 24) are
 forecast from the demand before each block's start, and each candidate level is scored by the expected
 cost it would have had on the block (cold requests × cold price + replica-hours × their price, with
 the replicas the sparse rule provisioned then added). Each model gets the level of least cost; a
