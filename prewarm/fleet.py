@@ -120,6 +120,12 @@ class ModelSpec(_Strict):
         description="Load a .pt2 archive even though it holds pickled objects (pickles run code when loaded); "
         "only for artifacts from an allowed source whose producer you trust as much as your own code.",
     )
+    cold_price: float | None = Field(
+        default=None, ge=0,
+        description="Price of one cold request, in the unit of replica_hour_price (default derived from sla_p99_ms "
+        "and replica_capacity: see scheduling.cost).",
+    )
+    replica_hour_price: float | None = Field(default=None, ge=0, description="Price of one replica-hour (default 1).")
 
     @field_validator("sha256")
     @classmethod

@@ -27,6 +27,9 @@ from prewarm.text import validation_message
 from scheduling.errors import PlanningError
 from scheduling.leads import LeadTimes
 from scheduling.placement import Host
+from scheduling.cost_plan import cost_forecast
+from scheduling.forecast_policy import engine_forecast
+from scheduling.levels import BASE_LEVEL
 from scheduling.planner import PlanModel, PlannerConfig, PlanResult, plan_models_from_fleet, plan_windows
 
 INPUT_HELP = "Telemetry to plan from (a dry run): a CSV or Parquet file, or a folder of them."
@@ -136,6 +139,15 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Print the plan and shortfall as JSON."),
     fast: bool = opt.fast_option(),
     fast_forecast: bool = opt.hidden_alias("--fast-forecast", False),
+    policy: str = typer.Option(
+        "forecast", "--policy",
+        help="forecast: one interval level for every model; cost: a level per model from backtests, plus the sparse rule "
+        "(as `prewarm simulate`'s cost policy).",
+    ),
+    cold_weight: float = typer.Option(4.0, "--cold-weight", help="With --policy cost: default cold price, in replica-intervals per replica load."),
+    target_cold_fraction: float | None = typer.Option(
+        None, "--target-cold-fraction", help="With --policy cost: the cheapest levels whose backtests meet this fleet-wide cold fraction."
+    ),
 ) -> None:
     """Forecast and print the warm windows: from a telemetry file (dry run), or for a pool from the history database."""
     output = opt.pick("--output", output, "--out", out)
@@ -144,18 +156,30 @@ def plan(
         opt.check_level(level)
     if (input is None) == (pool is None):
         raise PlanningError("pass either --input FILE (a dry run on a file) or --pool P (the history database)")
+    if policy not in ("forecast", "cost"):
+        raise PlanningError(f"--policy {policy!r}: choose forecast or cost")
+    if policy == "forecast" and target_cold_fraction is not None:
+        raise PlanningError("--target-cold-fraction goes with --policy cost")
     if pool is not None:
         if output is not None:
             raise PlanningError("--output goes with --input; with --pool use --json (or --store)")
         _plan_pool(
             pool, as_of=_parse_as_of(as_of), store=store, models=models or None, horizon=horizon,
             level=95.0 if level is None else level, keep_alive_s=600.0 if keep_alive_seconds is None else keep_alive_seconds,
-            as_json=as_json, fast=fast,
+            as_json=as_json, fast=fast, policy=policy, cold_weight=cold_weight,
+            target_cold_fraction=target_cold_fraction,
         )
         return
     if store or as_of or models:
         raise PlanningError("--store, --as-of and --model go with --pool; --input is always a dry run")
     assert input is not None
+    if policy == "cost":
+        _plan_file_cost(
+            input, horizon=horizon, fleet=fleet, hosts=hosts, replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds,
+            keep_alive_seconds=0.0 if keep_alive_seconds is None else keep_alive_seconds, out=output, as_json=as_json,
+            fast_forecast=fast, cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+        )
+        return
     _plan_file(
         input, horizon=horizon, fleet=fleet, hosts=hosts, level=80.0 if level is None else level,
         replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds,
@@ -225,6 +249,72 @@ def _plan_file(
         console.print(f"Plan written to {out}")
 
 
+def _plan_file_cost(
+    input: Path,
+    *,
+    horizon: int,
+    fleet: Path | None,
+    hosts: Path | None,
+    replicas_at_peak: float,
+    lead_seconds: float,
+    keep_alive_seconds: float,
+    out: Path | None,
+    as_json: bool,
+    fast_forecast: bool,
+    cold_weight: float,
+    target_cold_fraction: float | None,
+) -> None:
+    """The dry run of the cost policy on a telemetry file: levels from backtests, the sparse rule, then windows."""
+    from forecasting.series import observed_interval
+    from scheduling.cost_plan import plan_with_costs
+    from scheduling.forecast_policy import cached_forecast
+
+    if replicas_at_peak <= 0:
+        raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
+    telemetry = read_telemetry_file(input)
+    models = plan_models_from_fleet(load_fleet(fleet).models) if fleet else _models_from_history(telemetry, replicas_at_peak)
+    interval = observed_interval(telemetry) if not telemetry.empty else None
+    if interval is None:
+        raise PlanningError(f"{input}: no model has two distinct timestamps; the interval cannot be inferred")
+    now = telemetry[C.TIMESTAMP].max().floor(interval) + interval
+    known = telemetry[telemetry[C.MODEL].astype(str).isin(models)]
+    with err_console.status("Backtesting levels and forecasting..."):
+        plan = plan_with_costs(
+            known, models, forecast_fn=cached_forecast(engine_forecast(BASE_LEVEL, fast=fast_forecast)),
+            horizon=horizon, interval=interval, now=now, lead_times=LeadTimes(default_s=lead_seconds, margin_s=0.0),
+            config=PlannerConfig(keep_alive_s=keep_alive_seconds), hosts=load_hosts(hosts) if hosts else None,
+            cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+        )
+    result = plan.result
+    rows = result.frame()
+    if out is not None:
+        rows.to_csv(out, index=False)
+    reasons = plan.choice.reasons()
+    levels = {m: {"level": "off" if v == 0 else v, "reason": reasons[m], "sparse_intervals": plan.sparse_intervals[m]}
+              for m, v in plan.choice.level_of().items()}
+    if as_json:
+        document = {
+            "now": now.isoformat(),
+            "policy": "cost",
+            "cold_price_factor": plan.choice.factor,
+            "levels": levels,
+            "rows": json.loads(rows.to_json(orient="records", date_format="iso")),
+            "shortfall": json.loads(result.shortfall_frame().to_json(orient="records", date_format="iso")),
+            "replicas_planned": int(np.sum(rows["replicas"])) if len(rows) else 0,
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    console.print(_table(result))
+    table = Table(title="Level per model (cost policy)")
+    for column in ("model", "level", "sparse-rule intervals", "why"):
+        table.add_column(column)
+    for model, entry in levels.items():
+        table.add_row(model, str(entry["level"]), str(entry["sparse_intervals"]), entry["reason"])
+    console.print(table)
+    if out is not None:
+        console.print(f"Plan written to {out}")
+
+
 def _plan_pool(
     pool: str,
     *,
@@ -236,6 +326,9 @@ def _plan_pool(
     keep_alive_s: float,
     as_json: bool,
     fast: bool,
+    policy: str = "forecast",
+    cold_weight: float = 4.0,
+    target_cold_fraction: float | None = None,
 ) -> None:
     """forecast-and-plan's steps without Prefect: telemetry from the history database, placement on the pool's hosts."""
     import forecasting
@@ -264,10 +357,23 @@ def _plan_pool(
         history = history_until(session, [s.name for s in specs], as_of=as_of)
     if history.empty:
         raise PlanningError(f"no telemetry before {now.isoformat()} in the history database: ingest some with `prewarm ingest`")
+    if policy == "cost":
+        level = BASE_LEVEL
     with err_console.status(f"Forecasting {len(specs)} {plural(len(specs), 'model')}..."):
         result = forecasting.forecast(
             history, horizon=horizon, level=level, freq=f"{int(interval.total_seconds())}s", fast=fast
         )
+    frame, levels = result.frame, {}
+    if policy == "cost":
+        with err_console.status("Backtesting a level per model..."):
+            made = cost_forecast(
+                history, plan_models_from_fleet(specs), forecast_fn=engine_forecast(BASE_LEVEL, fast=fast),
+                horizon=horizon, interval=pd.Timedelta(interval), now=pd.Timestamp(now),
+                lead_s=interval.total_seconds(), cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+                forecast_frame=result.frame,
+            )
+        frame = made.frame
+        levels = {m: ("off" if v == 0 else v) for m, v in made.choice.level_of().items()}
     session = session_factory(engine)()
     try:
         run_id = None
@@ -276,7 +382,7 @@ def _plan_pool(
                 session, result, horizon=horizon, level=level, interval_seconds=int(interval.total_seconds())
             ).id
         planned = plan_pool(
-            session, result.frame, specs, pool=pool, now=now, keep_alive_s=keep_alive_s, interval=interval,
+            session, frame, specs, pool=pool, now=now, keep_alive_s=keep_alive_s, interval=interval,
             max_warmups_per_pool=settings.controller.max_warmups_per_pool,
             default_heartbeat_s=settings.host.heartbeat_s,
             tick_s=settings.controller.tick_s, forecast_run_id=run_id,
@@ -292,7 +398,8 @@ def _plan_pool(
         session.close()
     if as_json:
         document = {
-            "pool": pool, "now": now.isoformat(), "stored": store, "forecast_run_id": run_id,
+            "pool": pool, "now": now.isoformat(), "stored": store, "forecast_run_id": run_id, "policy": policy,
+            "levels": levels,
             "hosts": list(planned.hosts), "created": planned.created if store else 0,
             "superseded": planned.superseded if store else 0,
             "plan_ids": list(planned.plan_ids) if store else [],

@@ -23,7 +23,7 @@ def _table(document: dict) -> Table:  # type: ignore[type-arg]
         title=f"{models:,} {plural(models, 'model')}, {intervals:,} evaluation {plural(intervals, 'interval')}, "
         f"lead {lead} {plural(lead, 'interval')}"
     )
-    for column in ("policy", "cold fraction", "cold starts", "replica hours", "÷ oracle", "seconds"):
+    for column in ("policy", "cold fraction", "cold starts", "replica hours", "÷ oracle", "expected cost", "seconds"):
         table.add_column(column, justify="left" if column == "policy" else "right")
     for name, p in document["policies"].items():
         ratio = p["replica_hours_vs_oracle"]
@@ -33,6 +33,7 @@ def _table(document: dict) -> Table:  # type: ignore[type-arg]
             f"{p['cold_start_events']:,}",
             f"{p['replica_hours']:,.0f}",
             "-" if ratio is None else f"{ratio:.2f}x",
+            f"{p['cost']:,.1f}",
             f"{p['seconds']:.1f}",
         )
     return table
@@ -45,7 +46,11 @@ def simulate(
     lead: int = typer.Option(1, "--lead", help="Intervals from requesting a replica to it being ready."),
     replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Replica capacity = p95 of history ÷ this."),
     replan: int = typer.Option(24, "--replan", help="The forecast policy re-plans every N intervals."),
-    policies: str = typer.Option("all", "--policies", help="'all' or a comma-separated list of static, keepalive, reactive, histogram, forecast, oracle."),
+    policies: str = typer.Option(
+        "all", "--policies",
+        help="'all' or a comma-separated list of static, keepalive, reactive, histogram, histogram-tuned, topk, "
+        "sparse, forecast, cost, oracle.",
+    ),
     output: Path | None = opt.output_option(
         None, "Folder for the results: POLICY.csv per policy (model, timestamp, capacity, ready, provisioned) "
         "and simulation.png."
@@ -60,6 +65,15 @@ def simulate(
     fast: bool = opt.fast_option(),
     fast_forecast: bool = opt.hidden_alias("--fast-forecast", False),
     reactive_floor: bool = typer.Option(False, "--reactive-floor", help="Forecast policy never goes below the reactive policy."),
+    cold_weight: float = typer.Option(
+        4.0, "--cold-weight", help="Default cold price: one replica's load served cold costs this many replica-intervals."
+    ),
+    cold_price: float | None = typer.Option(None, "--cold-price", help="Price of a cold request for every model (overrides --cold-weight)."),
+    replica_hour_price: float = typer.Option(1.0, "--replica-hour-price", help="Price of a replica-hour."),
+    target_cold_fraction: float | None = typer.Option(
+        None, "--target-cold-fraction",
+        help="The cost policy buys the cheapest levels whose backtests (in history) meet this fleet-wide cold fraction.",
+    ),
 ) -> None:
     """Simulate provisioning policies on a telemetry trace: cold requests against replica-hours."""
     decisions_dir = opt.pick("--output", output, "--decisions-dir", decisions_dir)
@@ -75,6 +89,10 @@ def simulate(
         forecast_level=level,
         fast_forecast=fast,
         reactive_floor=reactive_floor,
+        cold_weight=cold_weight,
+        cold_price=cold_price,
+        replica_hour_price=replica_hour_price,
+        target_cold_fraction=target_cold_fraction,
     )
     frame = read_telemetry_input(input)
     with Progress(
