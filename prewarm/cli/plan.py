@@ -271,7 +271,7 @@ def _plan_file_cost(
 
     if replicas_at_peak <= 0:
         raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
-    telemetry = read_telemetry_file(input)
+    telemetry = read_telemetry_input(input)
     models = plan_models_from_fleet(load_fleet(fleet).models) if fleet else _models_from_history(telemetry, replicas_at_peak)
     interval = observed_interval(telemetry) if not telemetry.empty else None
     if interval is None:
