@@ -80,6 +80,11 @@ def test_same_options_in_forecast_plan_simulate(command: str) -> None:
     assert "--fast-forecast" not in page and "--out " not in page and "--decisions-dir" not in page
 
 
+def test_replay_reads_input_and_writes_output_like_the_others() -> None:
+    page = run("replay", "--help").stdout
+    assert re.search(r"--input,--trace\s+-i\b", page) and re.search(r"--output,--out\s+-o\b", page)
+
+
 @pytest.mark.parametrize("command", ["forecast", "plan", "demo"])
 def test_fast_and_output_where_they_make_sense(command: str) -> None:
     page = run(command, "--help").stdout
