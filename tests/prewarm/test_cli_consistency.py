@@ -58,7 +58,9 @@ def test_commands_listed_in_order_daily_path_first() -> None:
     assert sorted(listed) == sorted(entry.name for entry in COMMANDS)
 
 
-@pytest.mark.parametrize("argv", [["-v", "models", "list"], ["models", "list", "-v"], ["models", "list", "-vv"]])
+@pytest.mark.parametrize(
+    "argv", [["-v", "models", "list"], ["models", "-v", "list"], ["models", "list", "-v"], ["models", "list", "-vv"]]
+)
 def test_verbose_before_or_after_the_command(argv: list[str], engine: object) -> None:
     result = run(*argv)
     assert result.exit_code == 0, result.output
