@@ -109,6 +109,8 @@ def load_command(entry: CommandEntry) -> Any:
             if info.cls in (None, TyperCommand):
                 info.cls = PrewarmCommand
             info.callback = with_verbose(info.callback)
+        if obj.registered_callback is None:
+            obj.callback()(with_verbose(_group_options))  # -v between the group and its command, too
         obj._add_completion = False
         command = typer.main.get_command(obj)
     else:
@@ -118,6 +120,10 @@ def load_command(entry: CommandEntry) -> Any:
     command.name = entry.name
     command.short_help = entry.summary
     return command
+
+
+def _group_options() -> None:
+    """The options of a command group (``models``, ``hosts``) before its sub-command."""
 
 
 def with_verbose(func: Callable[..., Any] | None) -> Any:

@@ -58,7 +58,9 @@ def test_commands_listed_in_order_daily_path_first() -> None:
     assert sorted(listed) == sorted(entry.name for entry in COMMANDS)
 
 
-@pytest.mark.parametrize("argv", [["-v", "models", "list"], ["models", "list", "-v"], ["models", "list", "-vv"]])
+@pytest.mark.parametrize(
+    "argv", [["-v", "models", "list"], ["models", "-v", "list"], ["models", "list", "-v"], ["models", "list", "-vv"]]
+)
 def test_verbose_before_or_after_the_command(argv: list[str], engine: object) -> None:
     result = run(*argv)
     assert result.exit_code == 0, result.output
@@ -78,6 +80,11 @@ def test_same_options_in_forecast_plan_simulate(command: str) -> None:
         assert re.search(rf"{long}\s+{short}\b", page), (command, long)
     assert "--fast " in page
     assert "--fast-forecast" not in page and "--out " not in page and "--decisions-dir" not in page
+
+
+def test_replay_reads_input_and_writes_output_like_the_others() -> None:
+    page = run("replay", "--help").stdout
+    assert re.search(r"--input,--trace\s+-i\b", page) and re.search(r"--output,--out\s+-o\b", page)
 
 
 @pytest.mark.parametrize("command", ["forecast", "plan", "demo"])
