@@ -25,7 +25,8 @@ from db.telemetry import load_telemetry
 from db.warm import PlanWindow, supersede_vanished, time_to_ready_runs, upsert_plans
 from prewarm import columns as C
 from prewarm.fleet import ModelSpec
-from scheduling.leads import lead_times_from_runs
+from prewarm.text import window
+from scheduling.leads import LeadTimes, lead_times_from_runs
 from scheduling.placement import Host, Placed
 from scheduling.planner import PlannerConfig, Shortfall, plan_models_from_fleet, plan_windows
 
@@ -82,7 +83,10 @@ def history_until(session: Session, models: Sequence[str], *, as_of: datetime | 
 
 
 def _shortfall_text(s: Shortfall) -> str:
-    return f"{s.model} {s.version} {s.window_start.isoformat()}: {s.placed}/{s.wanted} replicas ({s.reason})"
+    return (
+        f"{s.model}:{s.version}, window {window(s.window_start, s.end)} UTC: {s.placed}/{s.wanted} replicas "
+        f"({s.reason})"
+    )
 
 
 def plan_pool(
@@ -98,12 +102,14 @@ def plan_pool(
     default_heartbeat_s: float,
     tick_s: float = 60.0,
     forecast_run_id: int | None = None,
+    lead_times: LeadTimes | None = None,
 ) -> PoolPlan:
     """Plan ``specs`` from ``forecast_frame`` on ``pool``'s up hosts, store the plans, supersede vanished ones.
 
     A warm-up is planned to start its p95 time-to-ready, a 30 s margin and one controller tick (``tick_s``)
     before its window: the tick that starts it may come up to a tick after that moment. Runs in the caller's
-    transaction. Without an up host nothing is placed: every window is shortfall.
+    transaction. Without an up host nothing is placed: every window is shortfall. ``lead_times`` replaces the
+    leads from the recorded runs (a replay on a compressed clock stretches them).
     """
     names = [s.name for s in specs]
     hosts = pool_hosts(session, pool, wall=utcnow(), default_heartbeat_s=default_heartbeat_s)
@@ -116,7 +122,7 @@ def plan_pool(
                  max_concurrent_warmups=h.max_concurrent_warmups)
             for h in hosts
         ] or None,
-        lead_times=lead_times_from_runs(runs, margin_s=LEAD_MARGIN_S + tick_s),
+        lead_times=lead_times or lead_times_from_runs(runs, margin_s=LEAD_MARGIN_S + tick_s),
         config=PlannerConfig(
             keep_alive_s=keep_alive_s, interval=pd.Timedelta(interval), max_concurrent_warmups_per_pool=max_warmups_per_pool
         ),
@@ -127,7 +133,8 @@ def plan_pool(
     rows = result.rows
     if not hosts:
         shortfall = [
-            f"{r.model} {r.version} {r.window_start.isoformat()}: 0/{r.replicas} replicas (no up host in pool {pool!r})"
+            f"{r.model}:{r.version}, window {window(r.window_start, r.end)} UTC: 0/{r.replicas} replicas "
+            f"(no up host in pool {pool!r})"
             for r in rows
         ]
         rows = ()

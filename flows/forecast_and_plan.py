@@ -63,9 +63,11 @@ def load_history(models: list[str], models_per_task: int, as_of: datetime | None
 
 
 @task(cache_policy=NO_CACHE)
-def forecast_batch(history: pd.DataFrame, horizon: int, level: float, freq: str) -> ForecastResult:
+def forecast_batch(
+    history: pd.DataFrame, horizon: int, level: float, freq: str, fast: bool = False
+) -> ForecastResult:
     """Forecast one batch of models (runs in a worker process or on a Dask worker)."""
-    return forecast(history, horizon=horizon, level=level, freq=freq, n_jobs=1)
+    return forecast(history, horizon=horizon, level=level, freq=freq, n_jobs=1, fast=fast)
 
 
 def build_task_runner(dask_address: str | None, local_workers: int | None, batches: int) -> TaskRunner[Any]:
@@ -201,14 +203,16 @@ def forecast_and_plan(
     dask_address: str | None = None,
     keep_alive_seconds: Annotated[float, Field(ge=0)] = 600.0,
     as_of: datetime | None = None,
+    fast: bool = False,
     policy: Literal["forecast", "cost"] = "forecast",
 ) -> dict[str, Any]:
     """Forecast every registered model (or ``models``), place the windows on ``pool``'s up hosts, store the plans.
 
     The ``reconcile-fleet`` controller carries the plans out. ``as_of`` plans as if it were that time (a
-    replay, or the demo's compressed day): only telemetry of buckets begun by then is used. ``policy="cost"``
-    plans as ``prewarm simulate``'s cost policy: the forecast at the base level (80 %, ``level`` is not used),
-    each model's level from backtests in its history, and the sparse rule's replicas.
+    replay, or the demo's compressed day): only telemetry of buckets begun by then is used. ``fast`` skips the
+    per-series backtests (cheaper, less accurate). ``policy="cost"`` plans as ``prewarm simulate``'s cost
+    policy: the forecast at the base level (80 %, ``level`` is not used), each model's level from backtests in
+    its history, and the sparse rule's replicas.
     """
     logger = get_run_logger()
     now = as_of or utcnow()
@@ -223,7 +227,7 @@ def forecast_and_plan(
     with build_task_runner(dask_address, local_workers, len(batches)) as runner:
         futures = [
             runner.submit(
-                forecast_batch, parameters={"history": b, "horizon": horizon, "level": level, "freq": freq}
+                forecast_batch, parameters={"history": b, "horizon": horizon, "level": level, "freq": freq, "fast": fast}
             )
             for b in batches
         ]

@@ -68,7 +68,7 @@ def test_table_output_and_a_policy_subset(cli, telemetry_csv: Path, tmp_path: Pa
         (["--eval-intervals", "5000"], "leaves no history"),
         (["--eval-intervals", "24", "--policies", "fifo"], "unknown policy 'fifo'"),
         (["--eval-intervals", "24", "--replan", "0"], "--replan must be at least 1"),
-        (["--eval-intervals", "24", "--level", "100"], "--level must be between 0 and 100"),
+        (["--eval-intervals", "24", "--level", "100"], "--level 100: must be between 0 and 100"),
         (["--eval-intervals", "24", "--cold-price", "-1"], "--cold-price must be >= 0"),
         (["--eval-intervals", "24", "--target-cold-fraction", "2"], "--target-cold-fraction must be in [0, 1)"),
     ],
