@@ -271,7 +271,7 @@ def _plan_file_cost(
 
     if replicas_at_peak <= 0:
         raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
-    telemetry = read_telemetry_file(input)
+    telemetry = read_telemetry_input(input)
     models = plan_models_from_fleet(load_fleet(fleet).models) if fleet else _models_from_history(telemetry, replicas_at_peak)
     interval = observed_interval(telemetry) if not telemetry.empty else None
     if interval is None:
@@ -304,7 +304,10 @@ def _plan_file_cost(
         }
         typer.echo(json.dumps(document, indent=2))
         return
-    console.print(_table(result))
+    notes = Notes()
+    plan_table = _table(result, now=now, notes=notes)
+    console.print(plan_table if result.rows else f"{plan_table.title}.", highlight=False)
+    notes.print("why")
     table = Table(title="Level per model (cost policy)")
     for column in ("model", "level", "sparse-rule intervals", "why"):
         table.add_column(column)
