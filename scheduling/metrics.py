@@ -73,7 +73,8 @@ def per_model(result: SimulationResult, name: str) -> list[dict[str, Any]]:
     cold = out.cold.sum(axis=1)
     hours = out.provisioned.sum(axis=1) * result.trace.interval_hours
     events = (out.cold > 0).sum(axis=1)
-    return [
+    why = (result.reasons or {}).get(name, {})
+    rows = [
         {
             "model": model,
             "capacity": round(float(result.capacity[i]), 6),
@@ -88,6 +89,10 @@ def per_model(result: SimulationResult, name: str) -> list[dict[str, Any]]:
         }
         for i, model in enumerate(result.trace.models)
     ]
+    for row in rows:
+        if row["model"] in why:
+            row["why"] = why[row["model"]]
+    return rows
 
 
 def summary(result: SimulationResult, *, per_model_breakdown: bool = True) -> dict[str, Any]:

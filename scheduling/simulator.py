@@ -54,6 +54,8 @@ class SimulationResult:
     outcomes: Mapping[str, PolicyOutcome]
     prices: Prices | None = None
     """Per-model prices of the expected-cost objective (None: derived from capacity at the default weight)."""
+    reasons: Mapping[str, Mapping[str, str]] | None = None
+    """Per policy that explains its choices (the ``cost`` policy's levels): model -> why."""
 
     def priced(self) -> Prices:
         """The prices the metrics use: ``prices``, or the defaults of :mod:`scheduling.cost` for these capacities."""
@@ -140,7 +142,14 @@ def simulate(
         seconds = time.perf_counter() - started
         log.info("policy %s simulated in %.2fs", name, seconds)
         outcomes[name] = PolicyOutcome(name, provisioned, ready, cold, seconds)
-    return SimulationResult(trace=trace, capacity=capacity, lead=lead, outcomes=outcomes, prices=prices)
+    reasons = {name: _reasons(policy) for name, policy in policies.items() if _reasons(policy)}
+    return SimulationResult(trace=trace, capacity=capacity, lead=lead, outcomes=outcomes, prices=prices, reasons=reasons)
+
+
+def _reasons(policy: Policy) -> dict[str, str]:
+    """Why a policy chose what it chose per model, where it says (a ``choice`` with ``reasons()``)."""
+    choice = getattr(policy, "choice", None)
+    return dict(choice.reasons()) if choice is not None and hasattr(choice, "reasons") else {}
 
 
 def context_for(trace: Trace, capacity: np.ndarray, *, lead: int) -> PolicyContext:

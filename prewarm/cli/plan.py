@@ -304,7 +304,10 @@ def _plan_file_cost(
         }
         typer.echo(json.dumps(document, indent=2))
         return
-    console.print(_table(result))
+    notes = Notes()
+    plan_table = _table(result, now=now, notes=notes)
+    console.print(plan_table if result.rows else f"{plan_table.title}.", highlight=False)
+    notes.print("why")
     table = Table(title="Level per model (cost policy)")
     for column in ("model", "level", "sparse-rule intervals", "why"):
         table.add_column(column)

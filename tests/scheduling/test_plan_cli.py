@@ -83,3 +83,9 @@ def test_cost_policy_plan_reports_a_level_per_model(telemetry_csv: Path) -> None
         assert entry["reason"].startswith("level ") and entry["sparse_intervals"] >= 0
     bad = RUNNER.invoke(app, ["plan", "--input", str(telemetry_csv), "--target-cold-fraction", "0.1"])
     assert bad.exit_code == 2 and "--target-cold-fraction goes with --policy cost" in bad.output
+
+
+def test_cost_policy_plan_table(telemetry_csv: Path) -> None:
+    result = _run("plan", "--input", str(telemetry_csv), "--horizon", "12", "--policy", "cost")
+    assert result.exit_code == 0, result.output
+    assert "Warm plan as of" in result.stdout and "Level per model (cost policy)" in result.stdout

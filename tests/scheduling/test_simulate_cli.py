@@ -98,6 +98,7 @@ def test_cost_and_a_target_cold_fraction(cli, telemetry_csv: Path) -> None:  # n
         return json.loads(result.stdout)["policies"]
 
     free = run()
+    assert all(m["why"].startswith("level ") for m in free["cost"]["per_model"])  # each model's level, and why
     assert free["reactive"]["cost"] == pytest.approx(free["reactive"]["cold_cost"] + free["reactive"]["replica_hour_cost"])
     strict = run("--target-cold-fraction", "0.0")
     assert strict["cost"]["cold_fraction"] <= free["cost"]["cold_fraction"]
