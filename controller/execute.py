@@ -34,7 +34,7 @@ from db.models import ActionKind, ActionOutcome, PlanStatus, ReplicaPhase, WarmP
 from db.session import session_scope
 from db.warm import baselines_for, last_device_classes, record_warm_runs, warm_run_values
 from warmers.errors import WarmupError
-from warmers.report import Baseline
+from warmers.report import Baseline, baseline_from
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +205,7 @@ class TickContext:
         for a in warms:
             spec = self.state.specs[a.model]
             base = found.get((a.model, spec.version, device[a.host]))
-            out[(a.host, a.model)] = (
-                Baseline(sla_p99_ms=spec.sla_p99_ms) if base is None else Baseline(
-                    p50_ms=base.steady_p50_ms, first_request_ms=base.warm_first_request_ms, sla_p99_ms=spec.sla_p99_ms
-                )
-            )
+            out[(a.host, a.model)] = baseline_from(base, sla_p99_ms=spec.sla_p99_ms)
         return out
 
     def run(self, action: Action) -> ActionResult:

@@ -26,7 +26,7 @@ from db.models import ActionKind, ActionOutcome, ReplicaPhase, WarmTrigger
 from db.session import session_scope
 from db.warm import baseline_for, record_warm_run
 from prewarm.fleet import ModelSpec
-from warmers.report import Baseline, WarmReport
+from warmers.report import Baseline, WarmReport, baseline_from
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,9 +55,7 @@ def host_baseline(engine: Engine, spec: ModelSpec, *, host: HostView, version: s
             session, model=spec.name, version=version or spec.version,
             device_class=None if host.device_class == "any" else host.device_class,
         )
-    if found is None:
-        return Baseline(sla_p99_ms=spec.sla_p99_ms)
-    return Baseline(p50_ms=found.steady_p50_ms, first_request_ms=found.warm_first_request_ms, sla_p99_ms=spec.sla_p99_ms)
+    return baseline_from(found, sla_p99_ms=spec.sla_p99_ms)
 
 
 def warm_on_host(

@@ -25,6 +25,7 @@ from db.telemetry import load_telemetry
 from db.warm import PlanWindow, supersede_vanished, time_to_ready_runs, upsert_plans
 from prewarm import columns as C
 from prewarm.fleet import ModelSpec
+from prewarm.text import window
 from scheduling.leads import LeadTimes, lead_times_from_runs
 from scheduling.placement import Host, Placed
 from scheduling.planner import PlannerConfig, Shortfall, plan_models_from_fleet, plan_windows
@@ -82,7 +83,10 @@ def history_until(session: Session, models: Sequence[str], *, as_of: datetime | 
 
 
 def _shortfall_text(s: Shortfall) -> str:
-    return f"{s.model} {s.version} {s.window_start.isoformat()}: {s.placed}/{s.wanted} replicas ({s.reason})"
+    return (
+        f"{s.model}:{s.version}, window {window(s.window_start, s.end)} UTC: {s.placed}/{s.wanted} replicas "
+        f"({s.reason})"
+    )
 
 
 def plan_pool(
@@ -129,7 +133,8 @@ def plan_pool(
     rows = result.rows
     if not hosts:
         shortfall = [
-            f"{r.model} {r.version} {r.window_start.isoformat()}: 0/{r.replicas} replicas (no up host in pool {pool!r})"
+            f"{r.model}:{r.version}, window {window(r.window_start, r.end)} UTC: 0/{r.replicas} replicas "
+            f"(no up host in pool {pool!r})"
             for r in rows
         ]
         rows = ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from db.base import utcnow
@@ -27,19 +27,44 @@ def _row_values(spec: ModelSpec) -> dict[str, object]:
     }
 
 
+def insert_ignoring_conflicts(session: Session, table: type, values: dict[str, object], *, key: list[str]) -> bool:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING`` on SQLite or Postgres; True when the row was inserted.
+
+    Racing writers of the same key then never see an ``IntegrityError``: one inserts, the others do nothing
+    (on Postgres they wait for the first one's transaction, and insert only if it rolled back).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement: Insert = dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=key)
+    # RETURNING, not rowcount: psycopg reports no reliable count for a conflict that did nothing.
+    return session.execute(statement.returning(literal_column("1"))).first() is not None
+
+
 def upsert_models(session: Session, specs: Iterable[ModelSpec]) -> list[Model]:
-    """Register each spec, updating a version that already exists (name + version is the key)."""
+    """Register each spec, updating a version that already exists (name + version is the key).
+
+    Safe under concurrency: the row is inserted with ``ON CONFLICT DO NOTHING`` and then read back, so two
+    transactions registering the same version both succeed and leave one row.
+    """
     rows: list[Model] = []
     for spec in specs:
-        row = session.scalars(select(Model).where(Model.name == spec.name, Model.version == spec.version)).first()
+        query = select(Model).where(Model.name == spec.name, Model.version == spec.version)
+        row = session.scalars(query).first()
         if row is None:
-            row = Model(name=spec.name, version=spec.version, **_row_values(spec))
-            session.add(row)
-        else:
-            if row.sha256 != spec.sha256:  # a new artifact under the same version gets another chance
-                row.rolled_back_at, row.rolled_back_reason = None, None
-            for key, value in _row_values(spec).items():
-                setattr(row, key, value)
+            now = utcnow()
+            values = {"name": spec.name, "version": spec.version, **_row_values(spec)}
+            if insert_ignoring_conflicts(
+                session, Model, {**values, "created_at": now, "updated_at": now}, key=["name", "version"]
+            ):
+                rows.append(session.scalars(query).one())
+                continue
+            row = session.scalars(query.execution_options(populate_existing=True)).one()
+        if row.sha256 != (spec.sha256 or ""):  # a new artifact under the same version gets another chance
+            row.rolled_back_at, row.rolled_back_reason = None, None
+        for key, value in _row_values(spec).items():
+            setattr(row, key, value)
         rows.append(row)
     session.flush()
     return rows

@@ -62,7 +62,12 @@ class PlanWindow:
 
 @dataclass(frozen=True, kw_only=True)
 class Baseline:
-    """What earlier successful warm runs of one model version on one device class achieved (medians)."""
+    """What earlier successful warm runs of one model version on one device class achieved (medians).
+
+    ``first_request_ms`` is the median of their first-after-idle medians (of their warmed first requests
+    for runs that took no idle probes); each ``*_spread_ms`` is the larger of the spread between those runs
+    (scaled median absolute deviation, from three runs on) and the median spread within them.
+    """
 
     model: str
     version: str
@@ -72,6 +77,9 @@ class Baseline:
     steady_p99_ms: float | None
     warm_first_request_ms: float | None
     time_to_ready_s: float | None
+    p50_spread_ms: float = 0.0
+    first_request_ms: float | None = None
+    first_request_spread_ms: float = 0.0
 
 
 def upsert_plan(
@@ -302,17 +310,7 @@ def baselines_for(
         key = (run.model, run.version, run.device_class)
         if key in wanted and len(runs.setdefault(key, [])) < last:
             runs[key].append(run)
-    return {
-        key: Baseline(
-            model=key[0], version=key[1], device_class=key[2], runs=len(found),
-            steady_p50_ms=_median(r.steady_p50_ms for r in found),
-            steady_p99_ms=_median(r.steady_p99_ms for r in found),
-            warm_first_request_ms=_median(r.warm_first_request_ms for r in found),
-            time_to_ready_s=_median(r.time_to_ready_s for r in found),
-        )
-        for key, found in runs.items()
-        if found
-    }
+    return {key: _summarise(key, found) for key, found in runs.items() if found}
 
 
 def last_device_classes(session: Session, targets: Iterable[str]) -> dict[str, str]:
@@ -350,16 +348,37 @@ def baseline_for(
     runs = session.scalars(query).all()
     if not runs:
         return None
+    return _summarise((model, version, device_class), runs)
+
+
+def _summarise(key: tuple[str, str, str | None], runs: Sequence[WarmRun]) -> Baseline:
+    """Medians and spreads of ``runs`` (newest first, at least one)."""
+    reports = [r.report or {} for r in runs]
+    idle = [rep.get("first_after_idle_ms") for rep in reports]
+    firsts = idle if any(v is not None for v in idle) else [r.warm_first_request_ms for r in runs]
     return Baseline(
-        model=model,
-        version=version,
-        device_class=device_class,
+        model=key[0],
+        version=key[1],
+        device_class=key[2],
         runs=len(runs),
         steady_p50_ms=_median(r.steady_p50_ms for r in runs),
         steady_p99_ms=_median(r.steady_p99_ms for r in runs),
         warm_first_request_ms=_median(r.warm_first_request_ms for r in runs),
         time_to_ready_s=_median(r.time_to_ready_s for r in runs),
+        p50_spread_ms=_spread([r.steady_p50_ms for r in runs], [rep.get("steady_spread_ms") for rep in reports]),
+        first_request_ms=_median(firsts),
+        first_request_spread_ms=_spread(firsts, [rep.get("first_after_idle_spread_ms") for rep in reports]),
     )
+
+
+def _spread(medians: Sequence[float | None], within: Sequence[float | None]) -> float:
+    """The larger of the spread between runs' medians (from three runs on) and the median spread within runs."""
+    present = [float(v) for v in medians if v is not None]
+    between = 0.0
+    if len(present) >= 3:
+        centre = statistics.median(present)
+        between = statistics.median(abs(v - centre) for v in present) * MAD_TO_SIGMA
+    return max(between, _median(within) or 0.0)
 
 
 def time_to_ready_history(
@@ -425,6 +444,10 @@ def last_device_class(session: Session, *, target: str) -> str | None:
         .limit(1)
     )
     return session.scalars(query).first()
+
+
+# The median absolute deviation of normal samples, scaled to their standard deviation (as warmers.report's).
+MAD_TO_SIGMA = 1.4826
 
 
 def _median(values: Iterable[float | None]) -> float | None:

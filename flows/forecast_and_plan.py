@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, runtime, task
@@ -32,6 +32,10 @@ from forecasting import ForecastReport, ForecastResult, forecast
 from prewarm import columns as C
 from prewarm.fleet import ModelSpec
 from prewarm.settings import get_settings
+from scheduling.cost_plan import CostForecast, cost_forecast
+from scheduling.forecast_policy import engine_forecast
+from scheduling.levels import BASE_LEVEL
+from scheduling.planner import plan_models_from_fleet
 
 @task(cache_policy=NO_CACHE)
 def registered_specs(models: list[str] | None) -> list[ModelSpec]:
@@ -59,9 +63,11 @@ def load_history(models: list[str], models_per_task: int, as_of: datetime | None
 
 
 @task(cache_policy=NO_CACHE)
-def forecast_batch(history: pd.DataFrame, horizon: int, level: float, freq: str) -> ForecastResult:
+def forecast_batch(
+    history: pd.DataFrame, horizon: int, level: float, freq: str, fast: bool = False
+) -> ForecastResult:
     """Forecast one batch of models (runs in a worker process or on a Dask worker)."""
-    return forecast(history, horizon=horizon, level=level, freq=freq, n_jobs=1)
+    return forecast(history, horizon=horizon, level=level, freq=freq, n_jobs=1, fast=fast)
 
 
 def build_task_runner(dask_address: str | None, local_workers: int | None, batches: int) -> TaskRunner[Any]:
@@ -95,6 +101,23 @@ def merge_forecasts(
         series=series, freq=freq, horizon=horizon, level=level, wall_seconds=seconds, warnings=warnings
     )
     return ForecastResult(frame=frame, report=report)
+
+
+@task(cache_policy=NO_CACHE)
+def apply_cost_policy(
+    batches: list[pd.DataFrame], specs: list[ModelSpec], frame: pd.DataFrame, *, horizon: int, now: datetime,
+    interval: timedelta,
+) -> CostForecast | None:
+    """The cost policy's forecast (``scheduling.cost_plan.cost_forecast``): a level per model from backtests in
+    its history, the sparse rule's replicas; None without any history."""
+    history = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame()
+    if history.empty:
+        return None
+    step = pd.Timedelta(interval)
+    return cost_forecast(
+        history, plan_models_from_fleet(specs), forecast_fn=engine_forecast(BASE_LEVEL), horizon=horizon,
+        interval=step, now=pd.Timestamp(now), lead_s=step.total_seconds(), forecast_frame=frame,
+    )
 
 
 @task(cache_policy=NO_CACHE)
@@ -180,11 +203,16 @@ def forecast_and_plan(
     dask_address: str | None = None,
     keep_alive_seconds: Annotated[float, Field(ge=0)] = 600.0,
     as_of: datetime | None = None,
+    fast: bool = False,
+    policy: Literal["forecast", "cost"] = "forecast",
 ) -> dict[str, Any]:
     """Forecast every registered model (or ``models``), place the windows on ``pool``'s up hosts, store the plans.
 
     The ``reconcile-fleet`` controller carries the plans out. ``as_of`` plans as if it were that time (a
-    replay, or the demo's compressed day): only telemetry of buckets begun by then is used.
+    replay, or the demo's compressed day): only telemetry of buckets begun by then is used. ``fast`` skips the
+    per-series backtests (cheaper, less accurate). ``policy="cost"`` plans as ``prewarm simulate``'s cost
+    policy: the forecast at the base level (80 %, ``level`` is not used), each model's level from backtests in
+    its history, and the sparse rule's replicas.
     """
     logger = get_run_logger()
     now = as_of or utcnow()
@@ -192,12 +220,14 @@ def forecast_and_plan(
     specs = registered_specs(models)
     names = [s.name for s in specs]
     freq = f"{int(interval.total_seconds())}s"
+    if policy == "cost":
+        level = BASE_LEVEL
     batches = load_history(names, models_per_task, as_of)
     started = time.perf_counter()
     with build_task_runner(dask_address, local_workers, len(batches)) as runner:
         futures = [
             runner.submit(
-                forecast_batch, parameters={"history": b, "horizon": horizon, "level": level, "freq": freq}
+                forecast_batch, parameters={"history": b, "horizon": horizon, "level": level, "freq": freq, "fast": fast}
             )
             for b in batches
         ]
@@ -205,8 +235,17 @@ def forecast_and_plan(
     forecast_seconds = time.perf_counter() - started
     result = merge_forecasts(results, horizon=horizon, level=level, seconds=forecast_seconds)
     forecast_run_id = store_forecast(result, horizon, level, int(interval.total_seconds()))
+    frame = result.frame
+    levels: dict[str, int] = {}
+    if policy == "cost":
+        made = apply_cost_policy(batches, specs, frame, horizon=horizon, now=now, interval=interval)
+        if made is not None:
+            frame = made.frame
+            for value in made.choice.level_of().values():
+                key = "off" if value == 0 else f"{value:g}"
+                levels[key] = levels.get(key, 0) + 1
     planned = plan_and_store(
-        result.frame, specs, pool=pool, now=now, keep_alive_seconds=keep_alive_seconds, forecast_run_id=forecast_run_id
+        frame, specs, pool=pool, now=now, keep_alive_seconds=keep_alive_seconds, forecast_run_id=forecast_run_id
     )
     publish_plan(planned)
     for line in planned.shortfall[:20]:
@@ -223,6 +262,8 @@ def forecast_and_plan(
         "superseded": planned.superseded,
         "shortfall": list(planned.shortfall),
         "forecast_seconds": round(forecast_seconds, 3),
+        "policy": policy,
+        "levels": levels,
     }
     logger.info(
         "forecast %d models in %d batches in %.1f s: %d replica windows on %d hosts of pool %s, %d new, %d superseded,"

@@ -87,15 +87,11 @@ def load_spec(model: str, version: str | None) -> ModelSpec:
 @task(cache_policy=NO_CACHE)
 def load_baseline(spec: ModelSpec, *, version: str, device_class: str | None) -> Any:
     """The warmers baseline from earlier successful runs of ``version`` on ``device_class``, plus the SLA."""
-    from warmers.report import Baseline
+    from warmers.report import baseline_from
 
     with session_scope(history_engine()) as session:
         found = baseline_for(session, model=spec.name, version=version, device_class=device_class)
-    if found is None:
-        return Baseline(sla_p99_ms=spec.sla_p99_ms)
-    return Baseline(
-        p50_ms=found.steady_p50_ms, first_request_ms=found.warm_first_request_ms, sla_p99_ms=spec.sla_p99_ms
-    )
+    return baseline_from(found, sla_p99_ms=spec.sla_p99_ms)
 
 
 @task(cache_policy=NO_CACHE)

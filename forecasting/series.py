@@ -21,6 +21,7 @@ import pandas as pd
 
 from forecasting.errors import ForecastingError, FrequencyError
 from prewarm import columns as C
+from prewarm.text import duration, plural
 
 DEFAULT_FREQ = "h"
 _DAY = pd.Timedelta(days=1)
@@ -130,7 +131,8 @@ def _one_series(
         warnings.append("every value is NaN")
         values = np.zeros(0)
     elif unknown.any():
-        warnings.append(f"{int(unknown.sum())} NaN values imputed")
+        count = int(unknown.sum())
+        warnings.append(f"{count} missing {plural(count, 'value')} (NaN) imputed")
         values = _impute(values, season)
     last = pd.Timestamp((first + length - 1) * delta.value, tz="UTC")
     return Series(model=model, values=values, last=last, n_rows=len(raw), warnings=tuple(warnings))
@@ -157,7 +159,7 @@ def split_series(frame: pd.DataFrame, delta: pd.Timedelta) -> list[Series]:
         series = _one_series(str(name), buckets[rows], raw[rows], delta, season)
         irregular = int(off_grid[rows].sum())
         if irregular:
-            note = f"{irregular} timestamps off the {delta} grid floored to their bucket"
+            note = f"{irregular} timestamps off the {duration(delta)} grid floored to their bucket"
             series = Series(series.model, series.values, series.last, series.n_rows, (note, *series.warnings))
         out.append(series)
     return out

@@ -15,6 +15,7 @@ import numpy as np
 from forecasting.candidates import Candidate, candidate_pool, default_pool
 from forecasting.models import Naive, Prediction, SeasonalNaive
 from forecasting.selection import combination_errors, conformal_offsets, origins, run_backtests
+from prewarm.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def _special_case(y: np.ndarray, options: Options) -> SeriesForecast | None:
         return _flat(0.0, h, "no_data", "no usable values: forecast 0")
     if len(y) < MIN_POINTS:
         spread = float(np.max(y) - np.min(y))
-        return _flat(float(np.mean(y)), h, "short_mean", f"only {len(y)} points: their mean", spread)
+        return _flat(float(np.mean(y)), h, "short_mean", f"only {len(y)} {plural(len(y), 'point')}: their mean", spread)
     if not np.any(y):
         return _flat(0.0, h, "zero", None)
     if np.all(y == y[0]):
@@ -126,7 +127,7 @@ def _with_interval(
     if len(errors) < MIN_INTERVAL_ERRORS:
         fallback = _model_based(y, options, None)
         width_lo, width_hi = fallback.mean - fallback.lo, fallback.hi - fallback.mean
-        reason = f"history of {len(y)} points too short to calibrate the interval: {fallback.method} interval"
+        reason = f"history of {len(y)} {plural(len(y), 'point')} too short to calibrate the interval: {fallback.method} interval"
         return SeriesForecast(mean, mean - width_lo, mean + width_hi, method, reason, backtest_mae=mae)
     lo, hi = conformal_offsets(errors, options.level)
     lo, hi = lo * INTERVAL_INFLATION, hi * INTERVAL_INFLATION
@@ -147,11 +148,11 @@ def _forecast(y: np.ndarray, options: Options) -> SeriesForecast:
             return _with_interval(y, chosen, options, n_interval, backtest.mae)
     chosen = _fixed_ensemble(y, pool, options)
     if not chosen:
-        return _model_based(y, options, f"history of {len(y)} points is shorter than every candidate needs")
+        return _model_based(y, options, f"history of {len(y)} {plural(len(y), 'point')} is shorter than every candidate needs")
     result = _with_interval(y, chosen, options, min(FAST_INTERVAL_ORIGINS, n_interval), None)
     if options.fast or result.fallback_reason:
         return result
-    reason = f"history of {len(y)} points too short for selection backtests: fixed ensemble"
+    reason = f"history of {len(y)} {plural(len(y), 'point')} too short for selection backtests: fixed ensemble"
     return SeriesForecast(result.mean, result.lo, result.hi, result.method, reason, backtest_mae=None)
 
 

@@ -5,8 +5,9 @@
     │   ├── TelemetryError  a telemetry source that cannot be ingested
     │   │   └── PrometheusQueryError  a Prometheus source whose query, series or range cannot be used
     │   └── FleetError      a fleet file that cannot be imported
-    └── SourceError         a source that cannot be reached: missing bucket, denied access (exit code 2)
-        └── PrometheusUnavailable     a Prometheus server that cannot be reached or fails to answer
+    ├── SourceError         a source that cannot be reached: missing bucket, denied access (exit code 2)
+    │   └── PrometheusUnavailable     a Prometheus server that cannot be reached or fails to answer
+    └── NotReadyError       a model the demo planned ended its run not ready (exit code 1)
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class PrometheusQueryError(TelemetryError):
 
 class PrometheusUnavailable(SourceError):
     """The Prometheus server cannot be reached, or answered with a server error; retrying may help."""
+
+
+class NotReadyError(PrewarmError):
+    """Models that were planned and warmed did not end ready; the message names each one and why."""

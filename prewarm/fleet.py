@@ -9,6 +9,7 @@ warms and validates it there, so its name, version, warm-up inputs and SLA suffi
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -26,6 +27,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prewarm.errors import FleetError
+from prewarm.text import plural, validation_message
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -113,6 +115,17 @@ class ModelSpec(_Strict):
     device_memory_mb: float = Field(default=0.0, ge=0)
     replica_capacity: float = Field(default=100.0, gt=0, description="Requests per interval one replica serves.")
     pinned: bool = Field(default=False, description="A pinned model is never evicted to make room for another.")
+    trust_pickle: bool = Field(
+        default=False,
+        description="Load a .pt2 archive even though it holds pickled objects (pickles run code when loaded); "
+        "only for artifacts from an allowed source whose producer you trust as much as your own code.",
+    )
+    cold_price: float | None = Field(
+        default=None, ge=0,
+        description="Price of one cold request, in the unit of replica_hour_price (default derived from sla_p99_ms "
+        "and replica_capacity: see scheduling.cost).",
+    )
+    replica_hour_price: float | None = Field(default=None, ge=0, description="Price of one replica-hour (default 1).")
 
     @field_validator("sha256")
     @classmethod
@@ -198,6 +211,38 @@ def resolve_uri(uri: str, base: Path) -> str:
     return path.as_uri()
 
 
+def factory_allowed(factory: str, modules: Sequence[str]) -> bool:
+    """Whether ``factory`` (``module:function``) names a module under one of the prefixes ``modules``.
+
+    Prefixes end at a dot: ``warmers.zoo`` allows ``warmers.zoo`` and ``warmers.zoo.x``, not ``warmers.zoology``.
+    """
+    module = factory.partition(":")[0]
+    for prefix in modules:
+        prefix = prefix.strip().rstrip(".")
+        if prefix and (module == prefix or module.startswith(f"{prefix}.")):
+            return True
+    return False
+
+
+def factory_refusal(factory: str, modules: Sequence[str]) -> str:
+    """The message for a factory outside ``modules``: what, which setting, what to do."""
+    return (
+        f"{factory!r} is not under PREWARM_FACTORY_MODULES ({', '.join(modules) or 'none'}); "
+        f"add the module's prefix to allow it"
+    )
+
+
+def check_factories(fleet: Fleet, path: str | Path, modules: Sequence[str]) -> None:
+    """Raise :class:`FleetError` naming the file and field of the first factory outside ``modules``.
+
+    A factory is code that a load imports and calls, so only modules the operator installed and listed
+    in ``PREWARM_FACTORY_MODULES`` may be named.
+    """
+    for index, spec in enumerate(fleet.models):
+        if spec.factory is not None and not factory_allowed(spec.factory, modules):
+            raise FleetError(f"{path}: models[{index}].factory: {factory_refusal(spec.factory, modules)}")
+
+
 def _location(error: dict[str, Any]) -> str:
     parts: list[str] = []
     for item in error["loc"]:
@@ -230,8 +275,8 @@ def load_fleet(path: str | Path) -> Fleet:
         first = exc.errors()[0]
         name = _model_name(raw, first["loc"])
         raise FleetError(
-            f"{path}: field {_location(first)}{name}: {first['msg']}"
-            + (f" ({len(exc.errors()) - 1} more errors)" if len(exc.errors()) > 1 else "")
+            f"{path}: field {_location(first)}{name}: {validation_message(first)}"
+            + (f" ({more} more {plural(more, 'error')})" if (more := len(exc.errors()) - 1) else "")
         ) from exc
     base = path.resolve().parent
     models = [

@@ -1,4 +1,4 @@
-"""Telemetry ingest: read every source, validate all of it, then upsert in one transaction.
+"""Telemetry ingest: read every source in chunks, validate each, and upsert all of it in one transaction.
 
 Sources are files, folders, ``s3://`` prefixes, or Prometheus servers (``prometheus+http(s)://``, read by
 :mod:`prewarm.prometheus`, which also brings each bucket's cold starts).
@@ -7,23 +7,29 @@ Timestamps are floored to the configured bucket width (``PREWARM_FORECAST_INTERV
 same model and the same timestamp are duplicates: the later one (in source order) wins, so
 re-ingesting a file changes nothing and newer data replaces older. Rows with different timestamps
 inside one bucket (finer-grained telemetry) are summed into that bucket.
+
+Files and S3 objects are streamed: the process holds one chunk of rows at a time, staged in the database
+(:class:`db.telemetry.TelemetryStage`), so memory stays bounded whatever the input's size; an invalid row
+anywhere rolls the whole ingest back. Rows are merged in key order (model, bucket start), so concurrent
+ingests of the same keys queue rather than deadlock; a deadlock that happens anyway is retried once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pandas as pd
 from sqlalchemy import Engine
 
-from db.telemetry import upsert_telemetry
+from db.telemetry import TelemetryStage, is_deadlock
 from prewarm import columns as C
 from prewarm.errors import InputError
 from prewarm.prometheus import Progress, PrometheusOptions, is_prometheus_url, read_prometheus
-from prewarm.telemetry import read_sources
+from prewarm.telemetry import CHUNK_ROWS, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -40,43 +46,65 @@ class IngestSummary:
     seconds: float
 
 
-def to_buckets(frame: pd.DataFrame, interval: timedelta) -> pd.DataFrame:
-    """Floor timestamps to ``interval`` buckets: exact duplicates keep the last row, the rest are summed."""
-    if frame.empty:
-        return frame
-    frame = frame.drop_duplicates(subset=[C.MODEL, C.TIMESTAMP], keep="last")
-    floored = frame[C.TIMESTAMP].dt.floor(pd.Timedelta(interval))
-    if (floored == frame[C.TIMESTAMP]).all():
-        return frame.reset_index(drop=True)
-    frame = frame.assign(**{C.TIMESTAMP: floored})
-    grouped = frame.groupby([C.MODEL, C.TIMESTAMP], sort=False)
-    columns = [C.TIMESTAMP, C.MODEL, C.REQUESTS, C.P50_MS, C.P99_MS]
-    aggregates = {C.REQUESTS: (C.REQUESTS, "sum"), C.P50_MS: (C.P50_MS, "median"), C.P99_MS: (C.P99_MS, "max")}
-    if C.COLD_STARTS in frame.columns:
-        aggregates[C.COLD_STARTS] = (C.COLD_STARTS, lambda s: s.sum(min_count=1))
-        columns.append(C.COLD_STARTS)
-    return grouped.agg(**aggregates).reset_index()[columns]
-
-
 def ingest_frame(frame: pd.DataFrame, *, engine: Engine, interval: timedelta | None = None) -> IngestSummary:
-    """Upsert an already validated telemetry frame in one transaction."""
+    """Upsert an already validated telemetry frame in one transaction (staged in chunks)."""
+    return ingest_frames(
+        lambda: (frame.iloc[start : start + CHUNK_ROWS] for start in range(0, len(frame), CHUNK_ROWS)),
+        engine=engine,
+        interval=interval,
+    )
+
+
+def ingest_frames(
+    frames: Callable[[], Iterable[pd.DataFrame]], *, engine: Engine, interval: timedelta | None = None
+) -> IngestSummary:
+    """Stage every validated frame ``frames()`` yields and merge them, in one transaction.
+
+    ``frames`` is called again for the one retry after a deadlock (or SQLite's busy lock), so it must
+    re-read its sources.
+    """
     from prewarm.settings import get_settings
 
     interval = interval or get_settings().forecast_interval
     started = time.perf_counter()
-    missing = {column: float("nan") for column in C.TELEMETRY_OPTIONAL if column not in frame.columns}
-    buckets = to_buckets(frame.assign(**missing), interval)
-    with engine.begin() as connection:
-        written = upsert_telemetry(connection, buckets, bucket_seconds=int(interval.total_seconds()))
+    try:
+        summary = _ingest_once(frames(), engine=engine, interval=interval)
+    except Exception as exc:
+        if not is_deadlock(exc):
+            raise
+        log.warning("the ingest deadlocked with another writer of the same buckets; retrying once")
+        summary = _ingest_once(frames(), engine=engine, interval=interval)
     seconds = time.perf_counter() - started
-    log.info("upserted %s buckets of %s models in %.2fs", written, buckets[C.MODEL].nunique(), seconds)
+    log.info("upserted %s buckets of %s models in %.2fs", summary.buckets_written, summary.models, seconds)
     return IngestSummary(
-        rows_read=len(frame),
-        buckets_written=written,
-        models=int(buckets[C.MODEL].nunique()),
-        first=buckets[C.TIMESTAMP].min() if written else None,
-        last=buckets[C.TIMESTAMP].max() if written else None,
+        rows_read=summary.rows_read,
+        buckets_written=summary.buckets_written,
+        models=summary.models,
+        first=summary.first,
+        last=summary.last,
         seconds=seconds,
+    )
+
+
+def _ingest_once(frames: Iterable[pd.DataFrame], *, engine: Engine, interval: timedelta) -> IngestSummary:
+    rows = 0
+    with engine.begin() as connection:
+        stage = TelemetryStage(connection, bucket_seconds=int(interval.total_seconds()))
+        try:
+            for frame in frames:
+                missing = {column: float("nan") for column in C.TELEMETRY_OPTIONAL if column not in frame.columns}
+                stage.add(frame.assign(**missing) if missing else frame)
+                rows += len(frame)
+            merged = stage.merge()
+        finally:
+            stage.close()
+    return IngestSummary(
+        rows_read=rows,
+        buckets_written=merged.buckets,
+        models=merged.models,
+        first=merged.first,
+        last=merged.last,
+        seconds=0.0,
     )
 
 
@@ -89,20 +117,18 @@ def ingest_sources(
     progress: Progress | None = None,
 ) -> IngestSummary:
     """Read, validate and upsert every source; nothing is written unless every source is valid."""
-    started = time.perf_counter()
     from_prometheus = any(is_prometheus_url(source) for source in sources)
     if prometheus is not None and not from_prometheus and any(vars(prometheus).values()):
         raise InputError(
             "--preset, --query, --since, --start and --end apply to Prometheus sources only "
             "(prometheus+http://HOST:PORT); none was given"
         )
-    if from_prometheus:
-        options = {"prometheus": prometheus, "progress": progress}
-        frame = _read_mixed(sources, engine=engine, interval=interval, **options)
-    else:
-        frame = read_sources(sources)
-    summary = ingest_frame(frame, engine=engine, interval=interval)
-    return replace(summary, seconds=time.perf_counter() - started)
+    if not from_prometheus:
+        return ingest_frames(lambda: iter_frames(sources), engine=engine, interval=interval)
+    options = {"prometheus": prometheus, "progress": progress}
+    return ingest_frames(
+        lambda: _read_mixed(sources, engine=engine, interval=interval, **options), engine=engine, interval=interval
+    )
 
 
 def _read_mixed(
@@ -112,7 +138,7 @@ def _read_mixed(
     interval: timedelta | None,
     prometheus: PrometheusOptions | None,
     progress: Progress | None,
-) -> pd.DataFrame:
+) -> Iterator[pd.DataFrame]:
     """Files and Prometheus servers, in source order (a later source wins a bucket both hold)."""
     from db.session import session_scope
     from db.telemetry import last_buckets
@@ -121,8 +147,11 @@ def _read_mixed(
     settings = get_settings()
     with session_scope(engine) as session:
         last_stored = last_buckets(session)
-    frames = [
-        read_prometheus(
+    for source in sources:
+        if not is_prometheus_url(source):
+            yield from iter_frames([source])
+            continue
+        yield read_prometheus(
             source,
             options=prometheus or PrometheusOptions(),
             interval=interval or settings.forecast_interval,
@@ -130,8 +159,3 @@ def _read_mixed(
             last_stored=last_stored,
             progress=progress,
         )
-        if is_prometheus_url(source)
-        else read_sources([source])
-        for source in sources
-    ]
-    return pd.concat(frames, ignore_index=True)

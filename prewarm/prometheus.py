@@ -29,6 +29,7 @@ from prewarm.errors import PrometheusQueryError
 from prewarm.prometheus_api import PrometheusApi
 from prewarm.prometheus_counts import Counting, Counts, count_chunk
 from prewarm.settings import PrometheusSettings
+from prewarm.text import duration
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def _plan(
     count = int(np.ceil((pd.Timestamp(end) - first) / step))
     if count > MAX_BUCKETS:
         raise PrometheusQueryError(
-            f"{name}: {first:%Y-%m-%dT%H:%M:%SZ} .. {end:%Y-%m-%dT%H:%M:%SZ} is {count:,} buckets of {interval}; "
+            f"{name}: {first:%Y-%m-%dT%H:%M:%SZ} .. {end:%Y-%m-%dT%H:%M:%SZ} is {count:,} buckets of {duration(interval)}; "
             f"one ingest reads at most {MAX_BUCKETS:,} per series ({MAX_BUCKETS // POINTS_PER_QUERY} queries of "
             f"{POINTS_PER_QUERY:,} points): narrow --start/--end, or ingest the range in parts"
         )
@@ -307,7 +308,7 @@ def _read_preset(
         for index, chunk in enumerate(chunks, start=1):
             if progress:
                 progress(f"{api.name}: counting {len(every):,} models, query {index}/{len(chunks)} "
-                         f"({len(chunk):,} buckets of {interval})")  # fmt: skip
+                         f"({len(chunk):,} buckets of {duration(interval)})")  # fmt: skip
             requests = pool.submit(count_chunk, counting, request_counters, chunk)
             cold = pool.submit(count_chunk, counting, cold_counters, chunk) if cold_counters else None
             frames.append(

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from prewarm import columns as C
+from prewarm.text import moment, window
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,14 +54,28 @@ def forecast_figure_png(
     history: pd.DataFrame, forecast: pd.DataFrame, windows: Sequence[WindowResult]
 ) -> bytes:
     """A PNG with one panel per model: observed requests, forecast mean and interval, warm windows shaded."""
+    import matplotlib.pyplot as plt
+
+    fig = forecast_figure(history, forecast, windows)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def forecast_figure(history: pd.DataFrame, forecast: pd.DataFrame, windows: Sequence[WindowResult]) -> Any:
+    """The figure behind :func:`forecast_figure_png` (a matplotlib ``Figure``; the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import matplotlib.dates as mdates
+
     models = sorted(set(forecast[C.MODEL]) | set(history[C.MODEL]))
+    interval = f"{interval_level(forecast):g} % interval" if interval_level(forecast) is not None else "interval"
     fig, axes = plt.subplots(
-        len(models), 1, figsize=(10, 2.4 * max(len(models), 1)), sharex=True, squeeze=False
+        len(models), 1, figsize=(12, 2.4 * max(len(models), 1)), sharex=True, squeeze=False
     )
     for ax, model in zip(axes[:, 0], models, strict=True):
         seen = history[history[C.MODEL] == model]
@@ -68,7 +84,7 @@ def forecast_figure_png(
         if not ahead.empty:
             ax.plot(ahead[C.TIMESTAMP], ahead[C.YHAT], color="#1f77b4", linewidth=1.5, label="forecast")
             ax.fill_between(
-                ahead[C.TIMESTAMP], ahead[C.LO], ahead[C.HI], color="#1f77b4", alpha=0.2, label="interval"
+                ahead[C.TIMESTAMP], ahead[C.LO], ahead[C.HI], color="#1f77b4", alpha=0.2, label=interval
             )
         for i, window in enumerate(w for w in windows if w.model == model):
             ax.axvspan(
@@ -78,17 +94,41 @@ def forecast_figure_png(
                 alpha=0.12,
                 label="warm window" if i == 0 else None,
             )
-            ax.axvline(window.warm_start, color="#2ca02c", linewidth=1, linestyle="--")
+            ax.axvline(
+                window.warm_start, color="#2ca02c", linewidth=1, linestyle="--",
+                label="warm-up starts" if i == 0 else None,
+            )
         ax.set_title(model, fontsize=10, loc="left")
-        ax.set_ylabel("requests")
+        ax.set_ylabel("requests per interval", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(loc="upper left", fontsize=8, ncols=4)
+    handles: dict[str, object] = {}
+    for ax in axes[:, 0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes[0, 0].legend(handles.values(), handles.keys(), loc="upper left", fontsize=8, ncols=5)
+    bottom = axes[-1, 0]
+    bottom.set_xlabel("time (UTC)")
+    bottom.xaxis.set_major_locator(mdates.DayLocator(tz="UTC"))
+    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%a %d %b", tz="UTC"))
     fig.autofmt_xdate()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
+
+
+def interval_level(forecast: pd.DataFrame) -> float | None:
+    """The prediction interval's level (percent) of a stored forecast, None when it does not say."""
+    if "level" not in forecast.columns or forecast.empty:
+        return None
+    levels = forecast["level"].dropna().unique()
+    return float(levels[0]) if len(levels) == 1 else None
+
+
+FIGURE_KEY = (
+    "Each panel is one model. Grey: the requests observed per interval. Blue line: the forecast's mean; "
+    "blue band: its prediction interval (the level is in the legend). Green band: a warm window, from the "
+    "start of its warm-up to its end; dashed green line: the moment its warm-up starts (the window's start "
+    "minus the time to ready). Times are UTC."
+)
 
 
 def _cell(value: object, fmt: str = "{}") -> str:
@@ -102,12 +142,13 @@ def _rows(windows: Sequence[WindowResult]) -> str:
         lines.append(
             "<tr>"
             f"<td>{html.escape(w.model)}</td><td>{html.escape(w.version)}</td>"
-            f"<td>{w.window_start:%Y-%m-%d %H:%M} &rarr; {w.window_end:%H:%M}</td>"
-            f"<td>{w.warm_start:%H:%M:%S}</td><td>{w.replicas}</td><td>{w.lead_seconds:.0f} s</td>"
+            f"<td>{html.escape(window(w.window_start, w.window_end))}</td>"
+            f"<td>{html.escape(moment(w.warm_start))}</td><td>{w.replicas}</td><td>{w.lead_seconds:.0f} s</td>"
             f"<td>{_cell(w.expected_demand, '{:.0f}')}</td>"
             f"<td>{_cell(w.cold_first_request_ms, '{:.1f}')}</td><td>{_cell(w.warm_first_request_ms, '{:.1f}')}</td>"
             f"<td>{_cell(w.delta_ms, '{:.1f}')}</td><td>{_cell(w.time_to_ready_s, '{:.2f}')}</td>"
-            f"<td class='{status.replace(' ', '-')}'>{status}</td><td>{html.escape(w.detail or w.reason)}</td>"
+            f"<td class='{status.replace(' ', '-')}'>{status}</td><td>{_cell(w.detail)}</td>"
+            f"<td class='text'>{html.escape(w.reason)}</td>"
             "</tr>"
         )
     return "\n".join(lines)
@@ -135,18 +176,20 @@ def write_report(
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.9rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }}
-th {{ background: #f3f3f3; }} td:first-child, td:last-child {{ text-align: left; }}
+th {{ background: #f3f3f3; }} td:first-child, td.text, td:last-child {{ text-align: left; }}
+figcaption {{ max-width: 60rem; font-size: 0.9rem; color: #444; }}
 .ready {{ color: #1a7f37; font-weight: 600; }} .not-ready {{ color: #b42318; font-weight: 600; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <ul>{note_items}</ul>
 <h2>Demand forecast and warm windows</h2>
-<img alt="observed demand, forecast with interval, and warm windows per model" src="data:image/png;base64,{png}">
+<figure><img alt="observed demand, forecast with interval, and warm windows per model" src="data:image/png;base64,{png}">
+<figcaption>{html.escape(FIGURE_KEY)}</figcaption></figure>
 <h2>Plan and warm runs</h2>
 <table>
-<thead><tr><th>model</th><th>version</th><th>window</th><th>warm-up starts</th><th>replicas</th><th>lead</th>
+<thead><tr><th>model</th><th>version</th><th>window (UTC)</th><th>warm-up starts</th><th>replicas</th><th>lead</th>
 <th>expected requests</th><th>cold first request ms</th><th>warm first request ms</th><th>delta ms</th>
-<th>time to ready s</th><th>readiness</th><th>reason</th></tr></thead>
+<th>time to ready s</th><th>readiness</th><th>outcome</th><th>why planned</th></tr></thead>
 <tbody>
 {_rows(windows)}
 </tbody></table>

@@ -69,11 +69,22 @@ def list_objects(bucket: str, prefix: str) -> list[str]:
     return sorted(keys)
 
 
-def read_object(bucket: str, key: str) -> bytes:
-    """The whole object's bytes."""
+def open_object(bucket: str, key: str, *, first_bytes: int | None = None):  # type: ignore[no-untyped-def]
+    """A stream of the object's bytes (read it in pieces), or only its first ``first_bytes`` bytes."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    extra = {"Range": f"bytes=0-{first_bytes - 1}"} if first_bytes else {}
+    try:
+        return client().get_object(Bucket=bucket, Key=key, **extra)["Body"]
+    except (ClientError, BotoCoreError) as exc:
+        raise explain(exc, f"s3://{bucket}/{key}") from exc
+
+
+def download_object(bucket: str, key: str, fileobj) -> None:  # type: ignore[no-untyped-def]
+    """Copy the object into ``fileobj`` in parts (for formats that need to seek, such as Parquet)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        client().download_fileobj(bucket, key, fileobj)
     except (ClientError, BotoCoreError) as exc:
         raise explain(exc, f"s3://{bucket}/{key}") from exc

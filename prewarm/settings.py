@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Code that a fleet entry's ``factory`` may name by default: the example fleet's module.
 DEFAULT_FACTORY_MODULES = ("warmers.zoo",)
+# The example fleet's artifacts ship with the code, so they are an allowed source by default.
+EXAMPLE_ARTIFACTS = Path(__file__).resolve().parents[1] / "examples" / "artifacts"
 
 
 class S3Settings(BaseModel):
@@ -106,9 +108,13 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC key that signs post-deploy webhooks."
     )
+    webhook_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a webhook client has to send its headers, and then its body."
+    )
     artifact_sources: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
-        description="URI prefixes artifacts may come from (comma-separated); unset means the artifact root.",
+        description="URI prefixes artifacts may come from (comma-separated); unset means the artifact root "
+        "and the example fleet's artifacts.",
     )
     factory_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_FACTORY_MODULES),
@@ -148,8 +154,14 @@ class Settings(BaseSettings):
 
     @property
     def resolved_artifact_sources(self) -> list[str]:
-        """URI prefixes artifacts may be fetched from: ``PREWARM_ARTIFACT_SOURCES``, else the artifact root."""
-        return list(self.artifact_sources) if self.artifact_sources else [self.resolved_artifact_root]
+        """URI prefixes artifacts may be fetched from.
+
+        ``PREWARM_ARTIFACT_SOURCES`` when set; else the artifact root and the example fleet's artifacts, which
+        ship with the code.
+        """
+        if self.artifact_sources:
+            return list(self.artifact_sources)
+        return [self.resolved_artifact_root, str(EXAMPLE_ARTIFACTS)]
 
     @property
     def cache_dir(self) -> Path:

@@ -1,6 +1,9 @@
 """Seeded synthetic request telemetry with daily and weekly cycles and a long tail of sparse models.
 
-Used by the example data, the tests and the benchmarks; the same seed gives the same frame.
+:func:`synthetic_telemetry` is smooth (Poisson noise around daily and weekly cycles);
+:func:`bursty_telemetry` is spiky, like real traffic: bursts that last a few intervals, heavy-tailed
+noise, and sparse models whose requests come in sessions. Used by the example data, the tests and the
+benchmarks; the same seed gives the same frame.
 """
 
 from __future__ import annotations
@@ -63,4 +66,60 @@ def synthetic_telemetry(
         requests = rng.poisson(rate).astype(float)
         name = names[i] if names else f"model-{i:05d}"
         frames.append(pd.DataFrame({C.TIMESTAMP: index, C.MODEL: name, C.REQUESTS: requests}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _bursty_busy_rate(rng: np.random.Generator, hours: np.ndarray) -> np.ndarray:
+    """A daily cycle times heavy-tailed noise, with bursts of 3-10x lasting 1-4 intervals (a two-state chain)."""
+    rate = _busy_rate(rng, hours) * rng.lognormal(mean=-0.125, sigma=0.5, size=len(hours))
+    burst = np.zeros(len(hours))
+    t = 0
+    start_probability = rng.uniform(0.01, 0.05)
+    while t < len(hours):
+        if rng.random() < start_probability:
+            length = int(rng.integers(1, 5))
+            burst[t : t + length] = rng.uniform(3, 10)
+            t += length
+        t += 1
+    return rate * np.maximum(burst, 1.0)
+
+
+def _session_rate(rng: np.random.Generator, hours: np.ndarray) -> np.ndarray:
+    """A long-tail model used in sessions: most start near one or two favourite hours of the week, some at random."""
+    rate = np.full(len(hours), rng.uniform(0.0, 0.01))
+    favourites = rng.integers(0, 168, size=int(rng.integers(1, 3)))
+    hour_of_week = hours.astype(int) % 168
+    weekly = rng.uniform(0.3, 0.9)
+    random_starts = rng.uniform(0.002, 0.02)
+    for t in range(len(hours)):
+        starts = (hour_of_week[t] in favourites and rng.random() < weekly) or rng.random() < random_starts
+        if starts:
+            length = int(rng.integers(1, 4))
+            rate[t : t + length] += rng.uniform(0.5, 4.0)
+    return rate
+
+
+def bursty_telemetry(
+    n_models: int,
+    n_intervals: int,
+    *,
+    seed: int = 0,
+    start: datetime = DEFAULT_START,
+    sparse_fraction: float = 0.6,
+    freq: str = "h",
+) -> pd.DataFrame:
+    """Long telemetry frame (timestamp, model, requests) of a spiky fleet: the last ``sparse_fraction`` are sparse.
+
+    Busy models burst to 3-10x their daily cycle for 1-4 intervals at random and carry lognormal noise;
+    sparse models are idle but for sessions of 1-3 intervals, mostly at one or two favourite hours of the week.
+    """
+    rng = np.random.default_rng(seed)
+    hours = np.arange(n_intervals, dtype=float)
+    index = pd.date_range(start, periods=n_intervals, freq=freq)
+    n_sparse = int(round(n_models * sparse_fraction))
+    frames = []
+    for i in range(n_models):
+        rate = _session_rate(rng, hours) if i >= n_models - n_sparse else _bursty_busy_rate(rng, hours)
+        requests = rng.poisson(rate).astype(float)
+        frames.append(pd.DataFrame({C.TIMESTAMP: index, C.MODEL: f"model-{i:05d}", C.REQUESTS: requests}))
     return pd.concat(frames, ignore_index=True)

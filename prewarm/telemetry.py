@@ -1,5 +1,9 @@
 """Reading telemetry sources: CSV or Parquet files, folders of them, and ``s3://bucket/prefix``.
 
+Files and S3 objects are read in chunks of :data:`CHUNK_ROWS` rows (:func:`iter_frames`): CSV in chunks of rows,
+Parquet batch by batch; an S3 object is first copied in parts to a temporary file. Memory does not grow with
+the input.
+
 The long format has one row per model and bucket: ``timestamp,model,requests`` are required,
 ``p50_ms,p99_ms`` optional. Timestamps are ISO-8601; a timestamp without an offset is UTC. Every
 problem raises :class:`~prewarm.errors.TelemetryError` naming the file, the line (CSV) or row
@@ -8,41 +12,47 @@ problem raises :class:`~prewarm.errors.TelemetryError` naming the file, the line
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
 from prewarm import columns as C
 from prewarm.errors import SourceError, TelemetryError
+from prewarm.text import show
 
 log = logging.getLogger(__name__)
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 PARQUET_MAGIC = b"PAR1"
+CHUNK_ROWS = 250_000
 
 
 @dataclass(frozen=True, slots=True)
 class _Blob:
-    """One telemetry file's bytes or path, with the name used in error messages."""
+    """One telemetry file: a path, bytes, or an S3 object (bucket, key); ``name`` is used in error messages."""
 
     name: str
     path: Path | None = None
     data: bytes | None = None
+    s3: tuple[str, str] | None = None
 
 
-def _kind(name: str, head: bytes) -> str:
-    lower = name.lower()
+def _kind(blob: _Blob) -> str:
+    lower = blob.name.lower()
     if lower.endswith(CSV_SUFFIXES):
         return "csv"
-    if lower.endswith(PARQUET_SUFFIXES) or head.startswith(PARQUET_MAGIC):
+    if lower.endswith(PARQUET_SUFFIXES) or _head(blob).startswith(PARQUET_MAGIC):
         return "parquet"
     raise TelemetryError(
-        f"{name}: is neither CSV (.csv, .csv.gz) nor Parquet (.parquet); "
+        f"{blob.name}: is neither CSV (.csv, .csv.gz) nor Parquet (.parquet); "
         "telemetry must be long format with columns timestamp,model,requests"
     )
 
@@ -50,6 +60,10 @@ def _kind(name: str, head: bytes) -> str:
 def _head(blob: _Blob) -> bytes:
     if blob.data is not None:
         return blob.data[:4]
+    if blob.s3 is not None:
+        from prewarm.s3 import open_object
+
+        return bytes(open_object(*blob.s3, first_bytes=4).read(4))
     assert blob.path is not None
     with blob.path.open("rb") as handle:
         return handle.read(4)
@@ -60,19 +74,66 @@ def _where(kind: str, index: int) -> str:
     return f"line {index + 2}" if kind == "csv" else f"row {index + 1}"
 
 
-def _read_frame(blob: _Blob, kind: str) -> pd.DataFrame:
-    source = io.BytesIO(blob.data) if blob.data is not None else blob.path
-    try:
+@contextlib.contextmanager
+def _opened(blob: _Blob) -> Iterator[IO[bytes] | Path]:
+    """A path or binary file of the blob; an S3 object is first copied, in parts, to a temporary file.
+
+    The copy keeps memory bounded like a stream would, and it is faster: boto3 fetches the parts in parallel,
+    and the parser reads a local file instead of pulling the HTTP response through Python a buffer at a time
+    (Parquet needs a seekable file anyway).
+    """
+    if blob.data is not None:
+        yield io.BytesIO(blob.data)
+        return
+    if blob.s3 is None:
+        assert blob.path is not None
+        yield blob.path
+        return
+    from prewarm.s3 import download_object
+
+    with tempfile.TemporaryFile(prefix="prewarm-ingest-") as spool:
+        download_object(*blob.s3, spool)
+        spool.seek(0)
+        yield spool
+
+
+def _raw_chunks(blob: _Blob, kind: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The file's rows in chunks, each indexed by its row number in the whole file."""
+    import pyarrow.parquet as pq
+
+    with _opened(blob) as source:
         if kind == "csv":
             compression = "gzip" if blob.name.lower().endswith(".gz") else None
-            return pd.read_csv(
-                source, dtype={C.MODEL: "string"}, keep_default_na=True, compression=compression
-            )
-        return pd.read_parquet(source)
+            with pd.read_csv(
+                source, dtype={C.MODEL: "string"}, keep_default_na=True, compression=compression, chunksize=chunk_rows
+            ) as reader:
+                yield from reader
+            return
+        offset = 0
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=chunk_rows):
+            frame = batch.to_pandas()
+            frame.index = pd.RangeIndex(offset, offset + len(frame))
+            offset += len(frame)
+            yield frame
+        if offset == 0:  # no rows: still check the columns
+            yield pq.ParquetFile(source).schema_arrow.empty_table().to_pandas()
+
+
+def _chunks(blob: _Blob, kind: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """:func:`_raw_chunks`, with parse failures turned into :class:`TelemetryError`s naming the file."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from prewarm.s3 import explain
+
+    what = "CSV" if kind == "csv" else "Parquet"
+    try:
+        yield from _raw_chunks(blob, kind, chunk_rows)
     except pd.errors.EmptyDataError as exc:
         raise TelemetryError(f"{blob.name}: line 1: the file is empty; expected a header row") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise TelemetryError(f"{blob.name}: cannot be parsed as {'CSV' if kind == 'csv' else 'Parquet'}: {exc}") from exc
+    except (ClientError, BotoCoreError) as exc:
+        raise explain(exc, blob.name) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError, EOFError) as exc:
+        raise TelemetryError(f"{blob.name}: cannot be parsed as {what}: {exc}") from exc
     except Exception as exc:  # pyarrow raises its own types for corrupt files
         if type(exc).__module__.startswith("pyarrow"):
             raise TelemetryError(f"{blob.name}: cannot be parsed as Parquet: {exc}") from exc
@@ -84,13 +145,14 @@ def _column_number(frame: pd.DataFrame, name: str) -> int:
 
 
 def _fail_at(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column: str, what: str) -> None:
-    index = int(bad.to_numpy().nonzero()[0][0])
-    value = frame[column].iloc[index]
+    position = int(bad.to_numpy().nonzero()[0][0])
+    index = int(frame.index[position])  # the row's number in the whole file, also in a later chunk
+    value = frame[column].iloc[position]
     count = int(bad.sum())
     more = f" ({count - 1} more rows like it)" if count > 1 else ""
     raise TelemetryError(
         f"{blob.name}: {_where(kind, index)}, column {_column_number(frame, column)} ({column}): "
-        f"{what}, got {value!r}{more}"
+        f"{what}, got {show(value)}{more}"
     )
 
 
@@ -136,11 +198,17 @@ def _check(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column: 
         _fail_at(blob, kind, frame, bad, column, what)
 
 
+def iter_blob(blob: _Blob, *, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Parse and validate one file, chunk by chunk, into canonical telemetry frames."""
+    kind = _kind(blob)
+    for chunk in _chunks(blob, kind, chunk_rows):
+        yield _validate(blob, kind, chunk)
+
+
 def read_blob(blob: _Blob) -> pd.DataFrame:
-    """Parse and validate one file into the canonical telemetry frame."""
-    kind = _kind(blob.name, _head(blob))
-    frame = _read_frame(blob, kind)
-    return _validate(blob, kind, frame)
+    """Parse and validate one whole file into the canonical telemetry frame."""
+    frames = list(iter_blob(blob))
+    return frames[0] if len(frames) == 1 else pd.concat(frames)
 
 
 def read_telemetry_file(path: str | Path) -> pd.DataFrame:
@@ -149,9 +217,29 @@ def read_telemetry_file(path: str | Path) -> pd.DataFrame:
     Columns: timestamp (UTC, tz-aware), model (str), requests (float), p50_ms, p99_ms (float, NaN when absent).
     """
     path = Path(path)
+    if path.is_dir():
+        raise TelemetryError(f"{path}: is a folder; pass a CSV or Parquet file")
     if not path.is_file():
         raise TelemetryError(f"{path}: no such file")
     return read_blob(_Blob(name=str(path), path=path))
+
+
+def read_telemetry_input(path: str | Path, *, option: str = "--input") -> pd.DataFrame:
+    """The telemetry a command's ``--input`` names: a file or a folder of them, with at least one row.
+
+    A header-only file or an empty folder is a :class:`TelemetryError` that says what to pass instead.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TelemetryError(f"{option} {path}: no such file or folder; pass a CSV or Parquet telemetry file")
+    frame = read_sources([str(path)])
+    if frame.empty:
+        what = "its files hold" if path.is_dir() else "it holds"
+        raise TelemetryError(
+            f"{option} {path}: {what} no telemetry rows, only a header; "
+            "pass a file with at least one row of timestamp,model,requests"
+        )
+    return frame
 
 
 def _local_blobs(source: str) -> Iterator[_Blob]:
@@ -161,7 +249,9 @@ def _local_blobs(source: str) -> Iterator[_Blob]:
             p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)
         )
         if not files:
-            raise TelemetryError(f"{path}: folder holds no .csv or .parquet files")
+            raise TelemetryError(
+                f"{path}: the folder holds no .csv or .parquet files; pass a telemetry file or a folder of them"
+            )
         for file in files:
             yield _Blob(name=str(file), path=file)
         return
@@ -171,14 +261,14 @@ def _local_blobs(source: str) -> Iterator[_Blob]:
 
 
 def _s3_blobs(source: str) -> Iterator[_Blob]:
-    from prewarm.s3 import list_objects, read_object, split_s3_uri
+    from prewarm.s3 import list_objects, split_s3_uri
 
     bucket, prefix = split_s3_uri(source)
     keys = list_objects(bucket, prefix)
     if not keys:
         raise SourceError(f"{source}: no objects under this prefix; check the bucket and prefix")
     for key in keys:
-        yield _Blob(name=f"s3://{bucket}/{key}", data=read_object(bucket, key))
+        yield _Blob(name=f"s3://{bucket}/{key}", s3=(bucket, key))
 
 
 def iter_source(source: str) -> Iterator[_Blob]:
@@ -189,14 +279,19 @@ def iter_source(source: str) -> Iterator[_Blob]:
         yield from _local_blobs(source)
 
 
-def read_sources(sources: list[str]) -> pd.DataFrame:
-    """Read and validate every file of every source; one concatenated frame, in source order."""
-    frames: list[pd.DataFrame] = []
+def iter_frames(sources: list[str], *, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Validated telemetry frames of every file of every source, in source order, a chunk at a time."""
+    if not sources:
+        raise TelemetryError("no telemetry sources given")
     for source in sources:
         for blob in iter_source(source):
-            frame = read_blob(blob)
-            log.info("read %s rows from %s", len(frame), blob.name)
-            frames.append(frame)
-    if not frames:
-        raise TelemetryError("no telemetry sources given")
-    return pd.concat(frames, ignore_index=True)
+            rows = 0
+            for frame in iter_blob(blob, chunk_rows=chunk_rows):
+                rows += len(frame)
+                yield frame
+            log.info("read %s rows from %s", rows, blob.name)
+
+
+def read_sources(sources: list[str]) -> pd.DataFrame:
+    """Read and validate every file of every source; one concatenated frame, in source order."""
+    return pd.concat(list(iter_frames(sources)), ignore_index=True)

@@ -203,7 +203,7 @@ def run_replay(config: ReplayConfig, *, say: Callable[[str], None] = lambda _: N
                 end_offset_s=arrivals.duration_s, notes=notes,
             )
             try:
-                asyncio.run(_run_policy(policy, ctx, arrivals, runs))
+                asyncio.run(_run_policy(policy, ctx, arrivals, runs, say))
             finally:
                 if policy.name in runs:
                     f = runs[policy.name].figures
@@ -225,7 +225,9 @@ def run_replay(config: ReplayConfig, *, say: Callable[[str], None] = lambda _: N
     return result
 
 
-async def _run_policy(policy: Policy, ctx: Context, arrivals: Arrivals, runs: dict[str, PolicyRun]) -> None:
+async def _run_policy(
+    policy: Policy, ctx: Context, arrivals: Arrivals, runs: dict[str, PolicyRun], say: Callable[[str], None]
+) -> None:
     """One policy from empty hosts to the end of the replayed window; its figures land in ``runs`` even if cut."""
     router = ctx.router
     records: list[Record] = []
@@ -240,6 +242,7 @@ async def _run_policy(policy: Policy, ctx: Context, arrivals: Arrivals, runs: di
         ctx.clock = ReplayClock(ctx.trace_origin, wall_origin, ctx.speedup)
         router.measure(wall_origin, ctx.clock.wall_of(arrivals.duration_s))
         await policy.start(ctx)
+        say(f"policy {policy.name}: replaying {arrivals.duration_s / ctx.speedup:,.0f} s of traffic")
 
         async def send(i: int, lag_s: float) -> None:
             model = arrivals.models[arrivals.model_index[i]]

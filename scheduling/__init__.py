@@ -8,10 +8,14 @@ Public API::
     lead_times_from_runs(warm_runs_frame, *, default_s, margin_s) -> LeadTimes
     run_simulation(telemetry_frame, SimulationOptions(...), *, forecast_fn=None) -> SimulationResult
     summary(result) -> dict (the ``prewarm simulate --json`` document)
+    Prices.derived(capacity, interval_hours=..., cold_weight=4.0) -> per-model cold and replica-hour prices
+    plan_with_costs(history, fleet, *, forecast_fn, horizon, interval, now, ...) -> CostPlan (the cost policy as a plan)
 """
 
 from __future__ import annotations
 
+from scheduling.cost import Prices
+from scheduling.cost_plan import CostPlan, plan_with_costs
 from scheduling.errors import PlanningError, SchedulingError, SimulationError
 from scheduling.experiment import POLICY_NAMES, SimulationOptions, run_simulation
 from scheduling.leads import LeadTimes, lead_times_from_runs
@@ -32,6 +36,7 @@ from scheduling.planner import (
 from scheduling.simulator import DECISION_COLUMNS, SimulationResult
 
 __all__ = [
+    "CostPlan",
     "DECISION_COLUMNS",
     "PLAN_COLUMNS",
     "POLICY_NAMES",
@@ -43,6 +48,7 @@ __all__ = [
     "Placed",
     "PlannerConfig",
     "PlanningError",
+    "Prices",
     "SchedulingError",
     "Shortfall",
     "SimulationError",
@@ -51,6 +57,7 @@ __all__ = [
     "idempotency_key",
     "lead_times_from_runs",
     "plan_models_from_fleet",
+    "plan_with_costs",
     "plan_windows",
     "provisioned_matrix",
     "run_simulation",

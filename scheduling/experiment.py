@@ -8,15 +8,22 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from scheduling.cost import DEFAULT_COLD_WEIGHT, DEFAULT_REPLICA_HOUR_PRICE, Prices
+from scheduling.cost_policy import CostPolicy
 from scheduling.errors import SimulationError
-from scheduling.forecast_policy import ForecastFn, ForecastPolicy, engine_forecast
+from scheduling.levels import BASE_LEVEL
+from scheduling.forecast_policy import ForecastFn, ForecastPolicy, cached_forecast, engine_forecast
+from scheduling.baselines import TunedHistogramPolicy, TunedTopKPolicy
 from scheduling.histogram import HistogramPolicy
+from scheduling.sparse import SparsePolicy
 from scheduling.planner import PlannerConfig
 from scheduling.policies import KeepAlivePolicy, OraclePolicy, Policy, ReactivePolicy, StaticPolicy
 from scheduling.simulator import Progress, SimulationResult, context_for, simulate
 from scheduling.trace import Trace, replica_capacity, trace_from_telemetry
 
-POLICY_NAMES = ("static", "keepalive", "reactive", "histogram", "forecast", "oracle")
+POLICY_NAMES = (
+    "static", "keepalive", "reactive", "histogram", "histogram-tuned", "topk", "sparse", "forecast", "cost", "oracle",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +40,17 @@ class SimulationOptions:
     fast_forecast: bool = False
     reactive_floor: bool = False
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    cold_weight: float = DEFAULT_COLD_WEIGHT
+    cold_price: float | None = None
+    replica_hour_price: float = DEFAULT_REPLICA_HOUR_PRICE
+    target_cold_fraction: float | None = None
+
+    def prices(self, capacity: np.ndarray, *, interval_hours: float) -> Prices:
+        """The per-model prices of this run (``cold_price`` for every model when set, else derived from capacity)."""
+        return Prices.derived(
+            capacity, interval_hours=interval_hours, cold_weight=self.cold_weight, cold_price=self.cold_price,
+            replica_hour_price=self.replica_hour_price,
+        )
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
@@ -53,7 +71,12 @@ def build_policies(
     """The policies named in ``options``, sharing one context; ``forecast_fn`` defaults to the forecasting engine."""
     if options.replan < 1:
         raise SimulationError(f"--replan must be at least 1 interval, got {options.replan}")
+    target = options.target_cold_fraction
+    if target is not None and not 0 <= target < 1:
+        raise SimulationError(f"--target-cold-fraction must be in [0, 1), got {target}")
     context = context_for(trace, capacity, lead=options.lead)
+    prices = options.prices(capacity, interval_hours=trace.interval_hours)
+    base_fn = forecast_fn or cached_forecast(engine_forecast(BASE_LEVEL, fast=options.fast_forecast))
     built: dict[str, Policy] = {}
     for name in options.policies:
         if name == "static":
@@ -64,10 +87,23 @@ def build_policies(
             built[name] = ReactivePolicy(context)
         elif name == "histogram":
             built[name] = HistogramPolicy(context)
+        elif name == "histogram-tuned":
+            built[name] = TunedHistogramPolicy(context, prices)
+        elif name == "topk":
+            built[name] = TunedTopKPolicy(context, prices)
+        elif name == "sparse":
+            built[name] = SparsePolicy(context, prices)
         elif name == "forecast":
-            fn = forecast_fn or engine_forecast(options.forecast_level, fast=options.fast_forecast)
+            fn = forecast_fn or (
+                base_fn if options.forecast_level == BASE_LEVEL else engine_forecast(options.forecast_level, fast=options.fast_forecast)
+            )
             built[name] = ForecastPolicy(
                 context, fn, replan=options.replan, config=options.planner, reactive_floor=options.reactive_floor
+            )
+        elif name == "cost":
+            built[name] = CostPolicy(
+                context, base_fn, prices, replan=options.replan, config=options.planner,
+                target_cold_fraction=options.target_cold_fraction,
             )
         elif name == "oracle":
             built[name] = OraclePolicy(context, trace.demand)
@@ -95,4 +131,5 @@ def run_simulation(
         names = (*names, "oracle")
     run_options = replace(options, policies=tuple(names))
     policies = build_policies(trace, run_options, capacity, forecast_fn=forecast_fn)
-    return simulate(trace, policies, capacity=capacity, lead=options.lead, progress=progress)
+    prices = options.prices(capacity, interval_hours=trace.interval_hours)
+    return simulate(trace, policies, capacity=capacity, lead=options.lead, progress=progress, prices=prices)

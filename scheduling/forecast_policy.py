@@ -40,6 +40,23 @@ def engine_forecast(level: float = 80.0, *, n_jobs: int = 1, fast: bool = False,
     return run
 
 
+def cached_forecast(fn: ForecastFn) -> ForecastFn:
+    """``fn`` remembering its answers by (history's last timestamp, rows, horizon, interval).
+
+    Policies of one simulation that forecast the same history at the same moment (a sweep over prices,
+    the backtests of the ``cost`` policy beside the ``forecast`` policy) then pay for one forecast.
+    """
+    memo: dict[tuple[object, ...], pd.DataFrame] = {}
+
+    def run(history: pd.DataFrame, horizon: int, interval: pd.Timedelta) -> pd.DataFrame:
+        key = (history[C.TIMESTAMP].max() if not history.empty else None, len(history), horizon, interval)
+        if key not in memo:
+            memo[key] = fn(history, horizon, interval)
+        return memo[key].copy()
+
+    return run
+
+
 def history_frame(context: PolicyContext, observed: np.ndarray) -> pd.DataFrame:
     """The long telemetry frame of ``observed`` (models × the intervals before t), from each model's first row."""
     end = observed.shape[1]

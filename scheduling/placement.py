@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from prewarm.text import plural
 from scheduling.errors import PlanningError
 from scheduling.leads import ANY_DEVICE
 
@@ -193,7 +194,8 @@ def place_rows(
                 reason = f"no host of device class {spec.device_class!r}"
             elif free_idx.size < row.replicas and len(placed_idx) == free_idx.size:
                 reason = (
-                    f"only {eligible.size} hosts for {len(taken) + row.replicas} replicas at once (one replica per host)"
+                    f"only {eligible.size} {plural(int(eligible.size), 'host')} for {len(taken) + row.replicas} "
+                    "replicas at once (one replica per host)"
                 )
             else:
                 reason = "no host with enough free device memory"

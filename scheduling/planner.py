@@ -57,6 +57,9 @@ class PlanModel:
     device_memory_mb: float = 0.0
     priority: int = 0
     device_class: str = ANY_DEVICE
+    cold_price: float | None = None
+    replica_hour_price: float | None = None
+    sla_p99_ms: float | None = None
 
 
 def plan_models_from_fleet(models: Iterable[object]) -> dict[str, PlanModel]:
@@ -71,6 +74,9 @@ def plan_models_from_fleet(models: Iterable[object]) -> dict[str, PlanModel]:
             device_memory_mb=float(getattr(spec, "device_memory_mb", 0.0)),
             priority=int(getattr(spec, "priority", 0)),
             device_class=ANY_DEVICE if device == "auto" else device,
+            cold_price=getattr(spec, "cold_price", None),
+            replica_hour_price=getattr(spec, "replica_hour_price", None),
+            sla_p99_ms=getattr(spec, "sla_p99_ms", None),
         )
     return out
 

@@ -76,3 +76,43 @@ def _timeline(ax, result: SimulationResult, index: int) -> None:  # noqa: ANN001
     ax.set_ylabel("requests / interval")
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
+
+
+def plot_pareto(points: Sequence[dict], path: str | Path, *, title: str = "", max_cold: float = 0.5) -> Path:  # type: ignore[type-arg]
+    """Expected cost and replica-hours ÷ oracle's against cold fraction; each policy's sweep drawn as one curve.
+
+    ``points``: dicts with ``family`` (the curve), ``label``, ``cold_fraction``, ``cost`` and ``vs_oracle``.
+    Points with more than ``max_cold`` cold (a price so low that nothing is warmed) are left out of the axes.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6))
+    families: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    for point in points:
+        if point["cold_fraction"] <= max_cold:
+            families.setdefault(point["family"], []).append(point)
+    for family, members in families.items():
+        members = sorted(members, key=lambda p: p["cold_fraction"])
+        x = [100 * p["cold_fraction"] for p in members]
+        for ax, key in zip(axes, ("cost", "vs_oracle"), strict=True):
+            style = "o-" if len(members) > 1 else "s"
+            ax.plot(x, [p[key] for p in members], style, label=family, markersize=5)
+    for ax, label in zip(axes, ("expected cost (replica-hours at the default prices)", "replica-hours ÷ oracle's"), strict=True):
+        ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlabel("cold requests (% of all requests)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Cost against cold fraction (each policy's sweep is one curve)")
+    axes[1].set_title("Replica-hours against cold fraction")
+    axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -28,6 +28,11 @@ class PolicyContext:
     eval_start: int
     first: np.ndarray
 
+    @property
+    def interval_hours(self) -> float:
+        """The interval's width in hours (replica-hours are counted in these)."""
+        return self.interval / pd.Timedelta(hours=1)
+
     def intervals_for(self, seconds: float) -> int:
         """How many whole intervals cover ``seconds`` (at least 1)."""
         return max(1, math.ceil(seconds / self.interval.total_seconds() - 1e-9))

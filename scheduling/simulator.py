@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from prewarm import columns as C
+from scheduling.cost import Prices
 from scheduling.errors import SimulationError
 from scheduling.policies import Policy, PolicyContext
 from scheduling.trace import Trace
@@ -51,6 +52,16 @@ class SimulationResult:
     capacity: np.ndarray
     lead: int
     outcomes: Mapping[str, PolicyOutcome]
+    prices: Prices | None = None
+    """Per-model prices of the expected-cost objective (None: derived from capacity at the default weight)."""
+    reasons: Mapping[str, Mapping[str, str]] | None = None
+    """Per policy that explains its choices (the ``cost`` policy's levels): model -> why."""
+
+    def priced(self) -> Prices:
+        """The prices the metrics use: ``prices``, or the defaults of :mod:`scheduling.cost` for these capacities."""
+        if self.prices is not None:
+            return self.prices
+        return Prices.derived(self.capacity, interval_hours=self.trace.interval_hours)
 
     @property
     def eval_demand(self) -> np.ndarray:
@@ -114,6 +125,7 @@ def simulate(
     capacity: np.ndarray,
     lead: int,
     progress: Progress | None = None,
+    prices: Prices | None = None,
 ) -> SimulationResult:
     """Run every policy on ``trace`` and measure ready replicas and cold requests over the evaluation window."""
     if lead < 0:
@@ -130,7 +142,14 @@ def simulate(
         seconds = time.perf_counter() - started
         log.info("policy %s simulated in %.2fs", name, seconds)
         outcomes[name] = PolicyOutcome(name, provisioned, ready, cold, seconds)
-    return SimulationResult(trace=trace, capacity=capacity, lead=lead, outcomes=outcomes)
+    reasons = {name: _reasons(policy) for name, policy in policies.items() if _reasons(policy)}
+    return SimulationResult(trace=trace, capacity=capacity, lead=lead, outcomes=outcomes, prices=prices, reasons=reasons)
+
+
+def _reasons(policy: Policy) -> dict[str, str]:
+    """Why a policy chose what it chose per model, where it says (a ``choice`` with ``reasons()``)."""
+    choice = getattr(policy, "choice", None)
+    return dict(choice.reasons()) if choice is not None and hasattr(choice, "reasons") else {}
 
 
 def context_for(trace: Trace, capacity: np.ndarray, *, lead: int) -> PolicyContext:

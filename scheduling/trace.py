@@ -15,6 +15,7 @@ import pandas as pd
 
 from forecasting.series import observed_interval
 from prewarm import columns as C
+from prewarm.text import duration
 from scheduling.errors import SimulationError
 
 
@@ -58,7 +59,8 @@ def _infer_interval(frame: pd.DataFrame) -> pd.Timedelta:
     interval = observed_interval(frame)
     if interval is None:
         raise SimulationError(
-            "telemetry has no model with two distinct timestamps; the bucket width cannot be inferred"
+            "telemetry has no model with two distinct timestamps, so the bucket width cannot be inferred; "
+            "give at least one model two or more intervals"
         )
     return interval
 
@@ -82,7 +84,7 @@ def trace_from_telemetry(frame: pd.DataFrame, *, eval_intervals: int) -> Trace:
     if eval_intervals >= length:
         raise SimulationError(
             f"--eval-intervals {eval_intervals} leaves no history: the telemetry spans {length} intervals "
-            f"of {interval}; use at most {length - 1}"
+            f"of {duration(interval)}; use at most {length - 1}"
         )
     codes, names = pd.factorize(frame[C.MODEL].astype(str), sort=True)
     demand = np.zeros((len(names), length))

@@ -21,6 +21,8 @@ from db.session import make_engine
 from prewarm.settings import reset_settings
 
 POSTGRES_ENV = "PREWARM_TEST_POSTGRES_URL"
+# The suite's own artifacts (pytest's temporary folders, examples/) and factories (tests.*) are trusted.
+TRUST_ENV = ("PREWARM_ARTIFACT_SOURCES", "PREWARM_FACTORY_MODULES")
 
 
 def free_port() -> int:
@@ -30,12 +32,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _trusted_test_inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Allow the artifacts tests write under pytest's temporary folder and the factories under ``tests.``.
+
+    Set for the whole session (hosts started by module fixtures and subprocesses see it too); a test that
+    checks the boundaries sets its own values.
+    """
+    from prewarm.settings import DEFAULT_FACTORY_MODULES, EXAMPLE_ARTIFACTS
+
+    values = {
+        "PREWARM_ARTIFACT_SOURCES": f"{EXAMPLE_ARTIFACTS},{tmp_path_factory.getbasetemp().resolve()}",
+        "PREWARM_FACTORY_MODULES": ",".join([*DEFAULT_FACTORY_MODULES, "tests"]),
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    reset_settings()
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    reset_settings()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test gets its own PREWARM_HOME, so nothing touches the user's data."""
     monkeypatch.setenv("PREWARM_HOME", str(tmp_path / "home"))
     for name in list(os.environ):
-        if name.startswith("PREWARM_") and name not in ("PREWARM_HOME", POSTGRES_ENV):
+        if name.startswith("PREWARM_") and name not in ("PREWARM_HOME", POSTGRES_ENV, *TRUST_ENV):
             monkeypatch.delenv(name)
     reset_settings()
     yield

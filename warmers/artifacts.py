@@ -1,8 +1,13 @@
 """The artifact store: ``file://`` and ``s3://`` artifacts, fetched into a local cache keyed by sha256.
 
+Artifacts are data from outside: a URI is fetched only when it lies under a prefix of
+``PREWARM_ARTIFACT_SOURCES`` (:func:`check_source`, also used by the webhook before it registers anything).
 An artifact enters the cache only after its bytes hash to the registered sha256 (written to a temporary
-file, verified, then renamed), so a cache entry is always a verified copy. On a hit the entry's size and
-modification time are compared with the stamp written at verification; a changed file is hashed again.
+file, verified, then renamed). A cache entry is hashed again before it is used: once per process for as
+long as its identity (path, size, mtime, inode and ctime) stays the same, and again whenever any of these
+changes. ``ctime`` matters: it moves on every write, and unlike the mtime it cannot be set back with
+``os.utime``, so bytes flipped in place are caught even when size and mtime are restored. An entry that no
+longer hashes to its name is discarded and fetched again from its source.
 S3 objects larger than one part are downloaded with concurrent ranged GETs into a preallocated file.
 The cache keeps its total size under a limit by evicting the least recently used entries.
 """
@@ -10,21 +15,31 @@ The cache keeps its total size under a limit by evicting the least recently used
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import posixpath
+import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlparse
 
-from warmers.errors import ArtifactError, ArtifactNotFoundError, ChecksumMismatchError
+from warmers.errors import ArtifactError, ArtifactNotFoundError, ArtifactSourceError, ChecksumMismatchError
 from warmers.logcontext import model_logger
 
 logger = model_logger(__name__)
 
 PART_BYTES = 8 * 1024 * 1024
 HASH_CHUNK = 4 * 1024 * 1024
+
+Verify = Literal["changed", "always"]
+Identity = tuple[int, int, int, int]
+
+# Cache entries this process has hashed, by path, with the identity they had then (size, mtime, inode, ctime).
+_verified: dict[str, Identity] = {}
+_verified_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,63 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_source(uri: str, sources: Sequence[str]) -> None:
+    """Raise :class:`ArtifactSourceError` unless ``uri`` lies under one of the prefixes ``sources``.
+
+    Local paths and ``file://`` URIs are compared after ``resolve()`` (``..`` and symlinks followed), so a
+    link inside an allowed folder that points outside it is refused. ``s3://`` URIs are compared by bucket
+    and then by whole key segments: ``s3://bucket`` allows ``s3://bucket/x`` but not ``s3://bucket-evil/x``.
+    Any other scheme is refused.
+    """
+    target = _source_parts(uri)
+    if target is not None:
+        for source in sources:
+            prefix = _source_parts(source)
+            if prefix is not None and prefix[0] == target[0] and target[1][: len(prefix[1])] == prefix[1]:
+                return
+    allowed = ", ".join(sources) if sources else "none"
+    raise ArtifactSourceError(
+        f"{uri!r} is not under an allowed artifact source ({allowed}); add its prefix to "
+        f"PREWARM_ARTIFACT_SOURCES to allow it"
+    )
+
+
+def _source_parts(uri: str) -> tuple[str, tuple[str, ...]] | None:
+    """``("s3", (bucket, *key segments))`` or ``("file", resolved path parts)``; None for what is never allowed."""
+    if "\x00" in uri:
+        return None
+    if uri[:5].lower() == "s3://":
+        bucket, _, key = uri[5:].partition("/")
+        if not bucket:
+            return None
+        segments = [part for part in posixpath.normpath("/" + key).split("/") if part]
+        return "s3", (bucket, *segments)
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return None
+        path = Path(unquote(parsed.path))
+    elif parsed.scheme == "":
+        path = Path(uri)
+    else:
+        return None
+    try:
+        return "file", Path(os.path.abspath(path)).resolve().parts
+    except (OSError, RuntimeError, ValueError):  # a symlink loop or an unusable path is never a source
+        return None
+
+
+def _identity(entry: Path) -> Identity:
+    stat = entry.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
+
+
+def forget_verified() -> None:
+    """Forget which cache entries this process has verified, as a fresh process would (benchmarks, tests)."""
+    with _verified_lock:
+        _verified.clear()
+
+
 def _local_path(uri: str) -> Path:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
@@ -57,10 +129,33 @@ def _local_path(uri: str) -> Path:
 class ArtifactStore:
     """Fetches artifacts by URI and sha256 into a size-limited local cache; reads and writes small blobs."""
 
-    def __init__(self, cache_dir: Path, *, max_bytes: int, parallelism: int = 8) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        max_bytes: int,
+        parallelism: int = 8,
+        sources: Sequence[str] | None = None,
+        verify: Verify = "changed",
+    ) -> None:
+        """``sources``: allowed URI prefixes (None: ``PREWARM_ARTIFACT_SOURCES`` at each fetch).
+
+        ``verify="changed"`` hashes a cache entry once per process and again when its identity changes;
+        ``"always"`` hashes it on every hit.
+        """
         self.cache_dir = Path(cache_dir)
         self.max_bytes = max_bytes
         self.parallelism = parallelism
+        self.sources = list(sources) if sources is not None else None
+        self.verify = verify
+
+    def allowed_sources(self) -> list[str]:
+        """The URI prefixes this store fetches from."""
+        if self.sources is not None:
+            return self.sources
+        from prewarm.settings import get_settings
+
+        return get_settings().resolved_artifact_sources
 
     @classmethod
     def from_settings(cls) -> ArtifactStore:
@@ -77,12 +172,15 @@ class ArtifactStore:
     def fetch(self, uri: str, sha256: str) -> Fetched:
         """A verified local copy of ``uri``; raises :class:`ChecksumMismatchError` if the bytes are not ``sha256``.
 
-        Nothing is cached (or loaded) when the checksum does not match.
+        Raises :class:`ArtifactSourceError` before anything is read (the cache included) when ``uri`` is not
+        under an allowed source. Nothing is cached (or loaded) when the checksum does not match.
         """
         start = time.perf_counter()
+        check_source(uri, self.allowed_sources())
         entry = self._entry(sha256)
-        if entry.exists() and self._stamp_valid(entry, sha256):
+        if entry.exists() and self._entry_valid(entry, sha256):
             os.utime(entry)  # LRU order follows the last use
+            _remember(entry)
             return Fetched(entry, sha256, entry.stat().st_size, True, time.perf_counter() - start)
         entry.parent.mkdir(parents=True, exist_ok=True)
         partial = entry.with_name(f"{sha256}.{os.getpid()}.{time.monotonic_ns()}.part")
@@ -95,33 +193,30 @@ class ArtifactStore:
                     f"registry entry is stale. Nothing was loaded: re-register the model with the right sha256"
                 )
             os.replace(partial, entry)
+            _remember(entry)
         finally:
             partial.unlink(missing_ok=True)
-        self._write_stamp(entry, sha256)
         self._evict(keep=entry)
         size = entry.stat().st_size
         logger.info("fetched %s (%d bytes) into the cache", uri, size)
         return Fetched(entry, sha256, size, False, time.perf_counter() - start)
 
-    def _stamp_valid(self, entry: Path, sha256: str) -> bool:
-        stamp = entry.with_name(f"{sha256}.ok")
-        stat = entry.stat()
-        try:
-            recorded = json.loads(stamp.read_text())
-            if recorded == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}:
-                return True
-        except (OSError, ValueError):
-            pass
+    def _entry_valid(self, entry: Path, sha256: str) -> bool:
+        """Whether the entry still hashes to its name: hashed unless this process verified this very file."""
+        identity = _identity(entry)
+        if self.verify == "changed":
+            with _verified_lock:
+                if _verified.get(str(entry)) == identity:
+                    return True
         if sha256_file(entry) == sha256:
-            self._write_stamp(entry, sha256)
+            with _verified_lock:
+                _verified[str(entry)] = identity
             return True
-        logger.warning("cache entry %s does not hash to its name; fetching again", entry)
+        logger.warning("cache entry %s does not hash to its name (changed on disk); discarding it, fetching again", entry)
+        with _verified_lock:
+            _verified.pop(str(entry), None)
         entry.unlink(missing_ok=True)
         return False
-
-    def _write_stamp(self, entry: Path, sha256: str) -> None:
-        stat = entry.stat()
-        entry.with_name(f"{sha256}.ok").write_text(json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
 
     def _download(self, uri: str, dest: Path) -> None:
         if urlparse(uri).scheme == "s3":
@@ -184,7 +279,6 @@ class ArtifactStore:
                 continue
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
-            path.with_name(f"{path.name}.ok").unlink(missing_ok=True)
             logger.info("evicted %s from the artifact cache (limit %d bytes)", path.name, self.max_bytes)
         if total > self.max_bytes:
             logger.warning("artifact %s alone exceeds the cache limit of %d bytes", keep.name, self.max_bytes)
@@ -232,6 +326,12 @@ class ArtifactStore:
         partial = path.with_name(f"{path.name}.{os.getpid()}.part")
         partial.write_bytes(data)
         os.replace(partial, path)
+
+
+def _remember(entry: Path) -> None:
+    """Record that ``entry``, as it is now on disk, was verified by this process."""
+    with _verified_lock:
+        _verified[str(entry)] = _identity(entry)
 
 
 def join_uri(root: str, *parts: str) -> str:

@@ -20,6 +20,7 @@ import torch
 from pydantic import ValidationError
 
 from prewarm.fleet import ModelSpec, TensorSpec
+from prewarm.text import validation_message
 from warmers.errors import InferenceInputError
 from warmers.protocol import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 from warmers.tensors import (
@@ -94,8 +95,8 @@ def describe(exc: ValidationError, payload: Any) -> str:
         except (KeyError, IndexError, TypeError, AttributeError):
             name = f"#{loc[1]}"
         field = ".".join(str(p) for p in loc[2:]) or "(the input)"
-        return f"input {name!r}: field {field}: {error['msg']}"
-    return f"field {'.'.join(str(p) for p in loc) or '(body)'}: {error['msg']}"
+        return f"input {name!r}: field {field}: {validation_message(error)}"
+    return f"field {'.'.join(str(p) for p in loc) or '(body)'}: {validation_message(error)}"
 
 
 def decode_inputs(spec: ModelSpec, request: InferenceRequest, binary: Mapping[str, bytes]) -> dict[str, Any]:

@@ -9,6 +9,13 @@ capability and the compile mode, and live under ``<artifact root>/compile-cache/
 
 ``save_cache_artifacts`` collects what this process compiled so far, so ``mega.bin`` may hold more than one
 model's graphs: harmless on restore.
+
+Every entry carries ``manifest.json``, the sha256 of each member. It is checked before anything is restored:
+an entry that is not a zip, has no manifest, or whose members (their set or their bytes) differ from it is
+discarded with one warning, and the model compiles cold (its save then replaces the entry). The manifest
+catches truncated, corrupted and half-edited entries; it does not make the entry authentic, since whoever can
+write the artifact root can write a matching manifest too. Compiled kernels are code and the mega-cache is
+unpickled by torch: the compile-cache prefix must be writable only by prewarm's hosts (``docs/security.md``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,44 @@ from warmers.logcontext import model_logger
 logger = model_logger(__name__)
 
 Snapshot = dict[str, int]
+MANIFEST = "manifest.json"
+
+
+class _Unverified(Exception):
+    """An entry's members do not match its manifest (internal: restore turns it into a cold compile)."""
+
+
+def bundle(members: dict[str, bytes]) -> bytes:
+    """A compile-cache entry: ``members`` (``mega.bin``, ``kernels/...``) and a manifest of their sha256."""
+    manifest = {name: hashlib.sha256(data).hexdigest() for name, data in members.items()}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(MANIFEST, json.dumps({"sha256": manifest}, sort_keys=True))
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def verified_members(blob: bytes) -> dict[str, bytes]:
+    """The members of an entry, after checking each against the manifest; raises ``_Unverified`` otherwise."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            names = [name for name in archive.namelist() if name != MANIFEST]
+            try:
+                manifest = json.loads(archive.read(MANIFEST))["sha256"]
+            except KeyError:
+                raise _Unverified("it has no manifest") from None
+            if not isinstance(manifest, dict) or set(manifest) != set(names) or len(names) != len(set(names)):
+                raise _Unverified("its members are not the ones its manifest lists")
+            members = {name: archive.read(name) for name in names}
+    except (zipfile.BadZipFile, ValueError, TypeError) as exc:
+        raise _Unverified(f"it is not a readable entry ({exc})") from exc
+    for name, data in members.items():
+        if hashlib.sha256(data).hexdigest() != manifest[name]:
+            raise _Unverified(f"{name} does not match its sha256 in the manifest")
+    if "mega.bin" not in members:
+        raise _Unverified("it has no mega.bin")
+    return members
 
 
 def compile_key(sha256: str, capability: str, mode: str) -> str:
@@ -61,28 +106,34 @@ def snapshot() -> Snapshot:
 
 
 def restore(store: ArtifactStore, uri: str) -> bool:
-    """Install the compile artifacts stored at ``uri`` into this process; True on a hit."""
+    """Install the compile artifacts stored at ``uri`` into this process; True on a hit.
+
+    Nothing is installed from an entry that fails its manifest: that is a miss (one warning).
+    """
     blob = store.read_blob(uri)
     if blob is None:
         return False
+    try:
+        members = verified_members(blob)
+    except _Unverified as exc:
+        logger.warning("compile cache entry %s is discarded, %s; compiling cold", uri, exc)
+        return False
     root = inductor_dir()
-    with zipfile.ZipFile(io.BytesIO(blob)) as bundle:
-        for name in bundle.namelist():
-            if not name.startswith("kernels/"):
-                continue
-            relative = PurePosixPath(name.removeprefix("kernels/"))
-            if relative.is_absolute() or ".." in relative.parts:
-                logger.warning("skipping %s in %s: it points outside the inductor cache", name, uri)
-                continue
-            target = root.joinpath(*relative.parts)
-            if target.exists():
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f"{target.name}.{os.getpid()}.part")
-            partial.write_bytes(bundle.read(name))
-            os.replace(partial, target)
-        mega = bundle.read("mega.bin")
-    torch.compiler.load_cache_artifacts(mega)
+    for name, data in members.items():
+        if not name.startswith("kernels/"):
+            continue
+        relative = PurePosixPath(name.removeprefix("kernels/"))
+        if relative.is_absolute() or ".." in relative.parts:
+            logger.warning("skipping %s in %s: it points outside the inductor cache", name, uri)
+            continue
+        target = root.joinpath(*relative.parts)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    torch.compiler.load_cache_artifacts(members["mega.bin"])
     logger.info("restored %d bytes of compile artifacts from %s", len(blob), uri)
     return True
 
@@ -94,14 +145,13 @@ def save(store: ArtifactStore, uri: str, *, before: Snapshot) -> bool:
         return False
     mega, _info = result
     root = inductor_dir()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        bundle.writestr("mega.bin", mega)
-        for relative, mtime in sorted(snapshot().items()):
-            if before.get(relative) != mtime:
-                bundle.write(root / relative, f"kernels/{PurePosixPath(Path(relative))}")
-    store.write_blob(uri, buffer.getvalue())
-    logger.info("saved %d bytes of compile artifacts to %s", buffer.tell(), uri)
+    members = {"mega.bin": mega}
+    for relative, mtime in sorted(snapshot().items()):
+        if before.get(relative) != mtime:
+            members[f"kernels/{PurePosixPath(Path(relative))}"] = (root / relative).read_bytes()
+    entry = bundle(members)
+    store.write_blob(uri, entry)
+    logger.info("saved %d bytes of compile artifacts to %s", len(entry), uri)
     return True
 
 

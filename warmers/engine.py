@@ -195,9 +195,8 @@ class Engine:
             self._notify_failure(spec.name, "ValidationFailed")
             logger.warning("not ready: %s", report.reason)
             return report
-        # The load left garbage behind (the artifact's buffers, warm-up requests and responses): collect it now
-        # rather than in the middle of the first client request, which would otherwise pay for it.
-        gc.collect()
+        # The load's garbage was collected during warm-up (pipeline.warm_up): collecting again here would only
+        # leave the serving path cold for the first client request.
         result.loaded.ready_at = time.monotonic()
         with self._lock:
             previous = entry.loaded
@@ -256,8 +255,8 @@ class Engine:
             ready=reason is None, stage_seconds=dict(clock.seconds),
             cold_first_request_ms=result.cold_first_request_ms,
             warm_first_request_ms=latency.warm_first_request_ms, first_after_idle_ms=latency.first_after_idle_ms,
-            steady_p50_ms=latency.steady_p50_ms,
-            steady_p99_ms=latency.steady_p99_ms, baseline_p50_ms=baseline.p50_ms, latency_delta_ms=delta,
+            first_after_idle_spread_ms=latency.first_after_idle_spread_ms, steady_p50_ms=latency.steady_p50_ms,
+            steady_p99_ms=latency.steady_p99_ms, steady_spread_ms=latency.steady_spread_ms, baseline_p50_ms=baseline.p50_ms, latency_delta_ms=delta,
             time_to_ready_s=clock.elapsed(), memory_mb=result.loaded.memory_mb, cache_hits=cache_hits,
             compile_mode=spec.compile, reason=reason,
         )

@@ -3,9 +3,12 @@
     WarmupError                 base class of everything warmers raises on purpose
     ├── ArtifactError           an artifact cannot be fetched or trusted
     │   ├── ArtifactNotFoundError   the URI names nothing (missing file, missing S3 key)
-    │   └── ChecksumMismatchError   the bytes do not hash to the registered sha256; nothing is loaded
+    │   ├── ArtifactSourceError     the URI is not under PREWARM_ARTIFACT_SOURCES; nothing is fetched
+    │   ├── ChecksumMismatchError   the bytes do not hash to the registered sha256; nothing is loaded
+    │   └── PickledArtifactError    a .pt2 archive holds pickled objects and the entry does not trust them
     ├── ModelLoadError          the loader failed: factory import, bad weights, device out of memory
-    │   └── DeviceOutOfMemoryError  the device ran out of memory while loading or warming
+    │   ├── DeviceOutOfMemoryError  the device ran out of memory while loading or warming
+    │   └── FactoryNotAllowedError  the factory's module is not under PREWARM_FACTORY_MODULES; nothing is imported
     ├── CapacityError           a load does not fit in the host's device memory, even after eviction
     ├── ModelNotFoundError      no model (or version) of that name is known to the host (HTTP 404)
     ├── ModelNotReadyError      the model is known but not ready to serve (HTTP 400/503)
@@ -37,8 +40,16 @@ class ArtifactNotFoundError(ArtifactError):
     """The artifact URI names no file or object."""
 
 
+class ArtifactSourceError(ArtifactError):
+    """The artifact URI is not under any prefix of ``PREWARM_ARTIFACT_SOURCES``, so nothing is fetched."""
+
+
 class ChecksumMismatchError(ArtifactError):
     """The fetched bytes do not hash to the registered sha256, so nothing is loaded."""
+
+
+class PickledArtifactError(ArtifactError):
+    """A ``.pt2`` archive holds pickled objects and its fleet entry does not set ``trust_pickle: true``."""
 
 
 class ModelLoadError(WarmupError):
@@ -47,6 +58,10 @@ class ModelLoadError(WarmupError):
 
 class DeviceOutOfMemoryError(ModelLoadError):
     """The device ran out of memory while loading or warming a model."""
+
+
+class FactoryNotAllowedError(ModelLoadError):
+    """A factory's module is not under ``PREWARM_FACTORY_MODULES``, so it is never imported."""
 
 
 class CapacityError(WarmupError):

@@ -11,7 +11,7 @@ import importlib
 import os
 import platform
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from prewarm.fleet import ModelSpec
-from warmers.errors import DeviceOutOfMemoryError, ModelLoadError
+from prewarm.fleet import ModelSpec, factory_allowed, factory_refusal
+from warmers.archives import pickled_objects
+from warmers.errors import DeviceOutOfMemoryError, FactoryNotAllowedError, ModelLoadError, PickledArtifactError
 from warmers.logcontext import model_logger
 
 logger = model_logger(__name__)
@@ -67,8 +68,18 @@ def device_capacity_mb(device: torch.device) -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
 
 
-def import_factory(path: str) -> Callable[..., nn.Module]:
-    """The callable named by ``package.module:function``; :class:`ModelLoadError` says why it cannot be imported."""
+def import_factory(path: str, *, allowed: Sequence[str] | None = None) -> Callable[..., nn.Module]:
+    """The callable named by ``package.module:function``; :class:`ModelLoadError` says why it cannot be imported.
+
+    A module outside ``allowed`` (default ``PREWARM_FACTORY_MODULES``) is never imported: importing runs its
+    code. That raises :class:`FactoryNotAllowedError`.
+    """
+    if allowed is None:
+        from prewarm.settings import get_settings
+
+        allowed = get_settings().factory_modules
+    if not factory_allowed(path, allowed):
+        raise FactoryNotAllowedError(f"factory {factory_refusal(path, allowed)}")
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -102,7 +113,7 @@ def load_module(spec: ModelSpec, path: Path, device: torch.device, *, stream: An
     label = f"{spec.name}:{spec.version}"
     try:
         if spec.loader == "torch_export":
-            module = _load_export(label, path, device)
+            module = _load_export(spec, label, path, device)
         else:
             module = _load_safetensors(spec, label, path, device, stream)
     except torch.cuda.OutOfMemoryError as exc:
@@ -113,7 +124,17 @@ def load_module(spec: ModelSpec, path: Path, device: torch.device, *, stream: An
     return module
 
 
-def _load_export(label: str, path: Path, device: torch.device) -> nn.Module:
+def _load_export(spec: ModelSpec, label: str, path: Path, device: torch.device) -> nn.Module:
+    found = pickled_objects(path)
+    if found and not spec.trust_pickle:
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        raise PickledArtifactError(
+            f"model {label}: {spec.artifact_uri} holds pickled objects ({'; '.join(found[:3])}{more}); a pickle "
+            f"runs code when loaded, so it is refused. Export the model without pickled weights, or set "
+            f"trust_pickle: true on its fleet entry if its producer is as trusted as your own code"
+        )
+    if found:
+        logger.warning("loading %s with %d pickled objects: its fleet entry sets trust_pickle", label, len(found))
     try:
         # torch.export.load sets a process-global deserializer: two loads at once in one host fail.
         with _EXPORT_LOCK, path.open("rb") as handle:  # cache entries are named by sha256, without the .pt2 suffix

@@ -10,6 +10,7 @@ inference thread (and on CUDA its serving stream).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -90,6 +91,16 @@ def inference_executor(spec: ModelSpec, device: torch.device) -> ThreadPoolExecu
 
 
 def _bind_thread(device: torch.device) -> None:
+    """Give the new inference thread the process's torch thread count and device.
+
+    OpenMP keeps the thread count per thread, and MKL's GEMM (every ``nn.Linear`` on CPU) reads it without
+    torch's lazy per-thread set-up: a fresh thread would run its matrix products on a team of one thread per
+    core, whose barrier stalls for a whole scheduler slice (about 15 ms here) whenever the other team member
+    is preempted. Setting the count here makes the thread honour ``--cpu-threads`` like the main thread.
+    """
+    # In a fresh thread get_num_threads() first applies the process's setting to torch's own pool and
+    # returns it; set_num_threads() then hands it to MKL and OpenMP for this thread as well.
+    torch.set_num_threads(torch.get_num_threads())
     if device.type == "cuda":
         torch.cuda.set_device(device)
 
@@ -105,6 +116,15 @@ class Served:
     input_ns: int
     infer_ns: int
     output_ns: int
+
+    @property
+    def total_ms(self) -> float:
+        """The request's time on the serving path: waiting for the inference thread, decoding, the model, encoding.
+
+        The same four phases the host reports per model in Triton's statistics (``queue``, ``compute_input``,
+        ``compute_infer``, ``compute_output``), so a client can read the host's figure for its own request.
+        """
+        return (self.queue_ns + self.input_ns + self.infer_ns + self.output_ns) / 1e6
 
 
 def serve_request(loaded: Loaded, body: bytes, header_length: str | int | None, submitted_ns: int) -> Served:
@@ -189,13 +209,6 @@ def _as_list(result: Any) -> list[Any]:
     raise TypeError(f"the model returned {type(result).__name__}; expected a tensor, a tuple or a dict of tensors")
 
 
-def timed_ms(fn: Callable[[], object]) -> float:
-    """Milliseconds one call of ``fn`` takes."""
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
-
-
 @dataclass
 class PipelineResult:
     """What the pipeline produced before the verdict: the resident model and its measurements."""
@@ -247,7 +260,7 @@ def build(
         combos = bucket_combinations(spec.warmup)
         probe = encode_request(spec, example_inputs(spec.warmup, combos[0], generator=generator), binary=False)
         with clock.stage("cold_first_request"):
-            cold_ms = timed_ms(lambda: loaded.request(probe))
+            cold_ms = loaded.request(probe).total_ms
         compile_hit = _compile(spec, loaded, combos, store, compile_root, clock)
         loaded.outputs = warm_up(spec, loaded, combos, generator, clock)
         latency = validate(spec, loaded, probe, clock)
@@ -298,12 +311,16 @@ def warm_up(
 
     Iterations alternate JSON and binary tensors, so both decoders and encoders are warm. The primary bucket
     (the first combination) runs again at the end, so the serving path finishes hot on the most common shape
-    rather than on the largest one. Outputs are the declared ones, else those observed across buckets.
+    rather than on the largest one. Before that last pass the load's garbage is collected: the first requests
+    after a collection are slow (here up to 10x the steady state), and they should be warm-up's, not the
+    validation's or a client's. Outputs are the declared ones, else those observed across buckets.
     """
     shapes: list[list[tuple[int, ...]]] = []
     datatypes: list[str] = []
     with clock.stage("warmup"):
-        for dims in [*combos, combos[0]]:
+        for index, dims in enumerate([*combos, combos[0]]):
+            if index == len(combos):
+                gc.collect()
             inputs = example_inputs(spec.warmup, dims, generator=generator)
             for iteration in range(spec.warmup.iterations):
                 served = loaded.request(encode_request(spec, inputs, binary=iteration % 2 == 1))
@@ -314,24 +331,27 @@ def warm_up(
     return _observed_outputs(shapes, datatypes)
 
 
-IDLE_PROBES = 5
+IDLE_PROBES = 7
 IDLE_GAP_S = 0.025
 
 
 def validate(spec: ModelSpec, loaded: Loaded, probe: Encoded, clock: StageClock) -> Latency:
-    """Probe the primary bucket through the serving path: the first request, the steady state, after idle gaps.
+    """Probe the primary bucket through the serving path: the first request, after idle gaps, the steady state.
 
-    ``1 + probes`` back-to-back requests (the first is the warmed first request, the rest the steady state),
-    then :data:`IDLE_PROBES` requests each after :data:`IDLE_GAP_S` of idleness: their median is the
-    first-after-idle figure the verdict compares with the baseline, so one scheduling stall cannot flip it.
+    The warmed first request (warm-up has just collected the load's garbage and run the primary bucket); then :data:`IDLE_PROBES` requests each after :data:`IDLE_GAP_S`
+    of idleness (their median is the first-after-idle figure the verdict judges, so one scheduling stall
+    cannot flip it); then ``probes`` requests back to back (the steady state), so that the model leaves
+    validation, and turns ready, with its serving path hot. Each figure is the request's time on the serving
+    path (:attr:`Served.total_ms`), the measure of the cold first request too.
     """
     with clock.stage("validate"):
-        samples = [timed_ms(lambda: loaded.request(probe)) for _ in range(spec.warmup.probes + 1)]
+        first = loaded.request(probe).total_ms
         idle: list[float] = []
         for _ in range(IDLE_PROBES):
             time.sleep(IDLE_GAP_S)
-            idle.append(timed_ms(lambda: loaded.request(probe)))
-    return Latency.from_samples(samples, idle_ms=idle)
+            idle.append(loaded.request(probe).total_ms)
+        steady = [loaded.request(probe).total_ms for _ in range(spec.warmup.probes)]
+    return Latency.from_samples(steady, idle_ms=idle, first_ms=first)
 
 
 def _observed_outputs(shapes: list[list[tuple[int, ...]]], datatypes: list[str]) -> list[TensorSpec]:

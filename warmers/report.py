@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,21 +19,42 @@ import numpy as np
 STAGES = ("fetch", "load", "cold_first_request", "compile", "warmup", "validate")
 
 
+MAD_TO_SIGMA = 1.4826  # the median absolute deviation of normal samples, scaled to their standard deviation
+
+
+def spread_ms(samples_ms: Sequence[float]) -> float:
+    """The robust spread of ``samples_ms``: their median absolute deviation scaled to a standard deviation.
+
+    One stalled sample moves it little, unlike the standard deviation; 0.0 for fewer than three samples.
+    """
+    if len(samples_ms) < 3:
+        return 0.0
+    values = np.asarray(samples_ms, dtype=float)
+    return float(np.median(np.abs(values - np.median(values))) * MAD_TO_SIGMA)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Baseline:
     """What a warm run is compared with: previous successful runs on this device class, and the SLA.
 
-    ``p50_ms`` and ``first_request_ms`` come from the history database (the caller fetches them); a run is not
-    ready when its steady p50 exceeds ``p50_ms * tolerance + slack_ms``, its first request after idle (the
-    median of several probes, see :attr:`Latency.first_request_statistic_ms`) exceeds
-    ``first_request_ms * tolerance + slack_ms``, or its steady p99 exceeds ``sla_p99_ms``.
+    ``p50_ms`` and ``first_request_ms`` are medians over earlier runs (the caller fetches them from the history
+    database), each with its spread (``*_spread_ms``: the larger of the spread between those runs and the
+    spread of single probes within them, see :func:`spread_ms`). A statistic of this run fails when it exceeds
+    ``median * tolerance + deviations * spread + slack_ms``. The statistics judged are medians of several
+    probes (see :class:`Latency`), never a single request, so a stalled probe does not move them, while a
+    model that is truly slower (every probe slower) still fails. This run's own spread does not widen the
+    bound: a model that became slow and erratic must not pass for being erratic. A steady p99 above
+    ``sla_p99_ms`` fails too.
     """
 
     p50_ms: float | None = None
+    p50_spread_ms: float = 0.0
     first_request_ms: float | None = None
+    first_request_spread_ms: float = 0.0
     sla_p99_ms: float | None = None
-    tolerance: float = 1.5
-    slack_ms: float = 2.0
+    tolerance: float = 1.2
+    deviations: float = 4.0
+    slack_ms: float = 1.0
 
     def with_sla(self, sla_p99_ms: float | None) -> Baseline:
         """This baseline with ``sla_p99_ms`` filled in when it has none."""
@@ -41,63 +62,95 @@ class Baseline:
             return self
         return dataclasses.replace(self, sla_p99_ms=sla_p99_ms)
 
+    def limit_ms(self, median_ms: float, spread_ms: float) -> float:
+        """The bound a statistic of this run is held to, from the baseline's median and spread."""
+        return median_ms * self.tolerance + self.deviations * spread_ms + self.slack_ms
+
+    def describe(self, median_ms: float, spread: float) -> str:
+        """How the bound was made, for the reason of a failed verdict."""
+        return (
+            f"baseline {median_ms:.2f} ms x {self.tolerance:g} + {self.deviations:g} x spread {spread:.2f} ms"
+            f" + {self.slack_ms:g} ms"
+        )
+
+
+def baseline_from(found: Any | None, *, sla_p99_ms: float | None) -> Baseline:
+    """The verdict's baseline from earlier runs' medians and spreads (``db.warm.Baseline``, or None), plus the SLA."""
+    if found is None:
+        return Baseline(sla_p99_ms=sla_p99_ms)
+    return Baseline(
+        p50_ms=found.steady_p50_ms, p50_spread_ms=found.p50_spread_ms,
+        first_request_ms=found.first_request_ms, first_request_spread_ms=found.first_request_spread_ms,
+        sla_p99_ms=sla_p99_ms,
+    )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Latency:
-    """Latency of the validation probes: the first one after warm-up, the steady state, and after idle gaps."""
+    """Latency of the validation probes: the first one after warm-up, the steady state, and after idle gaps.
+
+    The verdict judges medians: ``steady_p50_ms`` over the back-to-back probes, ``first_after_idle_ms`` over
+    the probes that each followed an idle gap (what a request arriving at a warm but idle model meets), each
+    with its spread. ``warm_first_request_ms`` is reported as measured and judged only when a target took no
+    idle probes.
+    """
 
     warm_first_request_ms: float
     steady_p50_ms: float
     steady_p99_ms: float
+    steady_spread_ms: float = 0.0
     first_after_idle_ms: float | None = None
+    first_after_idle_spread_ms: float = 0.0
 
     @classmethod
-    def from_samples(cls, samples_ms: list[float], *, idle_ms: list[float] | None = None) -> Latency:
-        """The first sample is the warmed first request; the rest (or all, if only one) are the steady state.
+    def from_samples(
+        cls, samples_ms: list[float], *, idle_ms: list[float] | None = None, first_ms: float | None = None
+    ) -> Latency:
+        """Steady statistics from ``samples_ms``, the first-after-idle median from ``idle_ms``.
 
-        ``idle_ms`` are probes that each followed an idle gap; their median is ``first_after_idle_ms``.
+        ``first_ms`` is the warmed first request; without it the first of ``samples_ms`` is, and the rest (or
+        all, if only one) are the steady state.
         """
-        steady = samples_ms[1:] or samples_ms
+        if first_ms is None:
+            first_ms, steady = samples_ms[0], (samples_ms[1:] or samples_ms)
+        else:
+            steady = samples_ms
         return cls(
-            warm_first_request_ms=samples_ms[0],
+            warm_first_request_ms=first_ms,
             steady_p50_ms=float(np.percentile(steady, 50)),
             steady_p99_ms=float(np.percentile(steady, 99)),
+            steady_spread_ms=spread_ms(steady),
             first_after_idle_ms=float(np.median(idle_ms)) if idle_ms else None,
+            first_after_idle_spread_ms=spread_ms(idle_ms or []),
         )
 
     @property
     def first_request_statistic_ms(self) -> float:
-        """What the first-request check judges: the median of the first-after-idle probes when there are some.
-
-        A single sub-millisecond sample flips with any scheduling stall on a busy machine; the median of several
-        requests that each follow an idle gap measures the same thing (a request arriving at a warm but idle
-        model) and is stable.
-        """
+        """What the first-request check judges: the median of the first-after-idle probes when there are some."""
         return self.first_after_idle_ms if self.first_after_idle_ms is not None else self.warm_first_request_ms
 
 
 def judge(latency: Latency, baseline: Baseline) -> str | None:
-    """Why ``latency`` fails ``baseline``, or None when it passes."""
+    """Why ``latency`` fails ``baseline``, or None when it passes (see :class:`Baseline` for the rule)."""
     problems: list[str] = []
     if baseline.sla_p99_ms is not None and latency.steady_p99_ms > baseline.sla_p99_ms:
         problems.append(f"steady p99 {latency.steady_p99_ms:.2f} ms exceeds the SLA of {baseline.sla_p99_ms:.2f} ms")
     if baseline.p50_ms is not None:
-        limit = baseline.p50_ms * baseline.tolerance + baseline.slack_ms
-        if latency.steady_p50_ms > limit:
-            problems.append(
-                f"steady p50 {latency.steady_p50_ms:.2f} ms exceeds {limit:.2f} ms "
-                f"(baseline p50 {baseline.p50_ms:.2f} ms x {baseline.tolerance} + {baseline.slack_ms} ms)"
-            )
+        problems += _exceeds("steady p50", latency.steady_p50_ms, baseline, baseline.p50_ms, baseline.p50_spread_ms)
     if baseline.first_request_ms is not None:
-        limit = baseline.first_request_ms * baseline.tolerance + baseline.slack_ms
-        observed = latency.first_request_statistic_ms
-        if observed > limit:
-            what = "first request after idle (median)" if latency.first_after_idle_ms is not None else "warmed first request"
-            problems.append(
-                f"{what} {observed:.2f} ms exceeds {limit:.2f} ms "
-                f"(baseline {baseline.first_request_ms:.2f} ms x {baseline.tolerance} + {baseline.slack_ms} ms)"
-            )
+        what = "first request after idle (median)" if latency.first_after_idle_ms is not None else "warmed first request"
+        problems += _exceeds(
+            what, latency.first_request_statistic_ms, baseline, baseline.first_request_ms,
+            baseline.first_request_spread_ms,
+        )
     return "; ".join(problems) or None
+
+
+def _exceeds(what: str, observed: float, baseline: Baseline, median: float, spread: float) -> list[str]:
+    limit = baseline.limit_ms(median, spread)
+    if observed <= limit:
+        return []
+    return [f"{what} {observed:.2f} ms exceeds {limit:.2f} ms ({baseline.describe(median, spread)})"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,9 +165,12 @@ class WarmReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     cold_first_request_ms: float | None = None
     warm_first_request_ms: float | None = None
+    client_first_request_ms: float | None = None
     first_after_idle_ms: float | None = None
+    first_after_idle_spread_ms: float | None = None
     steady_p50_ms: float | None = None
     steady_p99_ms: float | None = None
+    steady_spread_ms: float | None = None
     baseline_p50_ms: float | None = None
     latency_delta_ms: float | None = None
     time_to_ready_s: float | None = None

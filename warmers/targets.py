@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,7 +36,7 @@ import torch
 from prewarm.fleet import ModelSpec, TensorSpec, WarmupSpec
 from prewarm.settings import get_settings
 from warmers.errors import MetadataMismatchError, ModelNotFoundError, TargetError, WarmupError
-from warmers.pipeline import SEED
+from warmers.pipeline import IDLE_GAP_S, IDLE_PROBES, SEED
 from warmers.report import Baseline, Latency, StageClock, WarmReport, judge
 from warmers.tensors import bucket_combinations, encode_json, example_inputs
 
@@ -396,32 +397,68 @@ class V2Target(V2Client):
             generator = torch.Generator().manual_seed(SEED)
             combos = bucket_combinations(spec.warmup)
             probe = self._body(spec, example_inputs(spec.warmup, combos[0], generator=generator))
+            before = self.serving_totals(spec.name, spec.version)
             with clock.stage("cold_first_request"):
-                cold_ms = self._infer_ms(spec, probe)
+                first_ms = self._infer_ms(spec, probe)
+            after = self.serving_totals(spec.name, spec.version)
             with clock.stage("warmup"):
                 for dims in [*combos, combos[0]]:  # end on the primary bucket, as the engine does
                     body = self._body(spec, example_inputs(spec.warmup, dims, generator=generator))
                     for _ in range(spec.warmup.iterations):
                         self._infer_ms(spec, body)
             with clock.stage("validate"):
-                samples = [self._infer_ms(spec, probe) for _ in range(spec.warmup.probes + 1)]
+                latency = self._probe(spec, probe)
         except WarmupError as exc:
             return self._failed(spec, clock, exc, server_report)
-        latency = Latency.from_samples(samples)
         reason = judge(latency, baseline)
         delta = latency.steady_p50_ms - baseline.p50_ms if baseline.p50_ms is not None else None
         stages = dict(clock.seconds)
         stages.update({f"server_{k}": v for k, v in (server_report.get("stage_seconds") or {}).items()})
+        cold_ms, warm_ms = _first_requests(server_report, before, after, client_first_ms=first_ms, latency=latency)
         return WarmReport(
             model=spec.name, version=spec.version, target=self.target_name,
             device_class=server_report.get("device_class") or f"v2:{self.url}", ready=reason is None,
-            stage_seconds=stages,
-            cold_first_request_ms=server_report.get("cold_first_request_ms") or cold_ms,
-            warm_first_request_ms=latency.warm_first_request_ms, steady_p50_ms=latency.steady_p50_ms,
-            steady_p99_ms=latency.steady_p99_ms, baseline_p50_ms=baseline.p50_ms, latency_delta_ms=delta,
+            stage_seconds=stages, cold_first_request_ms=cold_ms, warm_first_request_ms=warm_ms,
+            client_first_request_ms=first_ms, first_after_idle_ms=latency.first_after_idle_ms,
+            first_after_idle_spread_ms=latency.first_after_idle_spread_ms, steady_p50_ms=latency.steady_p50_ms,
+            steady_p99_ms=latency.steady_p99_ms, steady_spread_ms=latency.steady_spread_ms,
+            baseline_p50_ms=baseline.p50_ms, latency_delta_ms=delta,
             time_to_ready_s=clock.elapsed(), memory_mb=server_report.get("memory_mb"),
             cache_hits=server_report.get("cache_hits") or {}, compile_mode=spec.compile, reason=reason,
         )
+
+    def serving_totals(self, name: str, version: str | None) -> tuple[int, int] | None:
+        """The server's count of successful requests of the model version and their summed serving-path ns.
+
+        Read from Triton's statistics extension (``GET .../stats``, which a prewarm host and Triton answer):
+        ``queue``, ``compute_input``, ``compute_infer`` and ``compute_output``. None where the server has no
+        statistics or answers in another shape.
+        """
+        try:
+            response = self._request("GET", f"{self.model_path(name, version)}/stats")
+        except TargetError:
+            return None
+        body = _json(response) if response.status_code == 200 else None
+        entries = body.get("model_stats") if isinstance(body, dict) else None
+        stats = entries[0].get("inference_stats") if isinstance(entries, list) and len(entries) == 1 else None
+        if not isinstance(stats, dict):
+            return None
+        try:
+            count = int(stats["success"]["count"])
+            ns = sum(int(stats[phase]["ns"]) for phase in ("queue", "compute_input", "compute_infer", "compute_output"))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return count, ns
+
+    def _probe(self, spec: ModelSpec, probe: dict[str, Any]) -> Latency:
+        """The engine's validation from the client side: the first request, after idle gaps, back to back."""
+        first = self._infer_ms(spec, probe)
+        idle: list[float] = []
+        for _ in range(IDLE_PROBES):
+            time.sleep(IDLE_GAP_S)
+            idle.append(self._infer_ms(spec, probe))
+        steady = [self._infer_ms(spec, probe) for _ in range(spec.warmup.probes)]
+        return Latency.from_samples(steady, idle_ms=idle, first_ms=first)
 
     def check_inputs(self, spec: ModelSpec) -> None:
         """Compare the spec's warm-up inputs with the model's metadata on the server.
@@ -477,6 +514,28 @@ class V2Target(V2Client):
             stage_seconds=dict(clock.seconds), cache_hits=server.get("cache_hits") or {}, compile_mode=spec.compile,
             reason=str(error), error=str(error), error_type=server.get("error_type") or type(error).__name__,
         )
+
+
+def _first_requests(
+    server_report: dict[str, Any],
+    before: tuple[int, int] | None,
+    after: tuple[int, int] | None,
+    *,
+    client_first_ms: float,
+    latency: Latency,
+) -> tuple[float | None, float | None]:
+    """The cold and warm first request of one warm run, both measured the same way.
+
+    From a prewarm host: its cold first request (a fresh load's first request, before any warm-up) and the
+    first client request after its load and warm-up, both timed by the host on its serving path (the latter
+    read from its statistics around that request), so neither includes HTTP or this process's own load.
+    Elsewhere, both from this client: its first request after the load (cold where the server does not warm
+    models itself) and its first validation probe, after its own warm-up.
+    """
+    server_cold = server_report.get("cold_first_request_ms")
+    if server_cold is not None and before is not None and after is not None and after[0] - before[0] == 1:
+        return float(server_cold), (after[1] - before[1]) / 1e6
+    return client_first_ms, latency.warm_first_request_ms
 
 
 def input_mismatches(warmup: WarmupSpec, declared: Iterable[TensorMetadata]) -> list[str]:

@@ -61,6 +61,8 @@ class Children:
         self.count += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
         env["PREWARM_HOME"] = str(home or self.workdir / "home")
+        # The language model's weights are built into the work folder: an allowed source beside the examples.
+        env["PREWARM_ARTIFACT_SOURCES"] = f"{ROOT / 'examples' / 'artifacts'},{self.workdir}"
         env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor or self.workdir / f"inductor-{self.count}")
         env["PYTHONPATH"] = str(ROOT)
         if self.cpu_threads:

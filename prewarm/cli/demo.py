@@ -26,13 +26,22 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich import box
 from rich.table import Column, Table
 
-from prewarm.cli.output import console, exits_cleanly
-from prewarm.errors import InputError, PrewarmError
+from prewarm.cli import options as opt
+from prewarm.cli.output import console, duration, exits_cleanly, moment, plural, verbosity
+from prewarm.errors import InputError, NotReadyError, PrewarmError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 POOL = "demo"
+# What the table's and the report's two latency columns measure (both on the host, so neither includes HTTP
+# or the demo's own process, where Prefect runs).
+COLD_WARM_NOTE = (
+    "cold ms: what a user would pay without prewarm, the first request to a freshly loaded model, no warm-up; "
+    "warm ms: the first client request after prewarm's load, warm-up and validation. Both timed by the host "
+    "on its serving path (decode, model, encode on the model's inference thread), without HTTP."
+)
 HOSTS = ("demo-1", "demo-2")
 
 
@@ -45,12 +54,13 @@ class _Host:
 
 
 def _quiet_prefect(home: Path) -> None:
-    """Embedded defaults for Prefect: its own home under PREWARM_HOME and warnings only on the console."""
+    """Embedded defaults for Prefect: its own home under PREWARM_HOME and warnings only on the console (-vv: more)."""
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Prefect's own INFO lines (its server's requests, flow-run states) only at -vv.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbosity() >= 2 else "WARNING")
 
 
 def _step(progress: Progress, text: str) -> Any:
@@ -63,44 +73,71 @@ def _done(progress: Progress, task_id: Any, text: str) -> None:
 
 @exits_cleanly
 def demo(
-    fleet: Path = typer.Option(EXAMPLES / "fleet.yaml", help="Fleet file to import."),
-    telemetry: Path = typer.Option(EXAMPLES / "telemetry.csv", help="Telemetry to ingest (CSV or Parquet)."),
+    fleet: Path = typer.Option(
+        EXAMPLES / "fleet.yaml", show_default="examples/fleet.yaml", help="Fleet file to import."
+    ),
+    telemetry: Path = typer.Option(
+        EXAMPLES / "telemetry.csv", show_default="examples/telemetry.csv", help="Telemetry to ingest (CSV or Parquet)."
+    ),
     horizon: int = typer.Option(24, min=1, max=168, help="Intervals to forecast and plan."),
     speedup: float = typer.Option(
         3600.0, min=1.0, help="Plan seconds per demo second (3600: an hour a second)."
     ),
-    report: Path | None = typer.Option(
-        None, help="Where to write the HTML report (default PREWARM_HOME/demo/report.html)."
+    output: Path | None = opt.output_option(
+        None, "Where to write the HTML report (default: report.html in the folder PREWARM_HOME/demo)."
     ),
+    report: Path | None = opt.hidden_alias("--report"),
+    fast: bool = opt.fast_option(),
 ) -> None:
     """Run the whole loop on the example fleet: ingest, forecast, plan, warm ahead of each window, report."""
-    from prewarm.settings import get_settings
+    from prewarm.settings import get_settings, reset_settings
 
+    # One warm-up at a time in the demo's pool: each host times a model's cold and warm first request, and a
+    # second load running beside it on a small machine would sit inside those timings.
+    if "PREWARM_CONTROLLER__MAX_WARMUPS_PER_POOL" not in os.environ:
+        os.environ["PREWARM_CONTROLLER__MAX_WARMUPS_PER_POOL"] = "1"
+        reset_settings()
     settings = get_settings()
     _quiet_prefect(settings.home)
     for path, what in ((fleet, "fleet file"), (telemetry, "telemetry file")):
         if not path.exists():
             raise InputError(f"{path}: {what} not found; pass --{what.split()[0]} PATH")
-    out = report or settings.home / "demo" / "report.html"
+    out = opt.pick("--output", output, "--report", report) or settings.home / "demo" / "report.html"
     started = time.perf_counter()
+    # The description wraps at word boundaries; the bar and the elapsed time keep their width at 80 columns.
     columns = (
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", table_column=Column(ratio=1)),
         BarColumn(bar_width=12),
-        TimeElapsedColumn(),
+        TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
     )
     with Progress(*columns, console=console, transient=False) as progress:
         as_of, names = _load(progress, fleet, telemetry)
         hosts = _start_hosts(progress, settings.home / "demo")
         try:
-            plan_ids = _forecast_and_plan(progress, horizon=horizon, as_of=as_of, models=names)
+            plan_ids = _forecast_and_plan(progress, horizon=horizon, as_of=as_of, models=names, fast=fast)
             _replay(progress, plan_ids, as_of=as_of, speedup=speedup)
             windows = _results(plan_ids)
             _write(progress, out, windows, names, as_of=as_of, speedup=speedup)
         finally:
             _stop_hosts(hosts)
-    console.print(_table(windows))
-    console.print(f"Report: {out}  ({time.perf_counter() - started:.0f} s in all)")
+    console.print(_table(windows, as_of=as_of))
+    console.print(_latency_table(windows))
+    for w in windows:
+        if w.reason is not None:
+            console.print(f"[red]not ready:[/] {w.result.model} {w.result.detail}", highlight=False)
+    console.print(f"Finished in {duration(time.perf_counter() - started)}. Report:", highlight=False)
+    console.print(str(out), highlight=False, soft_wrap=True)
+    _check_ready(windows)
+
+
+def _check_ready(windows: list[_Window]) -> None:
+    """Raise :class:`NotReadyError` (one line: each model, its host and why) when a planned window is not ready."""
+    failed = [w for w in windows if not w.result.ready]
+    if not failed:
+        return
+    why = "; ".join(f"{w.result.model} on {w.host or 'no host'}: {' '.join((w.reason or '').split())}" for w in failed)
+    raise NotReadyError(f"{len(failed)} of {len(windows)} planned replica windows did not end ready: {why}")
 
 
 def _load(progress: Progress, fleet: Path, telemetry: Path) -> tuple[datetime, list[str]]:
@@ -108,21 +145,27 @@ def _load(progress: Progress, fleet: Path, telemetry: Path) -> tuple[datetime, l
     from db.registry import upsert_models
     from db.session import session_scope
     from flows.common import history_engine
-    from prewarm.fleet import load_fleet
+    from prewarm.fleet import check_factories, load_fleet
     from prewarm.ingest import ingest_sources
+    from prewarm.settings import get_settings
 
     task = _step(progress, f"Importing the fleet {fleet.name}")
-    specs = load_fleet(fleet).models
+    loaded = load_fleet(fleet)
+    check_factories(loaded, fleet, get_settings().factory_modules)
+    specs = loaded.models
     engine = history_engine()
     with session_scope(engine) as session:
         upsert_models(session, specs)
-    _done(progress, task, f"Imported {len(specs)} models from {fleet.name}")
+    _done(progress, task, f"Imported {len(specs)} {plural(len(specs), 'model')} from {fleet.name}")
     task = _step(progress, f"Ingesting {telemetry.name}")
     summary = ingest_sources([str(telemetry)], engine=engine)
     if summary.last is None:
         raise InputError(f"{telemetry}: no telemetry rows to forecast from")
     _done(
-        progress, task, f"Ingested {summary.rows_read:,} rows of {summary.models} models up to {summary.last}"
+        progress,
+        task,
+        f"Ingested {summary.rows_read:,} {plural(summary.rows_read, 'row')} of {summary.models} "
+        f"{plural(summary.models, 'model')} up to {moment(summary.last)} UTC",
     )
     from prewarm.settings import get_settings
 
@@ -195,16 +238,19 @@ def _stop_hosts(hosts: list[_Host]) -> None:
             host.process.wait(timeout=15)
 
 
-def _forecast_and_plan(progress: Progress, *, horizon: int, as_of: datetime, models: list[str]) -> list[int]:
+def _forecast_and_plan(
+    progress: Progress, *, horizon: int, as_of: datetime, models: list[str], fast: bool = False
+) -> list[int]:
     from flows.forecast_and_plan import forecast_and_plan
 
     task = _step(progress, "Forecasting and planning (Prefect flow forecast-and-plan)")
-    summary = forecast_and_plan(horizon=horizon, models=models, pool=POOL, as_of=as_of)
+    summary = forecast_and_plan(horizon=horizon, models=models, pool=POOL, as_of=as_of, fast=fast)
     short = f", {len(summary['shortfall'])} short" if summary["shortfall"] else ""
     _done(
         progress,
         task,
-        f"Forecast {summary['models']} models, placed {summary['windows']} replica windows on {len(summary['hosts'])} hosts"
+        f"Forecast {summary['models']} {plural(summary['models'], 'model')}, placed {summary['windows']} replica "
+        f"{plural(summary['windows'], 'window')} on {len(summary['hosts'])} {plural(len(summary['hosts']), 'host')}"
         + short,
     )
     return list(summary["plan_ids"])
@@ -270,6 +316,7 @@ class _Window:
     ready_at: datetime | None
     unloaded_at: datetime | None
     pinned: bool = False
+    reason: str | None = None  # why it is not ready
 
 
 def _results(plan_ids: list[int]) -> list[_Window]:
@@ -302,6 +349,7 @@ def _results(plan_ids: list[int]) -> list[_Window]:
                 (at for host, model, at in unloads if host == plan.host and model == plan.model and at >= plan.window_end),
                 None,
             )
+            reason = _not_ready_reason(plan, run)
             result = WindowResult(
                 model=plan.model,
                 version=plan.version,
@@ -316,20 +364,31 @@ def _results(plan_ids: list[int]) -> list[_Window]:
                 warm_first_request_ms=run.warm_first_request_ms if run else None,
                 steady_p99_ms=run.steady_p99_ms if run else None,
                 time_to_ready_s=run.time_to_ready_s if run else None,
-                ready=plan.ready_at is not None,
-                detail=_detail(plan.host, plan.ready_at, plan.window_start, plan.last_error),
+                ready=reason is None,
+                detail=_detail(plan.host, plan.ready_at, plan.window_start, reason),
             )
             row = get_model(session, plan.model, plan.version)
             pinned = bool(row is not None and (row.spec or {}).get("pinned"))
             windows.append(
-                _Window(result=result, host=plan.host, ready_at=plan.ready_at, unloaded_at=unloaded, pinned=pinned)
+                _Window(result=result, host=plan.host, ready_at=plan.ready_at, unloaded_at=unloaded, pinned=pinned,
+                        reason=reason)
             )
     return sorted(windows, key=lambda w: (w.result.warm_start, w.result.model))
 
 
+def _not_ready_reason(plan: Any, run: Any) -> str | None:
+    """Why a planned window did not end ready, or None: never made ready, or its warm run's verdict failed."""
+    report = (run.report or {}) if run is not None else {}
+    if plan.ready_at is None:
+        return plan.last_error or report.get("error") or "never warmed (no warm-up reached it in the replay)"
+    if run is not None and not run.ready:
+        return f"warmed but failed validation: {report.get('reason') or report.get('error') or 'no reason recorded'}"
+    return None
+
+
 def _detail(host: str | None, ready_at: datetime | None, start: datetime, error: str | None) -> str:
-    if ready_at is None:
-        return f"on {host}: never ready" + (f" ({error})" if error else "")
+    if ready_at is None or error is not None:
+        return f"on {host}: not ready" + (f" ({error})" if error else "")
     ahead = (start - ready_at).total_seconds()
     when = f"{ahead / 60:.1f} min before its window" if ahead >= 0 else f"{-ahead / 60:.1f} min into its window"
     return f"on {host}: ready {when}"
@@ -352,7 +411,7 @@ def _write(
     from prewarm.cold_starts import cold_starts_by_day
 
     task = _step(progress, "Writing the report")
-    since = pd.Timestamp(as_of) - pd.Timedelta(days=3)
+    since = pd.Timestamp(as_of) - pd.Timedelta(days=14)  # two weekly cycles before the forecast
     with session_scope(history_engine()) as session:
         history = load_telemetry(session, models=names)
         forecast = latest_forecast(session, models=names)
@@ -367,7 +426,7 @@ def _write(
         notes=[
             f"Planned as of {as_of:%Y-%m-%d %H:%M} UTC from the sample telemetry on hosts {', '.join(HOSTS)};"
             f" the day was replayed {speedup:g}x faster as ticks of the reconcile-fleet controller.",
-            "Cold first request: the first inference right after load. Warm: the first after warm-up and validation.",
+            f"{COLD_WARM_NOTE}",
         ],
     )
     _done(progress, task, f"Wrote {out}")
@@ -377,33 +436,67 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
-def _table(windows: list[_Window]) -> Table:
+def _table(windows: list[_Window], *, as_of: datetime) -> Table:
+    """When each replica was warmed, ready and unloaded, in plan time (fits 80 columns)."""
     table = Table(
         Column("model", no_wrap=True),
         Column("host", no_wrap=True),
         Column("window (UTC)", no_wrap=True),
-        "warm at",
-        "ready",
-        "off",
-        "cold ms",
-        "warm ms",
-        title="Replica windows on the demo hosts: ready ahead of the window, unloaded after",
-        caption="ready/off: plan time the controller found it ready / unloaded it (pinned: kept); "
-        "cold vs warm first request",
+        Column("warm at", no_wrap=True),
+        Column("ready", no_wrap=True),
+        Column("off", no_wrap=True),
+        title=f"Replica windows planned as of {moment(as_of)} UTC\n(the sample's end, not the clock)",
+        caption="warm at: the planned start of the warm-up; ready / off: the plan time at which the controller "
+        "found the replica ready / unloaded it (pinned: kept loaded)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
     )
     for w in windows:
         r = w.result
         if w.ready_at is None:
             ready = "[red]never[/]"
+        elif w.reason is not None:
+            ready = "[red]failed[/]"
         else:
-            ready = f"[green]{w.ready_at:%H:%M}[/]" if w.ready_at <= r.window_start else f"[yellow]{w.ready_at:%H:%M}[/]"
+            colour = "green" if w.ready_at <= r.window_start else "yellow"
+            ready = f"[{colour}]{moment(w.ready_at, short=True)}[/]"
         table.add_row(
             r.model,
             w.host or "-",
-            f"{r.window_start:%a %H:%M}–{r.window_end:%a %H:%M}",
-            f"{r.warm_start:%H:%M}",
+            _ends(r.window_start, r.window_end),
+            moment(r.warm_start, short=True),
             ready,
-            ("pinned" if w.pinned else "-") if w.unloaded_at is None else f"{w.unloaded_at:%a %H:%M}",
+            ("pinned" if w.pinned else "-") if w.unloaded_at is None else moment(w.unloaded_at, short=True),
+        )
+    return table
+
+
+def _ends(start: datetime, end: datetime) -> str:
+    """A window by its two ends, each with its day: ``Mon 00:00–Tue 00:10`` (narrower than day and length)."""
+    return f"{moment(start, short=True)}–{moment(end, short=True)}"
+
+
+def _latency_table(windows: list[_Window]) -> Table:
+    """Cold vs warm first request of each replica's warm run."""
+    table = Table(
+        Column("model", no_wrap=True),
+        Column("host", no_wrap=True),
+        Column("window (UTC)", no_wrap=True),
+        Column("cold ms", justify="right"),
+        Column("warm ms", justify="right"),
+        title="First request after load: cold vs warmed",
+        caption=COLD_WARM_NOTE,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for w in windows:
+        r = w.result
+        table.add_row(
+            r.model,
+            w.host or "-",
+            _ends(r.window_start, r.window_end),
             _ms(r.cold_first_request_ms),
             _ms(r.warm_first_request_ms),
         )

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from prewarm.cli.output import console, exits_cleanly
 
@@ -44,7 +44,7 @@ def add(
         None, "--versioned-routes/--no-versioned-routes", help="Whether the server has /versions/{v} routes; unset: detect."
     ),
     max_concurrent_warmups: int = typer.Option(1, "--max-concurrent-warmups", min=1, help="Warm-ups at once on this host."),
-    label: list[str] = typer.Option([], "--label", help="KEY=VALUE, repeatable."),
+    label: list[str] = typer.Option([], "--label", metavar="KEY=VALUE", help="A label; repeatable."),
 ) -> None:
     """Add a host by hand (Triton, KServe, MLServer, or a prewarm host that does not register itself).
 
@@ -95,15 +95,20 @@ def list_command(
         console.print("No hosts; add one with `prewarm hosts add NAME URL --pool P` or start `prewarm serve --register`")
         return
     now = utcnow()
-    table = Table("name", "pool", "state", "kind", "url", "device class", "memory MB", "warm-ups", "last seen")
+    table = Table(
+        Column("name", overflow="fold"), Column("pool", overflow="fold"), "state", "kind",
+        Column("memory MB", justify="right"), Column("warm-ups", justify="right"), Column("last seen", no_wrap=True),
+    )
     for v in views:
         state = {"up": "[green]up[/]", "draining": "[yellow]draining[/]", "down": "[red]down[/]"}[v.state.value]
         memory = "-" if v.memory_mb is None else f"{v.memory_mb:,.0f}"
         table.add_row(
-            v.name, v.pool, state, v.kind.value, v.url, v.device_class, memory, str(v.max_concurrent_warmups),
-            _ago(v.last_seen_at, now),
+            v.name, v.pool, state, v.kind.value, memory, str(v.max_concurrent_warmups), _ago(v.last_seen_at, now)
         )
     console.print(table)
+    console.print("urls and device classes:", highlight=False)
+    for v in views:
+        console.print(f"  {v.name}  {v.url}  ({v.device_class})", highlight=False, soft_wrap=True)
 
 
 def _ago(when: datetime | None, now: datetime) -> str:

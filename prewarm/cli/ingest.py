@@ -6,7 +6,7 @@ import typer
 
 from db.migrate import upgrade
 from db.session import get_engine
-from prewarm.cli.output import console, exits_cleanly
+from prewarm.cli.output import console, exits_cleanly, plural, span
 from prewarm.ingest import ingest_sources
 from prewarm.prometheus import PrometheusOptions
 from prewarm.promql import PRESETS
@@ -16,8 +16,9 @@ from prewarm.promql import PRESETS
 def ingest(
     sources: list[str] = typer.Argument(
         ...,
+        metavar="SOURCE",
         help="CSV or Parquet files, folders of them, s3://bucket/prefix (every object under it), or a Prometheus "
-        "server: prometheus+http(s)://HOST:PORT[/prefix].",
+        "server: prometheus+http(s)://HOST:PORT/PREFIX (the prefix is optional).",
     ),
     preset: str | None = typer.Option(
         None, "--preset", help=f"Prometheus: which request counters to read ({', '.join(PRESETS)})."
@@ -36,8 +37,12 @@ def ingest(
     ),
     end: str | None = typer.Option(None, "--end", help="Prometheus: read up to this time (default: now)."),
 ) -> None:
-    """Ingest request telemetry: files (timestamp,model,requests[,p50_ms,p99_ms]; naive timestamps are UTC) or
-    Prometheus (without --since/--start each model resumes at its last stored bucket)."""
+    """Ingest request telemetry from files, folders, S3 or Prometheus into the history database.
+
+    Files: columns timestamp, model, requests (and optionally p50_ms, p99_ms); naive timestamps are UTC.
+
+    Prometheus: without --since or --start each model resumes at its last stored bucket.
+    """
     engine = get_engine()
     upgrade(engine)
     options = PrometheusOptions(preset=preset, query=query, since=since, start=start, end=end)
@@ -45,7 +50,9 @@ def ingest(
         summary = ingest_sources(
             sources, engine=engine, prometheus=options, progress=lambda text: status.update(text)
         )
+    rows, buckets, models = summary.rows_read, summary.buckets_written, summary.models
     console.print(
-        f"Ingested {summary.rows_read:,} rows into {summary.buckets_written:,} buckets of "
-        f"{summary.models} models ({summary.first} .. {summary.last}) in {summary.seconds:.2f}s"
+        f"Ingested {rows:,} {plural(rows, 'row')} into {buckets:,} {plural(buckets, 'bucket')} of {models:,} "
+        f"{plural(models, 'model')} ({span(summary.first, summary.last)}) in {summary.seconds:.2f} s",
+        highlight=False,
     )

@@ -1,25 +1,173 @@
-"""``prewarm``: the command line. Each sub-command lives in its own module and is registered here."""
+"""``prewarm``: the command line.
+
+Each sub-command lives in its own module and is listed once, in :data:`COMMANDS`, with its one-line
+description. Modules are imported only when their command runs (or its ``--help`` is asked for), so that
+``prewarm --help`` does not pay for pandas, torch or Prefect. Adding a command is one line in the table.
+"""
 
 from __future__ import annotations
 
-import typer
+import functools
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from prewarm.cli import hosts, ingest, models
-from prewarm.cli import plan as plan_cli
-from prewarm.cli import reconcile as reconcile_cli
-from prewarm.cli import replay as replay_cli
-from prewarm.cli import report as report_cli
-from prewarm.cli import simulate as simulate_cli
-from prewarm.cli.forecast import forecast_command
-from prewarm.cli import webhook as webhook_cli
-from prewarm.cli.demo import demo as demo_command
-from prewarm.cli.serve import serve
-from prewarm.cli.warm import warm as warm_command
-from prewarm.cli.output import configure_logging
+import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
+
+from prewarm.cli.output import configure_logging, verbosity
+
+HELP = "Keep ML models warm before traffic arrives: ingest telemetry, forecast, plan, warm."
+
+
+@dataclass(frozen=True)
+class CommandEntry:
+    """A sub-command: its name, where it lives (``module:attribute``) and the line ``prewarm --help`` shows."""
+
+    name: str
+    target: str
+    summary: str
+
+
+# The order ``prewarm --help`` lists them in: the daily path first, then the tools around it.
+COMMANDS: tuple[CommandEntry, ...] = (
+    CommandEntry("ingest", "prewarm.cli.ingest:ingest", "Load request telemetry: files, folders, S3 or Prometheus."),
+    CommandEntry("forecast", "prewarm.cli.forecast:forecast_command", "Forecast each model's demand with intervals."),
+    CommandEntry("plan", "prewarm.cli.plan:plan", "Turn forecasts into warm windows, for a file or a pool."),
+    CommandEntry("simulate", "prewarm.cli.simulate:simulate", "Compare warm-up policies on a telemetry trace."),
+    CommandEntry("serve", "prewarm.cli.serve:serve", "Run an inference host (Open Inference Protocol V2)."),
+    CommandEntry("webhook", "prewarm.cli.webhook:webhook", "Receive signed post-deploy webhooks."),
+    CommandEntry("demo", "prewarm.cli.demo:demo", "Run the whole loop on the example fleet, on this machine."),
+    CommandEntry("models", "prewarm.cli.models:app", "Register and list model versions."),
+    CommandEntry("hosts", "prewarm.cli.hosts:app", "The serving hosts of each pool: add, list, drain, remove."),
+    CommandEntry("warm", "prewarm.cli.warm:warm", "Warm one model on a V2 server and record the run."),
+    CommandEntry("reconcile", "prewarm.cli.reconcile:reconcile", "Run one fleet-controller tick over a pool."),
+    CommandEntry("report", "prewarm.cli.report:report", "Cold starts per model and day, with and without a plan."),
+    CommandEntry("replay", "prewarm.cli.replay:replay", "Replay a trace through real hosts and compare warm policies."),
+)
+_BY_NAME = {entry.name: entry for entry in COMMANDS}
+
+VERBOSE_HELP = "-v: progress; -vv: also the libraries' request logs."
+
+
+class PrewarmCommand(TyperCommand):
+    """A command whose on/off flags show no ``<bool>`` type in ``--help``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_type(super().get_params(ctx))
+
+
+class PrewarmGroup(TyperGroup):
+    """A group whose on/off flags show no ``<bool>`` type in ``--help``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_type(super().get_params(ctx))
+
+
+def _flags_without_type(params: list[Any]) -> list[Any]:
+    for param in params:
+        if isinstance(param, TyperOption) and (param.is_flag or param.count):
+            param.metavar = ""
+    return params
+
+
+class LazyGroup(PrewarmGroup):
+    """The top-level group: imports a sub-command's module only when that command is used."""
+
+    _listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [entry.name for entry in COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        entry = _BY_NAME.get(cmd_name)
+        if entry is None:
+            return None
+        if self._listing:
+            # The command list in ``prewarm --help`` needs only names and summaries: no imports.
+            return TyperCommand(entry.name, short_help=entry.summary, help=entry.summary)
+        return load_command(entry)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+@functools.cache
+def load_command(entry: CommandEntry) -> Any:
+    """Import the command's module and build its click command (every flag takes ``-v/--verbose`` too)."""
+    module, _, attribute = entry.target.partition(":")
+    obj = getattr(importlib.import_module(module), attribute)
+    if isinstance(obj, typer.Typer):
+        obj.info.cls = PrewarmGroup
+        for info in obj.registered_commands:
+            if info.cls in (None, TyperCommand):
+                info.cls = PrewarmCommand
+            info.callback = with_verbose(info.callback)
+        if obj.registered_callback is None:
+            obj.callback()(with_verbose(_group_options))  # -v between the group and its command, too
+        obj._add_completion = False
+        command = typer.main.get_command(obj)
+    else:
+        single = typer.Typer(add_completion=False)
+        single.command(entry.name, cls=PrewarmCommand)(with_verbose(obj))
+        command = typer.main.get_command(single)
+    command.name = entry.name
+    command.short_help = entry.summary
+    return command
+
+
+def _group_options() -> None:
+    """The options of a command group (``models``, ``hosts``) before its sub-command."""
+
+
+def with_verbose(func: Callable[..., Any] | None) -> Any:
+    """``func`` with a ``-v/--verbose`` option, so that the flag works after the sub-command as well as before."""
+    if func is None:
+        return None
+    signature = inspect.signature(func)
+    if "verbose" in signature.parameters:
+        return func
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, verbose: int = 0, **kwargs: Any) -> Any:
+        if verbose:
+            configure_logging(verbosity() + verbose)
+        return func(*args, **kwargs)
+
+    option = inspect.Parameter(
+        "verbose",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(0, "--verbose", "-v", count=True, show_default=False, help=VERBOSE_HELP),
+        annotation=int,
+    )
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), option])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**getattr(func, "__annotations__", {}), "verbose": "int"}
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("prewarm")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        found = "unknown (not installed)"
+    typer.echo(f"prewarm {found}")
+    raise typer.Exit()
+
 
 app = typer.Typer(
     name="prewarm",
-    help="Keep ML models warm before traffic arrives: ingest telemetry, forecast, plan, warm.",
+    cls=LazyGroup,
+    help=HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -27,21 +175,15 @@ app = typer.Typer(
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr.")) -> None:
-    """Keep ML models warm before traffic arrives."""
+def main(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False, help=VERBOSE_HELP),
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print prewarm's version and exit."
+    ),
+) -> None:
+    """Keep ML models warm before traffic arrives: ingest telemetry, forecast, plan, warm."""
     configure_logging(verbose)
 
 
-app.command("ingest")(ingest.ingest)
-app.command("forecast")(forecast_command)
-app.add_typer(models.app, name="models")
-app.add_typer(hosts.app, name="hosts")
-app.command("webhook")(webhook_cli.webhook)
-app.command("serve")(serve)
-app.command("warm")(warm_command)
-app.command("simulate")(simulate_cli.simulate)
-app.command("plan")(plan_cli.plan)
-app.command("reconcile")(reconcile_cli.reconcile)
-app.command("report")(report_cli.report)
-app.command("replay")(replay_cli.replay)
-app.command("demo")(demo_command)
+if __name__ == "__main__":
+    app()

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from db.migrate import upgrade
 from db.registry import list_models, upsert_models
 from db.session import get_engine, session_scope
-from prewarm.cli.output import console, exits_cleanly
-from prewarm.fleet import load_fleet
+from prewarm.cli.output import console, exits_cleanly, plural
+from prewarm.fleet import check_factories, load_fleet
 
 app = typer.Typer(help="Register and list model versions.", no_args_is_help=True)
 
@@ -19,13 +19,20 @@ app = typer.Typer(help="Register and list model versions.", no_args_is_help=True
 @app.command("import")
 @exits_cleanly
 def import_fleet(fleet: Path = typer.Argument(..., help="Fleet YAML file (see examples/fleet.yaml).")) -> None:
-    """Register every model version of a fleet file (one transaction: all or nothing)."""
-    specs = load_fleet(fleet).models
+    """Register every model version of a fleet file (one transaction: all or nothing).
+
+    Every factory must come from ``PREWARM_FACTORY_MODULES``; otherwise nothing is registered (exit code 2).
+    """
+    from prewarm.settings import get_settings
+
+    loaded = load_fleet(fleet)
+    check_factories(loaded, fleet, get_settings().factory_modules)
+    specs = loaded.models
     engine = get_engine()
     upgrade(engine)
     with session_scope(engine) as session:
         upsert_models(session, specs)
-    console.print(f"Registered {len(specs)} model versions from {fleet}")
+    console.print(f"Registered {len(specs)} model {plural(len(specs), 'version')} from {fleet}", highlight=False)
 
 
 @app.command("list")
@@ -36,11 +43,24 @@ def list_registered() -> None:
     upgrade(engine)
     with session_scope(engine) as session:
         rows = list_models(session)
-        table = Table("model", "version", "loader", "priority", "SLA p99 ms", "memory MB", "artifact")
+        table = Table(
+            Column("model", overflow="fold"), "version", Column("loader", no_wrap=True),
+            Column("priority", justify="right"), Column("SLA p99 ms", justify="right"),
+            Column("memory MB", justify="right"),
+        )
+        artifacts = []
         for row in rows:
             sla = f"{row.sla_p99_ms:g}" if row.sla_p99_ms else "-"
             table.add_row(
-                row.name, row.version, row.loader or "(foreign)", str(row.priority), sla, f"{row.device_memory_mb:g}",
-                row.artifact_uri or "-",
+                row.name, row.version, row.loader or "(foreign)", str(row.priority), sla, f"{row.device_memory_mb:g}"
             )
-    console.print(table if rows else "No models registered; run: prewarm models import FLEET.yaml")
+            if row.artifact_uri:
+                artifacts.append(f"  {row.name}:{row.version}  {row.artifact_uri}")
+    if not rows:
+        console.print("No models registered; run: prewarm models import FLEET.yaml")
+        return
+    console.print(table)
+    if artifacts:
+        console.print("artifacts:", highlight=False)
+        for line in artifacts:
+            console.print(line, highlight=False, soft_wrap=True)

@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from prewarm.errors import InputError, PrewarmError, SourceError
+from prewarm.text import duration, moment, plural, span, window
+
+__all__ = ["Notes", "console", "duration", "err_console", "exits_cleanly", "fail", "moment", "plural", "span", "window"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,10 +51,95 @@ def exits_cleanly(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def configure_logging(verbose: bool) -> None:
-    """Send library logs to stderr: INFO with ``--verbose``, WARNING otherwise."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+# Libraries whose request-by-request logs are noise at -v (a 422 from Prefect's csrf-token probe, a 503 from a
+# concurrency lease while the server starts are normal); -vv shows them.
+CHATTY_LOGGERS = ("httpx", "httpcore", "prefect", "uvicorn", "urllib3", "botocore", "aiosqlite", "alembic", "docket")
+# prewarm's own packages. Their records go to our handler directly, not through the root logger: Prefect
+# replaces the root's handlers and level (WARNING) when it is imported, which happens after this runs.
+OWN_PACKAGES = ("prewarm", "db", "forecasting", "warmers", "scheduling", "controller", "flows")
+_HANDLER_NAME = "prewarm-cli"
+_verbosity = 0
+_saved: dict[str, tuple[int, bool]] = {}
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests swap it per run)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def _handler() -> logging.Handler:
+    handler = _CurrentStderr()
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    return handler
+
+
+def verbosity() -> int:
+    """How many ``-v`` the command line was given (before and after the sub-command together)."""
+    return _verbosity
+
+
+def configure_logging(level: int | bool) -> None:
+    """Logs on stderr: warnings by default, prewarm's progress at ``-v``, the libraries' request logs at ``-vv``.
+
+    Without ``-v`` nothing is changed: records reach the root logger's handlers (warnings and worse) as usual.
+    """
+    global _verbosity
+    _verbosity = int(level)
+    for name in OWN_PACKAGES:
+        _route(name, logging.INFO if _verbosity == 1 else logging.DEBUG if _verbosity >= 2 else None)
+    # Below -vv the libraries stay as they are: their INFO records stop at the root's WARNING.
+    for name in CHATTY_LOGGERS:
+        _route(name, logging.INFO if _verbosity == 2 else logging.DEBUG if _verbosity > 2 else None)
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(_handler())
+
+
+def _route(name: str, level: int | None) -> None:
+    """Send ``name``'s records of ``level`` and worse to stderr through our handler; None undoes it."""
+    logger = logging.getLogger(name)
+    ours = [h for h in logger.handlers if h.get_name() == _HANDLER_NAME]
+    if level is None:
+        if name in _saved:
+            logger.setLevel(_saved[name][0])
+            logger.propagate = _saved.pop(name)[1]
+        for handler in ours:
+            logger.removeHandler(handler)
+        return
+    _saved.setdefault(name, (logger.level, logger.propagate))
+    logger.setLevel(level)
+    logger.propagate = False  # no second copy through the root's handlers
+    if not ours:
+        logger.addHandler(_handler())
+
+
+class Notes:
+    """Long texts moved out of a table's cells: each distinct text gets a number, printed under the table."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}
+
+    def mark(self, text: str | None) -> str:
+        """The cell for ``text``: its note number, ``-`` when there is none."""
+        if not text:
+            return "-"
+        return str(self._numbers.setdefault(text, len(self._numbers) + 1))
+
+    def lines(self) -> list[str]:
+        """``1: text`` per note, in order of first use."""
+        return [f"{number}: {text}" for text, number in self._numbers.items()]
+
+    def print(self, heading: str = "notes") -> None:
+        """Print the notes under the table (nothing when there are none)."""
+        if self._numbers:
+            console.print(f"{heading}:", highlight=False)
+            for line in self.lines():
+                console.print(f"  {line}", highlight=False, soft_wrap=False)

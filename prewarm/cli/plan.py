@@ -19,13 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
 from prewarm import columns as C
-from prewarm.cli.output import console, err_console, exits_cleanly
+from prewarm.cli import options as opt
+from prewarm.cli.output import Notes, console, err_console, exits_cleanly, moment, plural, window
 from prewarm.fleet import load_fleet
-from prewarm.telemetry import read_telemetry_file
+from prewarm.telemetry import read_telemetry_input
+from prewarm.text import validation_message
 from scheduling.errors import PlanningError
 from scheduling.leads import LeadTimes
 from scheduling.placement import Host
+from scheduling.cost_plan import cost_forecast
+from scheduling.forecast_policy import engine_forecast
+from scheduling.levels import BASE_LEVEL
 from scheduling.planner import PlanModel, PlannerConfig, PlanResult, plan_models_from_fleet, plan_windows
+
+INPUT_HELP = "Telemetry to plan from (a dry run): a CSV or Parquet file, or a folder of them."
 
 
 class _HostEntry(BaseModel):
@@ -57,7 +64,7 @@ def load_hosts(path: Path) -> list[Host]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise PlanningError(f"{path}: field {where}: {first['msg']}") from exc
+        raise PlanningError(f"{path}: field {where}: {validation_message(first)}") from exc
     return [Host(**entry.model_dump()) for entry in parsed.hosts]
 
 
@@ -66,21 +73,31 @@ def _models_from_history(frame: pd.DataFrame, replicas_at_peak: float) -> dict[s
     return {str(m): PlanModel(name=str(m), replica_capacity=float(max(v / replicas_at_peak, 1.0))) for m, v in p95.items()}
 
 
-def _table(result: PlanResult) -> Table:
-    table = Table(title=f"Warm plan: {len(result.rows)} windows (dry run: nothing scheduled)")
-    for column in ("model", "version", "start", "window", "replicas", "lead s", "expected", "host", "reason"):
-        table.add_column(column)
+def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
+    """The dry run's windows; the reasons go under the table as numbered notes."""
+    with_hosts = any(r.host for r in result.rows)
+    one_version = len({(r.model, r.version) for r in result.rows}) == len({r.model for r in result.rows})
+    table = Table(
+        title=f"Warm plan as of {moment(now)} UTC (the telemetry's end, not the clock): "
+        f"{len(result.rows)} {plural(len(result.rows), 'window')}, a dry run",
+    )
+    table.add_column("model", overflow="fold")
+    table.add_column("warm from", no_wrap=True)
+    table.add_column("window", no_wrap=True)
+    table.add_column("replicas", justify="right")
+    table.add_column("demand", justify="right")
+    if with_hosts:
+        table.add_column("host", overflow="fold")
+    table.add_column("why", justify="right")
     for r in sorted(result.rows, key=lambda r: (r.start, r.model)):
-        table.add_row(
-            r.model, r.version, f"{r.start:%Y-%m-%d %H:%M}", f"{r.window_start:%H:%M}–{r.end:%H:%M}", str(r.replicas),
-            f"{r.lead_seconds:.0f}", f"{r.expected_demand:,.1f}", r.host or "-", r.reason,
-        )
+        cells = [
+            r.model if one_version else f"{r.model}:{r.version}", moment(r.start, short=True), window(r.window_start, r.end, short=True),
+            str(r.replicas), f"{r.expected_demand:,.0f}",
+        ]
+        if with_hosts:
+            cells.append(r.host or "-")
+        table.add_row(*cells, notes.mark(r.reason))
     return table
-
-
-def _span(start: datetime, end: datetime) -> str:
-    """``HH:MM–HH:MM``, with the end's day when it is another day."""
-    return f"{start:%H:%M}–{end:%H:%M}" if start.date() == end.date() else f"{start:%H:%M}–{end:%a %H:%M}"
 
 
 def _parse_as_of(value: str | None) -> datetime | None:
@@ -95,44 +112,79 @@ def _parse_as_of(value: str | None) -> datetime | None:
 
 @exits_cleanly
 def plan(
-    input: Path | None = typer.Option(None, "--input", help="Telemetry file (CSV or Parquet, long format timestamp,model,requests)."),
+    input: Path | None = opt.input_option(INPUT_HELP),  # noqa: A002 - the flag is --input
     pool: str | None = typer.Option(None, "--pool", help="Plan this pool from the history database, on its up hosts."),
-    as_of: str | None = typer.Option(None, "--as-of", help="With --pool: plan as if it were this time (ISO-8601, UTC if no offset)."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="With --pool: plan as if it were this time (ISO-8601, UTC if no offset); default now."
+    ),
     store: bool = typer.Option(False, "--store", help="With --pool: store the forecast and the plans (else a dry run)."),
-    models: list[str] | None = typer.Option(None, "--model", help="With --pool: only this model (repeatable)."),
-    horizon: int = typer.Option(24, "--horizon", help="Intervals to plan ahead."),
+    models: list[str] | None = typer.Option(
+        None, "--model", metavar="MODEL", help="With --pool: only this model (repeatable)."
+    ),
+    horizon: int = opt.horizon_option(24, "Intervals to plan ahead."),
     fleet: Path | None = typer.Option(None, "--fleet", help="Fleet file: capacity, memory and priority per model."),
     hosts: Path | None = typer.Option(None, "--hosts", help="Hosts file (YAML); without it capacity is unlimited."),
-    level: float | None = typer.Option(
-        None, "--level", help="Forecast interval level (%) whose upper bound is provisioned (80; 95 with --pool, as the flow)."
+    level: float | None = opt.level_option(
+        None,
+        "Interval level (%) whose upper bound is provisioned. Default 80 with --input (as simulate), "
+        "95 with --pool (as the scheduled forecast-and-plan flow).",
     ),
     replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Without --fleet: capacity = p95 ÷ this."),
     lead_seconds: float = typer.Option(120.0, "--lead-seconds", help="Time-to-ready assumed without warm-run history."),
     keep_alive_seconds: float | None = typer.Option(
         None, "--keep-alive-seconds", help="Keep replicas this long after a window (0; 600 with --pool, as the flow)."
     ),
-    out: Path | None = typer.Option(None, "--out", help="Write the plan rows as CSV here."),
+    output: Path | None = opt.output_option(None, "With --input: write the plan rows as CSV here."),
+    out: Path | None = opt.hidden_alias("--out"),
     as_json: bool = typer.Option(False, "--json", help="Print the plan and shortfall as JSON."),
-    fast_forecast: bool = typer.Option(False, "--fast-forecast", help="Forecast without backtest selection (cheaper)."),
+    fast: bool = opt.fast_option(),
+    fast_forecast: bool = opt.hidden_alias("--fast-forecast", False),
+    policy: str = typer.Option(
+        "forecast", "--policy",
+        help="forecast: one interval level for every model; cost: a level per model from backtests, plus the sparse rule "
+        "(as `prewarm simulate`'s cost policy).",
+    ),
+    cold_weight: float = typer.Option(4.0, "--cold-weight", help="With --policy cost: default cold price, in replica-intervals per replica load."),
+    target_cold_fraction: float | None = typer.Option(
+        None, "--target-cold-fraction", help="With --policy cost: the cheapest levels whose backtests meet this fleet-wide cold fraction."
+    ),
 ) -> None:
     """Forecast and print the warm windows: from a telemetry file (dry run), or for a pool from the history database."""
+    output = opt.pick("--output", output, "--out", out)
+    fast = bool(opt.pick("--fast", fast, "--fast-forecast", fast_forecast))
+    if level is not None:
+        opt.check_level(level)
     if (input is None) == (pool is None):
         raise PlanningError("pass either --input FILE (a dry run on a file) or --pool P (the history database)")
+    if policy not in ("forecast", "cost"):
+        raise PlanningError(f"--policy {policy!r}: choose forecast or cost")
+    if policy == "forecast" and target_cold_fraction is not None:
+        raise PlanningError("--target-cold-fraction goes with --policy cost")
     if pool is not None:
+        if output is not None:
+            raise PlanningError("--output goes with --input; with --pool use --json (or --store)")
         _plan_pool(
             pool, as_of=_parse_as_of(as_of), store=store, models=models or None, horizon=horizon,
             level=95.0 if level is None else level, keep_alive_s=600.0 if keep_alive_seconds is None else keep_alive_seconds,
-            as_json=as_json, fast=fast_forecast,
+            as_json=as_json, fast=fast, policy=policy, cold_weight=cold_weight,
+            target_cold_fraction=target_cold_fraction,
         )
         return
     if store or as_of or models:
         raise PlanningError("--store, --as-of and --model go with --pool; --input is always a dry run")
     assert input is not None
+    if policy == "cost":
+        _plan_file_cost(
+            input, horizon=horizon, fleet=fleet, hosts=hosts, replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds,
+            keep_alive_seconds=0.0 if keep_alive_seconds is None else keep_alive_seconds, out=output, as_json=as_json,
+            fast_forecast=fast, cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+        )
+        return
     _plan_file(
         input, horizon=horizon, fleet=fleet, hosts=hosts, level=80.0 if level is None else level,
         replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds,
-        keep_alive_seconds=0.0 if keep_alive_seconds is None else keep_alive_seconds, out=out, as_json=as_json,
-        fast_forecast=fast_forecast,
+        keep_alive_seconds=0.0 if keep_alive_seconds is None else keep_alive_seconds, out=output, as_json=as_json,
+        fast_forecast=fast,
     )
 
 
@@ -155,7 +207,7 @@ def _plan_file(
 
     if replicas_at_peak <= 0:
         raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
-    telemetry = read_telemetry_file(input)
+    telemetry = read_telemetry_input(input)
     models = plan_models_from_fleet(load_fleet(fleet).models) if fleet else _models_from_history(telemetry, replicas_at_peak)
     host_list = load_hosts(hosts) if hosts else None
     with err_console.status("Forecasting..."):
@@ -182,9 +234,86 @@ def _plan_file(
         }
         typer.echo(json.dumps(document, indent=2))
         return
-    console.print(_table(result))
+    notes = Notes()
+    table = _table(result, now=now, notes=notes)
+    console.print(table if result.rows else f"{table.title}.", highlight=False)
+    notes.print("why")
+    console.print("demand: the requests the forecast expects in the window; warm from: the window's start minus the "
+                  "time to ready.", highlight=False)
     for s in result.shortfalls:
-        console.print(f"[yellow]shortfall:[/] {s.model} {s.window_start:%Y-%m-%d %H:%M}: {s.placed}/{s.wanted} replicas ({s.reason})")
+        console.print(
+            f"[yellow]shortfall:[/] {s.model} {moment(s.window_start)}: {s.placed}/{s.wanted} replicas ({s.reason})",
+            highlight=False,
+        )
+    if out is not None:
+        console.print(f"Plan written to {out}")
+
+
+def _plan_file_cost(
+    input: Path,
+    *,
+    horizon: int,
+    fleet: Path | None,
+    hosts: Path | None,
+    replicas_at_peak: float,
+    lead_seconds: float,
+    keep_alive_seconds: float,
+    out: Path | None,
+    as_json: bool,
+    fast_forecast: bool,
+    cold_weight: float,
+    target_cold_fraction: float | None,
+) -> None:
+    """The dry run of the cost policy on a telemetry file: levels from backtests, the sparse rule, then windows."""
+    from forecasting.series import observed_interval
+    from scheduling.cost_plan import plan_with_costs
+    from scheduling.forecast_policy import cached_forecast
+
+    if replicas_at_peak <= 0:
+        raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
+    telemetry = read_telemetry_input(input)
+    models = plan_models_from_fleet(load_fleet(fleet).models) if fleet else _models_from_history(telemetry, replicas_at_peak)
+    interval = observed_interval(telemetry) if not telemetry.empty else None
+    if interval is None:
+        raise PlanningError(f"{input}: no model has two distinct timestamps; the interval cannot be inferred")
+    now = telemetry[C.TIMESTAMP].max().floor(interval) + interval
+    known = telemetry[telemetry[C.MODEL].astype(str).isin(models)]
+    with err_console.status("Backtesting levels and forecasting..."):
+        plan = plan_with_costs(
+            known, models, forecast_fn=cached_forecast(engine_forecast(BASE_LEVEL, fast=fast_forecast)),
+            horizon=horizon, interval=interval, now=now, lead_times=LeadTimes(default_s=lead_seconds, margin_s=0.0),
+            config=PlannerConfig(keep_alive_s=keep_alive_seconds), hosts=load_hosts(hosts) if hosts else None,
+            cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+        )
+    result = plan.result
+    rows = result.frame()
+    if out is not None:
+        rows.to_csv(out, index=False)
+    reasons = plan.choice.reasons()
+    levels = {m: {"level": "off" if v == 0 else v, "reason": reasons[m], "sparse_intervals": plan.sparse_intervals[m]}
+              for m, v in plan.choice.level_of().items()}
+    if as_json:
+        document = {
+            "now": now.isoformat(),
+            "policy": "cost",
+            "cold_price_factor": plan.choice.factor,
+            "levels": levels,
+            "rows": json.loads(rows.to_json(orient="records", date_format="iso")),
+            "shortfall": json.loads(result.shortfall_frame().to_json(orient="records", date_format="iso")),
+            "replicas_planned": int(np.sum(rows["replicas"])) if len(rows) else 0,
+        }
+        typer.echo(json.dumps(document, indent=2))
+        return
+    notes = Notes()
+    plan_table = _table(result, now=now, notes=notes)
+    console.print(plan_table if result.rows else f"{plan_table.title}.", highlight=False)
+    notes.print("why")
+    table = Table(title="Level per model (cost policy)")
+    for column in ("model", "level", "sparse-rule intervals", "why"):
+        table.add_column(column)
+    for model, entry in levels.items():
+        table.add_row(model, str(entry["level"]), str(entry["sparse_intervals"]), entry["reason"])
+    console.print(table)
     if out is not None:
         console.print(f"Plan written to {out}")
 
@@ -200,6 +329,9 @@ def _plan_pool(
     keep_alive_s: float,
     as_json: bool,
     fast: bool,
+    policy: str = "forecast",
+    cold_weight: float = 4.0,
+    target_cold_fraction: float | None = None,
 ) -> None:
     """forecast-and-plan's steps without Prefect: telemetry from the history database, placement on the pool's hosts."""
     import forecasting
@@ -228,10 +360,23 @@ def _plan_pool(
         history = history_until(session, [s.name for s in specs], as_of=as_of)
     if history.empty:
         raise PlanningError(f"no telemetry before {now.isoformat()} in the history database: ingest some with `prewarm ingest`")
-    with err_console.status(f"Forecasting {len(specs)} models..."):
+    if policy == "cost":
+        level = BASE_LEVEL
+    with err_console.status(f"Forecasting {len(specs)} {plural(len(specs), 'model')}..."):
         result = forecasting.forecast(
             history, horizon=horizon, level=level, freq=f"{int(interval.total_seconds())}s", fast=fast
         )
+    frame, levels = result.frame, {}
+    if policy == "cost":
+        with err_console.status("Backtesting a level per model..."):
+            made = cost_forecast(
+                history, plan_models_from_fleet(specs), forecast_fn=engine_forecast(BASE_LEVEL, fast=fast),
+                horizon=horizon, interval=pd.Timedelta(interval), now=pd.Timestamp(now),
+                lead_s=interval.total_seconds(), cold_weight=cold_weight, target_cold_fraction=target_cold_fraction,
+                forecast_frame=result.frame,
+            )
+        frame = made.frame
+        levels = {m: ("off" if v == 0 else v) for m, v in made.choice.level_of().items()}
     session = session_factory(engine)()
     try:
         run_id = None
@@ -240,7 +385,7 @@ def _plan_pool(
                 session, result, horizon=horizon, level=level, interval_seconds=int(interval.total_seconds())
             ).id
         planned = plan_pool(
-            session, result.frame, specs, pool=pool, now=now, keep_alive_s=keep_alive_s, interval=interval,
+            session, frame, specs, pool=pool, now=now, keep_alive_s=keep_alive_s, interval=interval,
             max_warmups_per_pool=settings.controller.max_warmups_per_pool,
             default_heartbeat_s=settings.host.heartbeat_s,
             tick_s=settings.controller.tick_s, forecast_run_id=run_id,
@@ -256,7 +401,8 @@ def _plan_pool(
         session.close()
     if as_json:
         document = {
-            "pool": pool, "now": now.isoformat(), "stored": store, "forecast_run_id": run_id,
+            "pool": pool, "now": now.isoformat(), "stored": store, "forecast_run_id": run_id, "policy": policy,
+            "levels": levels,
             "hosts": list(planned.hosts), "created": planned.created if store else 0,
             "superseded": planned.superseded if store else 0,
             "plan_ids": list(planned.plan_ids) if store else [],
@@ -274,23 +420,32 @@ def _plan_pool(
         }
         typer.echo(json.dumps(document, indent=2))
         return
+    clock = "" if as_of is None else f" as of {moment(now)} UTC (not the clock)"
     table = Table(
-        title=f"Pool {pool}: {len(planned.windows)} replica windows on {len(planned.hosts)} up hosts"
-        + ("" if store else " (dry run: nothing stored)")
+        title=f"Pool {pool}{clock}: {len(planned.windows)} replica {plural(len(planned.windows), 'window')} on "
+        f"{len(planned.hosts)} up {plural(len(planned.hosts), 'host')}" + ("" if store else " (dry run: nothing stored)")
     )
-    for column in ("model", "host", "warm from", "window", "lead s", "expected", "reason"):
-        table.add_column(column)
+    notes = Notes()
+    one_version = len({(w.model, w.version) for w in planned.windows}) == len({w.model for w in planned.windows})
+    table.add_column("model", overflow="fold")
+    table.add_column("host", overflow="fold")
+    table.add_column("warm from", no_wrap=True)
+    table.add_column("window", no_wrap=True)
+    table.add_column("demand", justify="right")
+    table.add_column("why", justify="right")
     for w in sorted(planned.windows, key=lambda w: (w.window_start, w.model, w.host or "")):
         warm_from = w.window_start - timedelta(seconds=w.lead_seconds)
         table.add_row(
-            w.model, w.host or "-", f"{warm_from:%Y-%m-%d %H:%M}", _span(w.window_start, w.window_end),
-            f"{w.lead_seconds:.0f}", f"{w.expected_demand or 0:,.1f}", w.reason,
+            w.model if one_version else f"{w.model}:{w.version}", w.host or "-", moment(warm_from, short=True),
+            window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
         )
-    console.print(table)
+    console.print(table if planned.windows else f"{table.title}.", highlight=False)
+    notes.print("why")
     for line in planned.shortfall:
         console.print(f"[yellow]shortfall:[/] {line}", highlight=False)
     if store:
         console.print(
-            f"Stored forecast run {run_id} and {len(planned.plan_ids)} plans ({planned.created} new, "
+            f"Stored forecast run {run_id} and {len(planned.plan_ids)} {plural(len(planned.plan_ids), 'plan')} "
+            f"({planned.created} new, "
             f"{planned.superseded} superseded)"
         )

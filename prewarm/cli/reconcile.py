@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import typer
 from rich.table import Table
 
-from prewarm.cli.output import console, exits_cleanly
+from prewarm.cli.output import Notes, console, exits_cleanly, moment
 
 
 def _as_of(value: str | None) -> datetime | None:
@@ -56,9 +56,10 @@ def reconcile(
     if report.reason and report.status.value == "skipped":
         console.print(f"[yellow]skipped:[/] {report.reason}", highlight=False)
         return
-    table = Table(title=f"Pool {pool} at {report.now:%Y-%m-%d %H:%M:%S} UTC: desired vs ready per host")
+    clock = "" if as_of is None else " (not the clock)"
+    table = Table(title=f"Pool {pool} at {moment(report.now)} UTC{clock}: desired vs ready per host")
     for column in ("host", "state", "desired", "ready", "missing", "extra"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for host in report.hosts:
         state = host["state"] if host["reachable"] else f"{host['state']}, unreachable"
         table.add_row(
@@ -67,15 +68,17 @@ def reconcile(
         )
     console.print(table)
     if report.actions:
+        notes = Notes()
         actions = Table(title="Actions")
-        for column in ("action", "host", "model", "outcome", "s", "why / error"):
-            actions.add_column(column)
+        for column in ("action", "host", "model", "outcome", "s", "why"):
+            actions.add_column(column, overflow="fold", justify="right" if column in ("s", "why") else "left")
         for a in report.actions:
             outcome = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(a["outcome"], a["outcome"])
             seconds = "-" if a["seconds"] is None else f"{a['seconds']:.1f}"
             why = a["error"] or (f"{a['reason']}; {a['note']}" if a.get("note") else a["reason"])
-            actions.add_row(a["kind"], a["host"], a["model"], outcome, seconds, why)
+            actions.add_row(a["kind"], a["host"], a["model"], outcome, seconds, notes.mark(why))
         console.print(actions)
+        notes.print("why")
     for w in report.waiting:
         console.print(f"[yellow]{'failed' if w['failed'] else 'waiting'}:[/] {w['model']} on {w['host']}: {w['why']}", highlight=False)
     for line in report.shortfall:

@@ -42,16 +42,20 @@ def _table(runs: dict) -> Table:  # type: ignore[type-arg]
 
 @exits_cleanly
 def replay(
-    trace: str = typer.Option(..., "--trace", help="Telemetry (CSV or Parquet file, folder, s3://) to replay."),
+    trace: str = typer.Option(
+        ..., "--input", "-i", "--trace", help="Telemetry to replay: a CSV or Parquet file, a folder, or s3://."
+    ),
     speedup: float = typer.Option(..., "--speedup", help="Trace seconds per wall second (360: an hour in 10 s)."),
-    policy: str = typer.Option("always,reactive,forecast", "--policy",
+    policy: str = typer.Option("always,reactive,forecast", "--policy", show_default="always, reactive, forecast",
                                help="Policies, comma-separated: always, reactive, keepalive-N, forecast."),
     hosts: int = typer.Option(2, "--hosts", min=1, help="Start N `prewarm serve` hosts on loopback."),
     pool: str | None = typer.Option(None, "--pool", help="Use the registered hosts of this pool instead."),
     models: str | None = typer.Option(None, "--models", help="Only these models, comma-separated."),
     scale: float = typer.Option(1.0, "--scale", help="Multiply the trace's counts."),
     eval_intervals: int = typer.Option(48, "--eval-intervals", help="Replay the last K intervals; the rest is history."),
-    out: Path | None = typer.Option(None, "--out", "--output", "-o", help="Folder for replay.json, replay.csv and replay.png."),
+    out: Path | None = typer.Option(
+        None, "--output", "-o", "--out", help="Folder for replay.json, replay.csv and replay.png."
+    ),
     cold_timeout: float = typer.Option(30.0, "--cold-timeout", help="Seconds a request waits for a ready replica."),
     reactive_keepalive: float = typer.Option(
         300.0, "--reactive-keepalive", help="Trace seconds without a request before reactive unloads a model."

@@ -9,17 +9,21 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prewarm.cli.output import console, err_console, exits_cleanly
-from prewarm.telemetry import read_telemetry_file
-from scheduling.errors import SimulationError
+from prewarm.cli import options as opt
+from prewarm.cli.output import console, err_console, exits_cleanly, plural
+from prewarm.telemetry import read_telemetry_input
 from scheduling.experiment import SimulationOptions, parse_policies, run_simulation
 from scheduling.metrics import summary
 from scheduling.plots import plot_simulation
 
 
 def _table(document: dict) -> Table:  # type: ignore[type-arg]
-    table = Table(title=f"{document['models']} models, {document['eval_intervals']} evaluation intervals, lead {document['lead']}")
-    for column in ("policy", "cold fraction", "cold-start events", "replica-hours", "÷ oracle", "seconds"):
+    models, intervals, lead = document["models"], document["eval_intervals"], document["lead"]
+    table = Table(
+        title=f"{models:,} {plural(models, 'model')}, {intervals:,} evaluation {plural(intervals, 'interval')}, "
+        f"lead {lead} {plural(lead, 'interval')}"
+    )
+    for column in ("policy", "cold fraction", "cold starts", "replica hours", "÷ oracle", "expected cost", "seconds"):
         table.add_column(column, justify="left" if column == "policy" else "right")
     for name, p in document["policies"].items():
         ratio = p["replica_hours_vs_oracle"]
@@ -29,6 +33,7 @@ def _table(document: dict) -> Table:  # type: ignore[type-arg]
             f"{p['cold_start_events']:,}",
             f"{p['replica_hours']:,.0f}",
             "-" if ratio is None else f"{ratio:.2f}x",
+            f"{p['cost']:,.1f}",
             f"{p['seconds']:.1f}",
         )
     return table
@@ -36,23 +41,44 @@ def _table(document: dict) -> Table:  # type: ignore[type-arg]
 
 @exits_cleanly
 def simulate(
-    input: Path = typer.Option(..., "--input", help="Telemetry file (CSV or Parquet, long format timestamp,model,requests)."),
+    input: Path = opt.input_option(required=True),  # noqa: A002 - the flag is --input
     eval_intervals: int = typer.Option(..., "--eval-intervals", help="Evaluate the last N intervals; earlier ones are history."),
     lead: int = typer.Option(1, "--lead", help="Intervals from requesting a replica to it being ready."),
     replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Replica capacity = p95 of history ÷ this."),
     replan: int = typer.Option(24, "--replan", help="The forecast policy re-plans every N intervals."),
-    policies: str = typer.Option("all", "--policies", help="'all' or a list: static,keepalive,reactive,histogram,forecast,oracle."),
-    decisions_dir: Path | None = typer.Option(None, "--decisions-dir", help="Write POLICY.csv (model,timestamp,capacity,ready,provisioned) here."),
-    plot: Path | None = typer.Option(None, "--plot", help="PNG figure path (default: simulation.png in --decisions-dir when given)."),
+    policies: str = typer.Option(
+        "all", "--policies",
+        help="'all' or a comma-separated list of static, keepalive, reactive, histogram, histogram-tuned, topk, "
+        "sparse, forecast, cost, oracle.",
+    ),
+    output: Path | None = opt.output_option(
+        None, "Folder for the results: POLICY.csv per policy (model, timestamp, capacity, ready, provisioned) "
+        "and simulation.png."
+    ),
+    decisions_dir: Path | None = opt.hidden_alias("--decisions-dir"),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG figure path (default: simulation.png in --output when given)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (with a per-model breakdown)."),
     keep_alive_minutes: float = typer.Option(10.0, "--keepalive-minutes", help="Keep-alive policy's window (Lambda 10, Azure 20)."),
-    level: float = typer.Option(80.0, "--level", help="Forecast interval level (%) whose upper bound the planner provisions for."),
-    fast_forecast: bool = typer.Option(False, "--fast-forecast", help="Forecast without backtest selection (cheaper re-plans)."),
+    level: float = opt.level_option(
+        80.0, "Interval level (%) whose upper bound the forecast policy provisions for (80, as plan --input)."
+    ),
+    fast: bool = opt.fast_option(),
+    fast_forecast: bool = opt.hidden_alias("--fast-forecast", False),
     reactive_floor: bool = typer.Option(False, "--reactive-floor", help="Forecast policy never goes below the reactive policy."),
+    cold_weight: float = typer.Option(
+        4.0, "--cold-weight", help="Default cold price: one replica's load served cold costs this many replica-intervals."
+    ),
+    cold_price: float | None = typer.Option(None, "--cold-price", help="Price of a cold request for every model (overrides --cold-weight)."),
+    replica_hour_price: float = typer.Option(1.0, "--replica-hour-price", help="Price of a replica-hour."),
+    target_cold_fraction: float | None = typer.Option(
+        None, "--target-cold-fraction",
+        help="The cost policy buys the cheapest levels whose backtests (in history) meet this fleet-wide cold fraction.",
+    ),
 ) -> None:
     """Simulate provisioning policies on a telemetry trace: cold requests against replica-hours."""
-    if not 0 < level < 100:
-        raise SimulationError(f"--level must be between 0 and 100 (exclusive), got {level}")
+    decisions_dir = opt.pick("--output", output, "--decisions-dir", decisions_dir)
+    fast = bool(opt.pick("--fast", fast, "--fast-forecast", fast_forecast))
+    opt.check_level(level)
     options = SimulationOptions(
         eval_intervals=eval_intervals,
         lead=lead,
@@ -61,10 +87,14 @@ def simulate(
         policies=parse_policies(policies),
         keep_alive_seconds=keep_alive_minutes * 60.0,
         forecast_level=level,
-        fast_forecast=fast_forecast,
+        fast_forecast=fast,
         reactive_floor=reactive_floor,
+        cold_weight=cold_weight,
+        cold_price=cold_price,
+        replica_hour_price=replica_hour_price,
+        target_cold_fraction=target_cold_fraction,
     )
-    frame = read_telemetry_file(input)
+    frame = read_telemetry_input(input)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
         console=err_console, transient=True,

@@ -49,7 +49,7 @@ def warm(
 ) -> None:
     """Warm MODEL on the V2 server at --target, validate its latency, print the report and record the run."""
     from warmers import V2Target
-    from warmers.report import Baseline
+    from warmers.report import baseline_from
 
     name, version = parse_model_ref(model)
     url = parse_target(target)
@@ -60,11 +60,7 @@ def warm(
         found = baseline_for(
             session, model=spec.name, version=spec.version, device_class=last_device_class(session, target=url)
         )
-    baseline = Baseline(sla_p99_ms=spec.sla_p99_ms)
-    if found is not None:
-        baseline = Baseline(
-            p50_ms=found.steady_p50_ms, first_request_ms=found.warm_first_request_ms, sla_p99_ms=spec.sla_p99_ms
-        )
+    baseline = baseline_from(found, sla_p99_ms=spec.sla_p99_ms)
     started_at = utcnow()
     with V2Target(url, versioned_routes=versioned_routes, timeout_s=timeout) as handle:
         with err_console.status(f"warming {spec.name}:{spec.version} on {url}"):

@@ -10,16 +10,18 @@ from prewarm.cli.output import console, exits_cleanly
 from prewarm.errors import InputError
 from prewarm.settings import get_settings
 
+DEFAULT_PORT = 8717
+
 
 @exits_cleanly
 def webhook(
-    port: int = typer.Option(8787, "--port", "-p", min=1, max=65535, help="TCP port to listen on."),
+    port: int = typer.Option(
+        DEFAULT_PORT, "--port", "-p", min=1, max=65535, help="TCP port to listen on (clear of Dask's dashboard, 8787)."
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 0.0.0.0 for every interface."),
 ) -> None:
     """Receive signed model-deployed webhooks: register the version and emit prewarm.model.deployed to Prefect."""
-    import uvicorn
-
-    from prewarm.webhook import PATH, create_app
+    from prewarm.webhook import PATH, create_app, serve
 
     secret = get_settings().webhook_secret
     if secret is None or not secret.get_secret_value():
@@ -28,4 +30,4 @@ def webhook(
     upgrade(engine)
     app = create_app(secret=secret.get_secret_value(), engine=engine)
     console.print(f"Listening on http://{host}:{port}{PATH}")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    serve(app, host=host, port=port)

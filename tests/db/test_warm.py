@@ -173,6 +173,36 @@ def test_baseline_uses_successful_runs_of_that_version_and_device(engine: Engine
         assert baseline_for(session, model="chat", version="3", device_class="cpu") is None
 
 
+def test_baseline_carries_medians_of_probes_and_their_spread(engine: Engine) -> None:
+    from db.warm import baselines_for
+    from warmers.report import baseline_from
+
+    with session_scope(engine) as session:
+        for idle, within in ((1.0, 0.1), (1.2, 0.2), (3.0, 0.3)):  # first-after-idle median, its spread, per run
+            report = {**_report(), "first_after_idle_ms": idle, "first_after_idle_spread_ms": within,
+                      "steady_spread_ms": 0.5}
+            record_warm_run(session, report, trigger=WarmTrigger.SCHEDULED, target="local")
+    with session_scope(engine) as session:
+        base = baseline_for(session, model="chat", version="1", device_class="cpu")
+        many = baselines_for(session, [("chat", "1", "cpu")])
+    assert base is not None and many == {("chat", "1", "cpu"): base}
+    # The median of the runs' medians, not of their single warmed first requests (12 ms each here).
+    assert base.first_request_ms == 1.2
+    # Between runs: median |1.0-1.2|, |1.2-1.2|, |3.0-1.2| = 0.2, scaled to a standard deviation; within: 0.2.
+    assert base.first_request_spread_ms == pytest.approx(0.2 * 1.4826)
+    assert base.p50_spread_ms == 0.5  # three equal p50s: no spread between runs, 0.5 within
+    verdict = baseline_from(base, sla_p99_ms=100.0)
+    assert (verdict.first_request_ms, verdict.p50_ms, verdict.sla_p99_ms) == (1.2, 10.0, 100.0)
+
+
+def test_baseline_of_runs_without_idle_probes_falls_back_to_their_first_requests(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        record_warm_run(session, _report(), trigger=WarmTrigger.SCHEDULED, target="local")
+    with session_scope(engine) as session:
+        base = baseline_for(session, model="chat", version="1", device_class="cpu")
+    assert base is not None and base.first_request_ms == 12.0 and base.first_request_spread_ms == 0.0
+
+
 def test_time_to_ready_history_per_model(engine: Engine) -> None:
     with session_scope(engine) as session:
         for ttr in (1.0, 2.0, 3.0):

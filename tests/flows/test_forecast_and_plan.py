@@ -115,3 +115,18 @@ def test_batches_run_on_a_dask_cluster_when_one_is_given(fleet_history: Engine) 
         on_dask = forecast_and_plan(as_of=AS_OF, models_per_task=2, dask_address=cluster.scheduler_address)
     assert on_dask["batches"] == 2
     assert on_dask["plan_ids"] == local["plan_ids"]  # same windows, same idempotency keys
+
+
+def test_the_cost_policy_plans_with_a_level_per_model(fleet_history: Engine) -> None:
+    args = ["plan", "--pool", "default", "--as-of", "2026-11-23T00:00:00", "--json", "--policy", "cost", "--store"]
+    stored = json.loads(CliRunner().invoke(app, args, catch_exceptions=False).stdout)
+    assert stored["policy"] == "cost" and len(stored["levels"]) == 4
+    summary = forecast_and_plan(horizon=24, as_of=AS_OF, policy="cost")
+    assert summary["policy"] == "cost" and sum(summary["levels"].values()) == 4
+    # the flow finds exactly the plans the command stored: the same levels, sparse replicas and windows
+    assert sorted(summary["plan_ids"]) == sorted(stored["plan_ids"]) and summary["created"] == 0
+    with session_scope(fleet_history) as session:
+        run = session.get(ForecastRun, summary["forecast_run_id"])
+        assert run is not None and run.level == 80.0  # the cost policy forecasts at the base level
+        plans = list_plans(session)
+        assert all(AS_OF <= p.window_start < p.window_end and p.host in ("h1", "h2") for p in plans)

@@ -113,6 +113,19 @@ def _wait_for_event(name: str, event_id: str) -> dict:
     raise AssertionError(f"event {name} {event_id} never reached the API")
 
 
+def test_post_deploy_registers_nothing_from_outside_the_artifact_sources(
+    history_db: Engine, registered: ModelSpec
+) -> None:
+    from warmers.errors import ArtifactSourceError
+
+    with pytest.raises(ArtifactSourceError, match=r"'/etc/hostname' is not under an allowed artifact source"):
+        post_deploy_warm(registered.name, "9", artifact_uri="/etc/hostname", sha256="0" * 64)
+    with session_scope(history_db) as session:
+        from db.registry import get_model
+
+        assert get_model(session, registered.name, "9") is None
+
+
 def test_post_deploy_fails_the_run_when_the_new_version_misses_its_sla(
     history_db: Engine, registered: ModelSpec
 ) -> None:

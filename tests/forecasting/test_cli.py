@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +46,7 @@ def test_file_in_file_out(tmp_path: Path) -> None:
         mine = stamps[forecast[C.MODEL] == model]
         assert len(mine) == 12
         assert mine.min() == telemetry.loc[telemetry[C.MODEL] == model, C.TIMESTAMP].max() + pd.Timedelta(hours=1)
-    assert "Forecast 2 series x 12 intervals of h at level 90" in result.stdout
+    assert "Forecast 2 models x 12 intervals of 1 h at level 90" in result.stdout
 
 
 def test_malformed_file_exits_2_naming_file_and_line(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_malformed_file_exits_2_naming_file_and_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--level", "120"], "--level must be between 0 and 100"),
+        (["--level", "120"], "--level 120: must be between 0 and 100"),
         ([], "--output FORECAST.csv is required with --input"),
     ],
 )
@@ -86,6 +87,11 @@ def test_registry_path_forecasts_registered_models_and_stores_a_run(engine: Engi
     result = run("forecast", "--horizon", "6", "--fast", "--output", str(output))
     assert result.exit_code == 0, result.output
     assert f"{names[0]}" in result.stdout and "no telemetry" in result.stdout
+    summary = result.stdout[result.stdout.index("Stored forecast run") :]
+    assert "next busy window" in summary
+    for name in names[1:]:  # per forecast model: its peak and its next busy window, with day and length
+        row = next(line for line in summary.splitlines() if f" {name} " in line)
+        assert re.search(r"\d+ \(\d+\)", row) and re.search(r"[A-Z][a-z]{2} \d\d:\d\d for \d+ (h|min|day)", row)
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(ForecastRun)) == 1
         latest = latest_forecast(session)

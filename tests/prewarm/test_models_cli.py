@@ -106,3 +106,40 @@ def test_duplicate_versions_are_rejected(tmp_path: Path) -> None:
     doubled = FLEET + FLEET.split("models:\n", 1)[1]
     with pytest.raises(FleetError, match=r"model 'tiny' version '1' appears twice"):
         load_fleet(write(tmp_path / "fleet.yaml", doubled))
+
+
+@pytest.mark.parametrize(("factory", "modules"), [
+    ("os:system", "warmers.zoo"),
+    ("warmers.zoology:build", "warmers.zoo"),
+    ("tests.warmers.fault_zoo:fragile_reranker", "warmers.zoo,tests.controller"),
+])
+def test_a_factory_outside_the_allowed_modules_is_refused_at_import(  # type: ignore[no-untyped-def]
+    cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: str, modules: str
+) -> None:
+    from prewarm.settings import reset_settings
+
+    monkeypatch.setenv("PREWARM_FACTORY_MODULES", modules)
+    reset_settings()
+    second = FLEET.split("models:\n", 1)[1].replace("warmers.zoo:tiny_mlp", factory)
+    fleet = write(tmp_path / "fleet.yaml", FLEET + second.replace("name: tiny", "name: other").replace(
+        "name: exported", "name: other-exported"))
+    result = cli("models", "import", str(fleet))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    listed = ", ".join(modules.split(","))
+    assert re.search(
+        rf"fleet.yaml: models\[2\]\.factory: '{re.escape(factory)}' is not under PREWARM_FACTORY_MODULES "
+        rf"\({re.escape(listed)}\); add the module's prefix to allow it", result.stderr.replace("\n", "")
+    ), result.stderr
+    assert snapshot(engine, "models") == []
+
+
+def test_an_allowed_prefix_admits_its_submodules(cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from prewarm.fleet import factory_allowed
+    from prewarm.settings import reset_settings
+
+    assert factory_allowed("warmers.zoo:f", ["warmers.zoo"]) and factory_allowed("warmers.zoo.x:f", ["warmers.zoo."])
+    assert not factory_allowed("warmers.zoology:f", ["warmers.zoo"]) and not factory_allowed("os:system", [""])
+    monkeypatch.setenv("PREWARM_FACTORY_MODULES", "warmers.zoo, acme.models")
+    reset_settings()
+    fleet = write(tmp_path / "fleet.yaml", FLEET.replace("warmers.zoo:tiny_mlp", "acme.models.vision:resnet"))
+    assert cli("models", "import", str(fleet)).exit_code == 0

@@ -55,3 +55,21 @@ def test_non_positive_interval_is_rejected(monkeypatch: pytest.MonkeyPatch) -> N
     reset_settings()
     with pytest.raises(ValidationError, match="PREWARM_FORECAST_INTERVAL must be positive"):
         get_settings()
+
+
+def test_artifact_sources_default_to_the_root_and_the_shipped_examples(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from prewarm.settings import EXAMPLE_ARTIFACTS
+
+    monkeypatch.delenv("PREWARM_ARTIFACT_SOURCES", raising=False)
+    monkeypatch.delenv("PREWARM_FACTORY_MODULES", raising=False)
+    monkeypatch.setenv("PREWARM_HOME", str(tmp_path))
+    reset_settings()
+    settings = get_settings()
+    assert settings.resolved_artifact_sources == [str(tmp_path / "artifacts"), str(EXAMPLE_ARTIFACTS)]
+    assert (EXAMPLE_ARTIFACTS / "chat-small.pt2").exists()
+    assert settings.factory_modules == ["warmers.zoo"]
+    monkeypatch.setenv("PREWARM_ARTIFACT_SOURCES", "s3://models/prod, /srv/models")
+    reset_settings()
+    assert get_settings().resolved_artifact_sources == ["s3://models/prod", "/srv/models"]

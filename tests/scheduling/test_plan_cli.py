@@ -71,3 +71,21 @@ def test_bad_hosts_file_and_unknown_models_exit_2(telemetry_csv: Path, tmp_path:
     result = _run("plan", "--input", str(telemetry_csv), "--fleet", str(fleet))
     assert result.exit_code == 2
     assert "that the fleet lacks; add it to the fleet file" in " ".join(result.stderr.split())
+
+
+def test_cost_policy_plan_reports_a_level_per_model(telemetry_csv: Path) -> None:
+    result = _run("plan", "--input", str(telemetry_csv), "--horizon", "24", "--json", "--policy", "cost")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["policy"] == "cost" and document["rows"]
+    assert len(document["levels"]) == 8
+    for entry in document["levels"].values():
+        assert entry["reason"].startswith("level ") and entry["sparse_intervals"] >= 0
+    bad = RUNNER.invoke(app, ["plan", "--input", str(telemetry_csv), "--target-cold-fraction", "0.1"])
+    assert bad.exit_code == 2 and "--target-cold-fraction goes with --policy cost" in bad.output
+
+
+def test_cost_policy_plan_table(telemetry_csv: Path) -> None:
+    result = _run("plan", "--input", str(telemetry_csv), "--horizon", "12", "--policy", "cost")
+    assert result.exit_code == 0, result.output
+    assert "Warm plan as of" in result.stdout and "Level per model (cost policy)" in result.stdout

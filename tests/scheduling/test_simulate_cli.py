@@ -68,7 +68,9 @@ def test_table_output_and_a_policy_subset(cli, telemetry_csv: Path, tmp_path: Pa
         (["--eval-intervals", "5000"], "leaves no history"),
         (["--eval-intervals", "24", "--policies", "fifo"], "unknown policy 'fifo'"),
         (["--eval-intervals", "24", "--replan", "0"], "--replan must be at least 1"),
-        (["--eval-intervals", "24", "--level", "100"], "--level must be between 0 and 100"),
+        (["--eval-intervals", "24", "--level", "100"], "--level 100: must be between 0 and 100"),
+        (["--eval-intervals", "24", "--cold-price", "-1"], "--cold-price must be >= 0"),
+        (["--eval-intervals", "24", "--target-cold-fraction", "2"], "--target-cold-fraction must be in [0, 1)"),
     ],
 )
 def test_bad_options_exit_2_with_one_message(cli, telemetry_csv: Path, args: list[str], message: str) -> None:  # noqa: ANN001
@@ -86,3 +88,18 @@ def test_bad_telemetry_names_file_line_and_column(cli, tmp_path: Path) -> None: 
     assert "line 3" in result.stderr and "requests must not be negative" in result.stderr
     missing = cli("simulate", "--input", str(tmp_path / "nope.csv"), "--eval-intervals", "1")
     assert missing.exit_code == 2 and "no such file" in missing.stderr
+
+
+def test_cost_and_a_target_cold_fraction(cli, telemetry_csv: Path) -> None:  # noqa: ANN001
+    def run(*extra: str) -> dict:  # type: ignore[type-arg]
+        result = cli("simulate", "--input", str(telemetry_csv), "--eval-intervals", "48", "--replan", "12",
+                     "--policies", "reactive,cost", "--json", "--fast-forecast", *extra)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["policies"]
+
+    free = run()
+    assert all(m["why"].startswith("level ") for m in free["cost"]["per_model"])  # each model's level, and why
+    assert free["reactive"]["cost"] == pytest.approx(free["reactive"]["cold_cost"] + free["reactive"]["replica_hour_cost"])
+    strict = run("--target-cold-fraction", "0.0")
+    assert strict["cost"]["cold_fraction"] <= free["cost"]["cold_fraction"]
+    assert strict["cost"]["replica_hours"] >= free["cost"]["replica_hours"]

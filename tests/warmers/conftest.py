@@ -88,7 +88,7 @@ def broken_fleet(tmp_path: Path) -> Path:
         raw_entry("embedder"),
         raw_entry("reranker", name="tampered", artifact_uri=str(tampered), sha256=claimed),
         raw_entry("reranker", name="missing", artifact_uri=str(tmp_path / "nowhere.safetensors"), sha256="1" * 64),
-        raw_entry("reranker", name="badfactory", factory="warmers.no_such_module:build"),
+        raw_entry("reranker", name="badfactory", factory="warmers.zoo.no_such_module:build"),
     ])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import torch
@@ -115,3 +116,19 @@ class ThreadRecordingReranker(Reranker):
 def thread_recording_reranker(d_in: int = 64, hidden: int = 128) -> ThreadRecordingReranker:
     """Weights-compatible with ``warmers.zoo:reranker``; records which thread runs it."""
     return ThreadRecordingReranker(d_in=d_in, hidden=hidden)
+
+
+SLOW_S = 0.02
+
+
+class SlowReranker(Reranker):
+    """The example reranker, except that every forward pass takes at least ``SLOW_S`` longer: a regression."""
+
+    def forward(self, query: torch.Tensor, document: torch.Tensor) -> torch.Tensor:
+        time.sleep(SLOW_S)
+        return super().forward(query, document)
+
+
+def slow_reranker(d_in: int = 64, hidden: int = 128) -> SlowReranker:
+    """Weights-compatible with ``warmers.zoo:reranker``; 20 ms slower on every request."""
+    return SlowReranker(d_in=d_in, hidden=hidden)

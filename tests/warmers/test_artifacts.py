@@ -1,4 +1,5 @@
-"""The artifact store: verified fetches from file:// and s3:// (moto server), the sha256 cache and its size limit."""
+"""The artifact store: allowed sources, verified fetches from file:// and s3:// (moto server), the sha256 cache,
+its re-verification on every load and its size limit."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from warmers import artifacts
 from warmers.artifacts import ArtifactStore
-from warmers.errors import ArtifactNotFoundError, ChecksumMismatchError
+from warmers.artifacts import check_source
+from warmers.errors import ArtifactNotFoundError, ArtifactSourceError, ChecksumMismatchError
 
 
 def blob(size: int, seed: int) -> tuple[bytes, str]:
@@ -20,7 +22,12 @@ def blob(size: int, seed: int) -> tuple[bytes, str]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
-    return ArtifactStore(tmp_path / "cache", max_bytes=10_000)
+    return ArtifactStore(tmp_path / "cache", max_bytes=10_000, sources=[str(tmp_path)])
+
+
+@pytest.fixture
+def s3_store(tmp_path: Path, bucket: str) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "cache", max_bytes=10_000, sources=[f"s3://{bucket}"])
 
 
 def test_file_fetch_verifies_then_hits_the_cache(tmp_path: Path, store: ArtifactStore) -> None:
@@ -77,8 +84,9 @@ def test_the_cache_evicts_least_recently_used_entries(tmp_path: Path, store: Art
 
 
 def test_s3_fetch_uses_concurrent_ranged_gets(
-    s3, bucket: str, tmp_path: Path, store: ArtifactStore, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    s3, bucket: str, tmp_path: Path, s3_store: ArtifactStore, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
+    store = s3_store
     monkeypatch.setattr(artifacts, "PART_BYTES", 1000)
     data, sha = blob(7500, 20)
     s3.put_object(Bucket=bucket, Key="models/m.bin", Body=data)
@@ -98,7 +106,8 @@ def test_s3_fetch_uses_concurrent_ranged_gets(
     assert sorted(ranges) == sorted(f"bytes={o}-{min(o + 1000, 7500) - 1}" for o in range(0, 7500, 1000))
 
 
-def test_s3_missing_key_and_mismatch(s3, bucket: str, store: ArtifactStore) -> None:  # type: ignore[no-untyped-def]
+def test_s3_missing_key_and_mismatch(s3, bucket: str, s3_store: ArtifactStore) -> None:  # type: ignore[no-untyped-def]
+    store = s3_store
     data, sha = blob(50, 21)
     with pytest.raises(ArtifactNotFoundError, match=rf"s3://{bucket}/absent.bin: no such object"):
         store.fetch(f"s3://{bucket}/absent.bin", sha)
@@ -112,3 +121,150 @@ def test_blobs_round_trip_on_disk_and_s3(s3, bucket: str, tmp_path: Path, store:
         assert store.read_blob(uri) is None
         store.write_blob(uri, b"kernels")
         assert store.read_blob(uri) == b"kernels"
+
+
+@pytest.mark.parametrize(("uri", "allowed"), [
+    ("s3://models/x.pt2", True),
+    ("s3://models/team/a/x.pt2", True),
+    ("S3://models/x.pt2", True),
+    ("s3://models-evil/x.pt2", False),
+    ("s3://other/x.pt2", False),
+    ("s3://models/../other/x.pt2", True),  # S3 keys are literal, but the key is still under the bucket
+    ("s3://models", True),
+    ("s3:///x.pt2", False),
+    ("http://models/x.pt2", False),
+    ("/etc/shadow", False),
+    ("file:///etc/shadow", False),
+    ("file://evil-host/srv/models/x.pt2", False),
+    ("/srv/models/../../etc/hostname", False),
+    ("/srv/models/x\x00.pt2", False),
+])
+def test_check_source_compares_on_boundaries(uri: str, allowed: bool) -> None:
+    sources = ["s3://models", "/srv/models"]
+    if allowed:
+        check_source(uri, sources)
+        return
+    with pytest.raises(ArtifactSourceError, match=r"is not under an allowed artifact source \(s3://models, /srv/models\); "
+                       r"add its prefix to PREWARM_ARTIFACT_SOURCES to allow it"):
+        check_source(uri, sources)
+
+
+def test_check_source_scopes_s3_keys_and_local_paths(tmp_path: Path) -> None:
+    check_source("s3://models/prod/x.pt2", ["s3://models/prod/"])
+    for refused in ("s3://models/production/x.pt2", "s3://models/prod/../dev/x.pt2", "s3://models/x.pt2"):
+        with pytest.raises(ArtifactSourceError):
+            check_source(refused, ["s3://models/prod"])
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "m.bin").write_bytes(b"m")
+    for spelling in (str(allowed / "m.bin"), (allowed / "m.bin").as_uri(), f"{allowed}/sub/../m.bin"):
+        check_source(spelling, [allowed.as_uri()])
+        check_source(spelling, [str(allowed) + "/"])
+    with pytest.raises(ArtifactSourceError):
+        check_source(str(tmp_path / "allowed-not" / "m.bin"), [str(allowed)])
+    with pytest.raises(ArtifactSourceError, match="none"):
+        check_source(str(allowed / "m.bin"), [])
+
+
+def test_a_symlink_out_of_an_allowed_folder_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"secret")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "link.bin").symlink_to(outside)
+    with pytest.raises(ArtifactSourceError, match="link.bin"):
+        check_source(str(allowed / "link.bin"), [str(allowed)])
+
+
+def test_the_store_fetches_nothing_from_outside_its_sources(tmp_path: Path) -> None:
+    data, sha = blob(300, 30)
+    source = tmp_path / "elsewhere" / "model.bin"
+    source.parent.mkdir()
+    source.write_bytes(data)
+    trusting = ArtifactStore(tmp_path / "cache", max_bytes=10_000, sources=[str(source.parent)])
+    trusting.fetch(str(source), sha)  # now cached under its sha256
+    store = ArtifactStore(tmp_path / "cache", max_bytes=10_000, sources=[str(tmp_path / "models")])
+    with pytest.raises(ArtifactSourceError, match=r"model.bin' is not under an allowed artifact source"):
+        store.fetch(str(source), sha)  # refused even though the bytes are in the cache
+
+
+def test_the_store_reads_its_sources_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prewarm.settings import reset_settings
+
+    data, sha = blob(300, 31)
+    source = tmp_path / "model.bin"
+    source.write_bytes(data)
+    store = ArtifactStore(tmp_path / "cache", max_bytes=10_000)
+    monkeypatch.delenv("PREWARM_ARTIFACT_SOURCES")
+    monkeypatch.setenv("PREWARM_ARTIFACT_ROOT", str(tmp_path / "root"))
+    reset_settings()
+    with pytest.raises(ArtifactSourceError, match=r"root, .*examples/artifacts\); add its prefix"):
+        store.fetch(str(source), sha)
+    monkeypatch.setenv("PREWARM_ARTIFACT_SOURCES", f"{tmp_path / 'root'},{tmp_path}")
+    reset_settings()
+    assert store.fetch(str(source), sha).path.read_bytes() == data
+
+
+def tamper(entry: Path) -> None:
+    """Flip bytes in place and put size and modification time back, as a careful attacker would."""
+    stat = entry.stat()
+    with entry.open("r+b") as handle:
+        handle.seek(10)
+        byte = handle.read(1)
+        handle.seek(10)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(entry, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert entry.stat().st_size == stat.st_size and entry.stat().st_mtime_ns == stat.st_mtime_ns
+
+
+def test_a_tampered_entry_is_discarded_and_fetched_again_in_the_same_process(tmp_path: Path, store: ArtifactStore) -> None:
+    data, sha = blob(2000, 32)
+    source = tmp_path / "model.bin"
+    source.write_bytes(data)
+    entry = store.fetch(str(source), sha).path
+    assert store.fetch(str(source), sha).cache_hit
+    tamper(entry)
+    again = store.fetch(str(source), sha)
+    assert not again.cache_hit and again.path.read_bytes() == data
+
+
+def test_a_tampered_entry_is_never_loaded_by_a_new_process(tmp_path: Path, store: ArtifactStore) -> None:
+    data, sha = blob(2000, 33)
+    source = tmp_path / "model.bin"
+    source.write_bytes(data)
+    entry = store.fetch(str(source), sha).path
+    tamper(entry)
+    artifacts.forget_verified()  # what a restarted host knows
+    source.write_bytes(data[:-1] + b"?")  # the source went bad too: nothing good is left to load
+    with pytest.raises(ChecksumMismatchError, match="the registry says"):
+        store.fetch(str(source), sha)
+    assert not entry.exists()
+
+
+def test_the_fast_path_hashes_an_unchanged_entry_once_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, sha = blob(2000, 34)
+    source = tmp_path / "model.bin"
+    source.write_bytes(data)
+    hashed: list[Path] = []
+    original = artifacts.sha256_file
+
+    def counting(path: Path) -> str:
+        hashed.append(path)
+        return original(path)
+
+    monkeypatch.setattr(artifacts, "sha256_file", counting)
+    fast = ArtifactStore(tmp_path / "cache", max_bytes=10_000, sources=[str(tmp_path)])
+    entry = fast.fetch(str(source), sha).path  # the download is hashed
+    for _ in range(3):
+        assert fast.fetch(str(source), sha).cache_hit
+    assert hashed.count(entry) == 0 and len(hashed) == 1
+    artifacts.forget_verified()
+    fast.fetch(str(source), sha)
+    fast.fetch(str(source), sha)
+    assert hashed.count(entry) == 1  # a new process hashes it once
+    always = ArtifactStore(tmp_path / "cache", max_bytes=10_000, sources=[str(tmp_path)], verify="always")
+    always.fetch(str(source), sha)
+    always.fetch(str(source), sha)
+    assert hashed.count(entry) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -86,8 +87,8 @@ def test_broken_models_fail_with_their_error_while_others_serve(
         # the cache is content-addressed: a missing file whose sha256 is cached would still load
         "missing": (variant(good, name="missing", artifact_uri=str(tmp_path / "gone.st"), sha256="1" * 64),
                     "ArtifactNotFoundError", "gone.st: no such file"),
-        "badimport": (variant(good, name="badimport", factory="warmers.no_such_module:build"), "ModelLoadError",
-                      r"factory 'warmers.no_such_module:build': cannot import module 'warmers.no_such_module'"),
+        "badimport": (variant(good, name="badimport", factory="warmers.zoo.no_such_module:build"), "ModelLoadError",
+                      r"factory 'warmers.zoo.no_such_module:build': cannot import module 'warmers.zoo.no_such_module'"),
         "badattr": (variant(good, name="badattr", factory="warmers.zoo:no_such_function"), "ModelLoadError",
                     r"module 'warmers.zoo' has no callable 'no_such_function'"),
         "exploding": (variant(good, name="exploding", factory="tests.warmers.fault_zoo:exploding_factory"), "ModelLoadError",
@@ -192,6 +193,41 @@ def test_compile_artifacts_are_saved_then_restored(
     assert restored and restored == {PurePosixPath(n).name for n in names if n.endswith(".so")}
 
 
+@pytest.mark.slow
+def test_a_tampered_compile_cache_entry_compiles_cold_and_is_replaced(
+    tmp_path: Path, example_specs: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import zipfile
+
+    from warmers import compile_cache
+
+    base = example_specs["reranker"]
+    spec = variant(base, compile="default", warmup={**base.warmup.model_dump(), "buckets": {"batch": [1]}})
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor-first-host"))
+    assert make_engine(tmp_path).warm(spec).ready
+    [entry] = list((tmp_path / "store" / "compile-cache").glob("*.bin"))
+    with zipfile.ZipFile(entry) as src:
+        members = {name: src.read(name) for name in src.namelist()}
+    # A compiled kernel when this process built one; the mega-cache when an earlier test left its kernels loaded.
+    kernel = next((name for name in members if name.endswith(".so")), "mega.bin")
+    members[kernel] = members[kernel][:-1] + bytes([members[kernel][-1] ^ 0xFF])  # the manifest stays as it was
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dest:
+        for name, data in members.items():
+            dest.writestr(name, data)
+    entry.write_bytes(out.getvalue())
+    torch._dynamo.reset()
+    fresh = tmp_path / "inductor-second-host"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(fresh))
+    again = make_engine(tmp_path).warm(spec)
+    assert again.ready and again.cache_hits["compile"] is False
+    if kernel != "mega.bin":
+        installed = fresh / PurePosixPath(kernel.removeprefix("kernels/"))
+        assert not installed.exists() or installed.read_bytes() != members[kernel]
+    assert compile_cache.verified_members(entry.read_bytes())  # the cold compile saved a good entry over it
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -217,11 +253,13 @@ def test_cuda_out_of_memory_leaves_the_model_not_ready(tmp_path: Path, example_s
     assert engine.get("embedder").state is ModelState.READY
 
 
-def test_a_changed_spec_loads_beside_the_serving_copy(cpu_engine: Engine, example_specs: dict[str, ModelSpec]) -> None:
+def test_a_changed_spec_loads_beside_the_serving_copy(
+    cpu_engine: Engine, example_specs: dict[str, ModelSpec], tmp_path: Path
+) -> None:
     engine = cpu_engine
     spec = example_specs["reranker"]
     engine.warm(spec)
-    broken = variant(spec, sha256="2" * 64, artifact_uri="/nonexistent/reranker.safetensors")
+    broken = variant(spec, sha256="2" * 64, artifact_uri=str(tmp_path / "nonexistent" / "reranker.safetensors"))
     report = engine.warm(broken)
     assert not report.ready and report.error_type == "ArtifactNotFoundError"
     entry = engine.get("reranker")
@@ -259,3 +297,57 @@ def test_log_lines_carry_the_model(cpu_engine: Engine, example_specs: dict[str, 
         cpu_engine.warm(example_specs["reranker"])
     assert any(r.getMessage().startswith("[reranker:1] ready in") for r in caplog.records)
     assert any(r.getMessage().startswith("[reranker:1] fetched ") and r.name == "warmers.artifacts" for r in caplog.records)
+
+
+def test_a_factory_outside_the_allowed_modules_is_never_imported(
+    cpu_engine: Engine, example_specs: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from prewarm.settings import reset_settings
+
+    monkeypatch.setenv("PREWARM_FACTORY_MODULES", "warmers.zoo")
+    reset_settings()
+    sys.modules.pop("tests.warmers.import_probe", None)
+    for name, factory in (("probe", "tests.warmers.import_probe:build"), ("system", "os:system")):
+        spec = variant(example_specs["reranker"], name=name, factory=factory)
+        report = cpu_engine.warm(spec)
+        assert not report.ready
+        assert report.error_type == "FactoryNotAllowedError"
+        assert re.search(rf"factory '{re.escape(factory)}' is not under PREWARM_FACTORY_MODULES \(warmers.zoo\)",
+                         report.reason or "")
+    assert "tests.warmers.import_probe" not in sys.modules
+
+
+def test_a_tampered_cache_entry_is_never_served(tmp_path: Path, example_specs: dict[str, ModelSpec]) -> None:
+    import os
+
+    spec = example_specs["embedder"]
+    first = make_engine(tmp_path)
+    assert first.warm(spec).ready
+    expected = first.infer("embedder", None, probe(spec))[1][0]
+    [entry] = [p for p in (tmp_path / "cache").rglob(spec.sha256)]
+    stat = entry.stat()
+    with entry.open("r+b") as handle:  # flip bytes in the middle of the weights, then restore size and mtime
+        handle.seek(stat.st_size // 2)
+        chunk = handle.read(64)
+        handle.seek(stat.st_size // 2)
+        handle.write(bytes(b ^ 0xFF for b in chunk))
+    os.utime(entry, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = make_engine(tmp_path)
+    report = second.warm(spec)
+    assert report.ready and report.cache_hits["artifact"] is False  # discarded and fetched again from the source
+    assert torch.equal(second.infer("embedder", None, probe(spec))[1][0], expected)
+
+
+def test_an_artifact_outside_the_allowed_sources_is_not_loaded(
+    cpu_engine: Engine, example_specs: dict[str, ModelSpec], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from prewarm.settings import reset_settings
+
+    monkeypatch.setenv("PREWARM_ARTIFACT_SOURCES", f"{tmp_path / 'models'},s3://models")
+    reset_settings()
+    report = cpu_engine.warm(example_specs["reranker"])
+    assert not report.ready and report.error_type == "ArtifactSourceError"
+    assert re.search(r"reranker.safetensors' is not under an allowed artifact source \(.*/models, s3://models\); "
+                     r"add its prefix to PREWARM_ARTIFACT_SOURCES", report.reason or "")

@@ -169,7 +169,7 @@ def test_broken_models_are_not_ready_while_others_serve(start_host: HostFactory,
     assert states["reranker"]["state"] == "READY" and states["embedder"]["state"] == "READY"
     assert "sha256 is" in states["tampered"]["reason"] and states["tampered"]["state"] == "UNAVAILABLE"
     assert "no such file" in states["missing"]["reason"]
-    assert "cannot import module 'warmers.no_such_module'" in states["badfactory"]["reason"]
+    assert "cannot import module 'warmers.zoo.no_such_module'" in states["badfactory"]["reason"]
     ready = httpx.get(f"{url}/v2/models/tampered/ready")
     assert ready.status_code == 400 and ready.json()["ready"] is False and "sha256" in ready.json()["reason"]
     infer = httpx.post(f"{url}/v2/models/tampered/infer", json=reranker_request())

@@ -101,7 +101,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         raw_entry("reranker"),
         raw_entry("embedder"),
         raw_entry("reranker", name="fragile", factory="tests.warmers.fault_zoo:fragile_reranker"),
-        raw_entry("reranker", name="badfactory", factory="warmers.no_such_module:build"),
+        raw_entry("reranker", name="badfactory", factory="warmers.zoo.no_such_module:build"),
     ])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREWARM_HOST__MAX_BODY_MB", "1")

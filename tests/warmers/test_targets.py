@@ -22,7 +22,7 @@ from warmers.targets import TensorMetadata, V2Client, body_excerpt, input_mismat
 @pytest.fixture
 def host(start_host: HostFactory, tmp_path: Path) -> str:
     fleet = write_fleet(tmp_path / "fleet", [
-        raw_entry("reranker"), raw_entry("embedder"), raw_entry("embedder", name="broken", factory="no_such_pkg:f"),
+        raw_entry("reranker"), raw_entry("embedder"), raw_entry("embedder", name="broken", factory="warmers.zoo.no_such_pkg:f"),
     ])
     return start_host(fleet=fleet, load_on_startup=False)
 

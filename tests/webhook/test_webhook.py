@@ -116,7 +116,7 @@ def test_missing_signature_is_401(client: TestClient, engine: Engine, headers: d
     body = json.dumps({"model": "chat-small", "version": "2"}).encode()
     response = _post(client, body, headers)
     assert response.status_code == 401
-    assert "missing" in response.json()["detail"]
+    assert "missing" in response.json()["error"]
     assert _versions(engine) == ["1"]
 
 
@@ -125,7 +125,7 @@ def test_bad_signature_is_401(client: TestClient, engine: Engine, emitter: Recor
     headers = signed_headers("another-secret", body)
     response = _post(client, body, headers)
     assert response.status_code == 401
-    assert "does not match" in response.json()["detail"]
+    assert "does not match" in response.json()["error"]
     tampered = signed_headers(SECRET, body)
     response = _post(client, body.replace(b'"2"', b'"3"'), tampered)
     assert response.status_code == 401
@@ -137,7 +137,7 @@ def test_stale_or_future_timestamp_is_401(client: TestClient, engine: Engine, sk
     body = json.dumps({"model": "chat-small", "version": "2"}).encode()
     response = _post(client, body, signed_headers(SECRET, body, timestamp=int(time.time()) - skew))
     assert response.status_code == 401
-    assert "off the receiver's clock" in response.json()["detail"]
+    assert "off the receiver's clock" in response.json()["error"]
     assert _versions(engine) == ["1"]
 
 
@@ -147,7 +147,7 @@ def test_non_numeric_timestamp_is_401(client: TestClient) -> None:
         client, body, {TIMESTAMP_HEADER: "yesterday", SIGNATURE_HEADER: sign(SECRET, "yesterday", body)}
     )
     assert response.status_code == 401
-    assert "unix seconds" in response.json()["detail"]
+    assert "unix seconds" in response.json()["error"]
 
 
 def test_body_over_64_kib_is_413(client: TestClient, engine: Engine, emitter: RecordingEmitter) -> None:
@@ -192,7 +192,7 @@ def test_unregistered_model_is_404(client: TestClient, engine: Engine) -> None:
     body = json.dumps({"model": "never-seen", "version": "1"}).encode()
     response = _post(client, body)
     assert response.status_code == 404
-    assert "prewarm models import" in response.json()["detail"]
+    assert "prewarm models import" in response.json()["error"]
 
 
 def test_emit_failure_is_503_and_retry_is_accepted(engine: Engine) -> None:

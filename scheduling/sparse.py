@@ -1,0 +1,198 @@
+"""The sparse rule: warm a model's first replica for an interval when the cold requests it would save are worth more.
+
+Interval u is worth one warm replica of model m when
+
+    E[min(d_m(u), c_m)] × cold_price_m  >  replica_hour_price_m × interval_hours
+
+where ``min(d, c)`` is what one replica serves. For a model of capacity 1 (the long tail) this is
+``P(at least one request in u) × cold_price``. The expectation has two estimates, and the rule warms
+when either clears the bar:
+
+* **by hour of week**: the empirical mean of ``min(d, c)`` in u's slot of the week, shrunk toward the
+  model's overall mean (``slot_strength`` pseudo-intervals), which is itself shrunk toward the pool's
+  (``model_strength``), so a model with no history gets the pool's prior. Means are kept as shares of
+  a replica's capacity, ``min(d / c, 1)``, so busy and sparse models share one scale, and the pool's
+  prior is the median model's;
+* **after a request** (the idea of the hybrid histogram): with g empty intervals since the model's last
+  busy one, the hazard ``P(idle time = g | idle time >= g)`` from the model's idle-time histogram (shrunk
+  toward its busy fraction) times ``E[min(d, c) | busy]``.
+
+Arrivals are assumed to spread over an interval (a warm replica serves its interval's requests up to
+its capacity; a cold interval's requests are all cold), and a replica serves from ``lead`` intervals
+after it is requested: a warm replica stays while the intervals up to ``t + lead`` are worth it, and a
+cold model starts warming only when the run of worthwhile intervals from ``t + lead`` pays for itself
+and for the ``lead`` intervals of loading.
+Only the first replica is decided here; more come from the forecast (or the reactive floor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from scheduling.cost import Prices
+from scheduling.policies import PolicyContext, reactive_target
+
+WEEK = pd.Timedelta(days=7)
+MONDAY = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def week_slots(timestamps: pd.DatetimeIndex, interval: pd.Timedelta) -> tuple[np.ndarray, int]:
+    """Each timestamp's slot of the week (its interval's index since Monday 00:00 UTC) and the number of slots."""
+    per_week = max(1, int(WEEK / interval))
+    stamps = pd.DatetimeIndex(timestamps)
+    stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
+    steps = ((stamps - MONDAY) // interval).to_numpy(dtype=np.int64)
+    return steps % per_week, per_week
+
+
+def shrunk(total: np.ndarray, count: np.ndarray, prior: np.ndarray, strength: float) -> np.ndarray:
+    """``(total + strength × prior) / (count + strength)``: a mean shrunk toward ``prior``."""
+    return (total + strength * prior) / (count + strength)
+
+
+@dataclass(slots=True)
+class SparseState:
+    """Running sums of the demand a policy has observed, folded in interval by interval (causal by construction)."""
+
+    capacity: np.ndarray
+    slots: np.ndarray
+    n_slots: int
+    first: np.ndarray
+    max_gap: int
+    seen: int = 0
+    slot_n: np.ndarray = field(init=False)
+    slot_served: np.ndarray = field(init=False)
+    gap_counts: np.ndarray = field(init=False)
+    last_busy: np.ndarray = field(init=False)
+    busy: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.capacity)
+        self.slot_n = np.zeros((n, self.n_slots))
+        self.slot_served = np.zeros((n, self.n_slots))
+        self.gap_counts = np.zeros((n, self.max_gap + 2))  # the last bin holds idle times beyond max_gap
+        self.last_busy = np.full(n, -1, dtype=np.int64)
+        self.busy = np.zeros(n)
+
+    def fold(self, observed: np.ndarray, upto: int) -> None:
+        """Add the intervals ``[seen, upto)`` of ``observed`` (models × intervals)."""
+        rows = np.arange(len(self.capacity))
+        for t in range(self.seen, upto):
+            live = t >= self.first
+            d = observed[:, t]
+            slot = self.slots[t]
+            self.slot_n[live, slot] += 1
+            self.slot_served[live, slot] += np.minimum(d[live] / self.capacity[live], 1.0)
+            hit = live & (d > 0)
+            after = hit & (self.last_busy >= 0)
+            gaps = np.minimum(t - self.last_busy[after] - 1, self.max_gap + 1)
+            np.add.at(self.gap_counts, (rows[after], gaps), 1)
+            self.last_busy[hit] = t
+            self.busy[hit] += 1
+        self.seen = max(self.seen, upto)
+
+    def model_means(self, model_strength: float) -> np.ndarray:
+        """Per model, the mean of ``min(d / c, 1)`` per interval, shrunk toward the pool's (the median model's)."""
+        n = self.slot_n.sum(axis=1)
+        served = self.slot_served.sum(axis=1)
+        seen = n > 0
+        pool = float(np.median(served[seen] / n[seen])) if seen.any() else 0.0
+        return shrunk(served, n, np.full(len(n), pool), model_strength)
+
+    def slot_means(self, slots: np.ndarray, model_means: np.ndarray, slot_strength: float) -> np.ndarray:
+        """Per model, the shrunk mean of ``min(d / c, 1)`` in the given slot (one slot per model)."""
+        rows = np.arange(len(self.capacity))
+        return shrunk(self.slot_served[rows, slots], self.slot_n[rows, slots], model_means, slot_strength)
+
+    def hazard_value(self, gap: np.ndarray, model_means: np.ndarray, slot_strength: float) -> np.ndarray:
+        """Per model, ``P(next request at idle gap g | idle >= g) × E[min(d / c, 1) | busy]`` (0 before any request)."""
+        rows = np.arange(len(self.capacity))
+        n = self.slot_n.sum(axis=1)
+        busy_fraction = np.where(n > 0, self.busy / np.maximum(n, 1), 0.0)
+        per_busy = np.where(self.busy > 0, self.slot_served.sum(axis=1) / np.maximum(self.busy, 1), model_means)
+        capped = np.clip(gap, 0, self.max_gap + 1)
+        at_or_beyond = self.gap_counts[:, ::-1].cumsum(axis=1)[:, ::-1]
+        equal = np.where(capped <= self.max_gap, self.gap_counts[rows, capped], 0.0)
+        hazard = shrunk(equal, at_or_beyond[rows, capped], busy_fraction, slot_strength)
+        return np.where((self.last_busy >= 0) & (gap >= 0), hazard * per_busy, 0.0)
+
+
+@dataclass(slots=True)
+class SparseRule:
+    """The sparse rule's warm decision (0 or 1 replica per model) at each t, from the demand before t."""
+
+    context: PolicyContext
+    prices: Prices
+    slot_strength: float = 4.0
+    model_strength: float = 24.0
+    max_gap_hours: float = 24.0
+    lookahead: int = 24
+    _state: SparseState | None = None
+    _warm: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    _slots: np.ndarray | None = None
+
+    def _ensure(self) -> SparseState:
+        if self._state is None:
+            ctx = self.context
+            stamps = pd.date_range(ctx.timestamps[0], periods=len(ctx.timestamps) + ctx.lead + self.lookahead, freq=ctx.interval)
+            self._slots, n_slots = week_slots(stamps, ctx.interval)
+            max_gap = max(1, int(pd.Timedelta(hours=self.max_gap_hours) / ctx.interval))
+            self._state = SparseState(np.asarray(ctx.capacity, dtype=float), self._slots, n_slots, ctx.first, max_gap)
+            self._warm = np.zeros(len(ctx.models), dtype=bool)
+        return self._state
+
+    def values(self, t: int, observed: np.ndarray, *, ahead: int) -> np.ndarray:
+        """Models × ``ahead``: the requests one replica is expected to serve in each interval from ``t`` on."""
+        state = self._ensure()
+        assert self._slots is not None
+        state.fold(observed, t)
+        means = state.model_means(self.model_strength)
+        out = np.zeros((len(self.context.models), ahead))
+        for k in range(ahead):
+            u = t + k
+            slot = np.full(len(means), self._slots[min(u, len(self._slots) - 1)])
+            by_week = state.slot_means(slot, means, self.slot_strength)
+            after = state.hazard_value(u - state.last_busy - 1, means, self.slot_strength)
+            out[:, k] = np.maximum(by_week, after)
+        return out * self.context.capacity[:, None]
+
+    def decide(self, t: int, observed: np.ndarray) -> np.ndarray:
+        """1 where one warm replica is worth its price, else 0.
+
+        A replica already warm stays while any interval it can serve before a new one would be ready
+        (``t .. t + lead``) is worth its interval. A cold model starts warming only when the run of
+        worthwhile intervals from ``t + lead`` on pays for itself and for the ``lead`` intervals of loading.
+        """
+        lead = self.context.lead
+        worth = self.values(t, observed, ahead=lead + self.lookahead) * self.prices.cold[:, None]
+        bar = (self.prices.replica_hour * self.context.interval_hours)[:, None]
+        good = worth > bar
+        keep = self._warm & good[:, : lead + 1].any(axis=1)
+        ahead = good[:, lead:]
+        run = np.cumprod(ahead, axis=1).astype(bool)
+        gain = np.where(run, worth[:, lead:] - bar, 0.0).sum(axis=1) - bar[:, 0] * lead
+        start = ~self._warm & ahead[:, 0] & (gain > 0)
+        self._warm = keep | start
+        return self._warm.astype(np.int64)
+
+
+@dataclass(slots=True)
+class SparsePolicy:
+    """The sparse rule for the first replica, the reactive autoscaler above it."""
+
+    context: PolicyContext
+    prices: Prices
+    reactive_floor: bool = True
+    name: str = "sparse"
+    _rule: SparseRule | None = None
+
+    def decide(self, t: int, observed: np.ndarray) -> np.ndarray:
+        if self._rule is None:
+            self._rule = SparseRule(self.context, self.prices)
+        warm = self._rule.decide(t, observed)
+        if not self.reactive_floor:
+            return warm
+        return np.maximum(warm, reactive_target(self.context, t, observed))

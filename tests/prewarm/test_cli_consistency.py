@@ -1,0 +1,173 @@
+"""The command line as a whole: global options, the order of commands, the same names for the same options
+everywhere, help without type noise, and the README's command table kept in step with ``prewarm --help``."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from prewarm.cli.main import COMMANDS, app
+from prewarm.cli.output import configure_logging
+
+ROOT = Path(__file__).resolve().parents[2]
+WIDE = {"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "1"}
+ORDER = ["ingest", "forecast", "plan", "simulate", "serve", "webhook", "demo"]
+
+
+def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, list(args), env=env or WIDE, catch_exceptions=False)
+
+
+def help_commands(text: str) -> list[tuple[str, str]]:
+    """(command, description) rows of the Commands panel of a rich ``--help`` page."""
+    panel = text[text.index("Commands") :]
+    rows = []
+    for line in panel.splitlines()[1:]:
+        match = re.match(r"^│ (\S+)\s{2,}(.+?)\s*│$", line)
+        if match:
+            rows.append((match[1], match[2]))
+    return rows
+
+
+def every_command_path() -> list[list[str]]:
+    """The argv prefix of every command and sub-command, e.g. ``["hosts", "add"]``."""
+    paths: list[list[str]] = []
+    for entry in COMMANDS:
+        result = run(entry.name, "--help")
+        assert result.exit_code == 0, result.output
+        subs = help_commands(result.stdout) if "Commands" in result.stdout else []
+        paths.extend([[entry.name, sub] for sub, _ in subs] or [[entry.name]])
+    return paths
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert re.fullmatch(r"prewarm \S+\n", result.stdout)
+
+
+def test_commands_listed_in_order_daily_path_first() -> None:
+    listed = [name for name, _ in help_commands(run("--help").stdout)]
+    assert listed[: len(ORDER)] == ORDER
+    assert sorted(listed) == sorted(entry.name for entry in COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "argv", [["-v", "models", "list"], ["models", "-v", "list"], ["models", "list", "-v"], ["models", "list", "-vv"]]
+)
+def test_verbose_before_or_after_the_command(argv: list[str], engine: object) -> None:
+    result = run(*argv)
+    assert result.exit_code == 0, result.output
+
+
+def test_no_bool_types_in_any_help() -> None:
+    pages = [run("--help").stdout] + [run(*path, "--help").stdout for path in every_command_path()]
+    for page in pages:
+        assert "<bool>" not in page
+        assert "--verbose" in page
+
+
+@pytest.mark.parametrize("command", ["forecast", "plan", "simulate"])
+def test_same_options_in_forecast_plan_simulate(command: str) -> None:
+    page = run(command, "--help").stdout
+    for long, short in (("--input", "-i"), ("--level", "-l"), ("--output", "-o")):
+        assert re.search(rf"{long}\s+{short}\b", page), (command, long)
+    assert "--fast " in page
+    assert "--fast-forecast" not in page and "--out " not in page and "--decisions-dir" not in page
+
+
+def test_replay_reads_input_and_writes_output_like_the_others() -> None:
+    page = run("replay", "--help").stdout
+    assert re.search(r"--input,--trace\s+-i\b", page) and re.search(r"--output,--out\s+-o\b", page)
+
+
+@pytest.mark.parametrize("command", ["forecast", "plan", "demo"])
+def test_fast_and_output_where_they_make_sense(command: str) -> None:
+    page = run(command, "--help").stdout
+    assert "--fast " in page and re.search(r"--output\s+-o\b", page)
+
+
+def test_forecast_help_says_output_is_required_with_input() -> None:
+    page = " ".join(run("forecast", "--help").stdout.split())
+    assert "Required with --input" in page
+
+
+def test_level_defaults_are_explained() -> None:
+    plan = " ".join(run("plan", "--help").stdout.split())
+    simulate = " ".join(run("simulate", "--help").stdout.split())
+    assert "Default 80 with --input" in plan and "95 with --pool" in plan
+    assert "(80, as plan --input)" in simulate
+
+
+def test_webhook_default_port_is_not_dasks() -> None:
+    page = run("webhook", "--help").stdout
+    assert "8717" in page and "[default: 8787]" not in page
+
+
+def test_help_imports_no_subcommand_module() -> None:
+    code = (
+        "import sys\n"
+        "from prewarm.cli.main import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('pandas', 'torch', 'prefect', 'sqlalchemy', 'prewarm.cli.plan') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "HEAVY []" in out
+
+
+def readme_commands() -> list[tuple[str, str]]:
+    """(command, description) per row of the README's command table."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Command line") :].split("\n\n")[1]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = re.match(r"`prewarm ([a-z-]+)", cells[0])
+        assert name, line
+        rows.append((name[1], cells[-1]))
+    return rows
+
+
+def test_readme_command_table_matches_help() -> None:
+    assert readme_commands() == help_commands(run("--help").stdout)
+
+
+def test_readme_starts_with_make_demo_then_make_test() -> None:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    assert [b.strip() for b in blocks[:2]] == ["make demo", "make test"]
+
+
+@pytest.fixture
+def quiet_afterwards():  # type: ignore[no-untyped-def]
+    """Put logging back as a run without -v leaves it, for the tests that follow."""
+    yield
+    configure_logging(0)
+
+
+def test_verbose_shows_progress_and_keeps_request_logs_for_vv(
+    tmp_path: Path, engine: object, quiet_afterwards: None
+) -> None:
+    source = tmp_path / "t.csv"
+    source.write_text("timestamp,model,requests\n2026-11-01T00:00:00Z,a,1\n")
+    assert "INFO prewarm.telemetry" not in run("ingest", str(source)).stderr
+    assert "INFO prewarm.telemetry: read 1 rows" in run("ingest", str(source), "-v").stderr
+
+
+@pytest.mark.parametrize(("level", "shown"), [(0, False), (1, False), (2, True)])
+def test_library_request_logs_only_at_vv(
+    level: int, shown: bool, capsys: pytest.CaptureFixture[str], quiet_afterwards: None
+) -> None:
+    configure_logging(level)
+    logging.getLogger("httpx").info('HTTP Request: GET http://127.0.0.1/api/csrf-token "HTTP/1.1 422"')
+    logging.getLogger("controller.reconcile").info("tick done")
+    err = capsys.readouterr().err
+    assert ("csrf-token" in err) is shown
+    assert ("tick done" in err) is (level >= 1)
