@@ -30,6 +30,7 @@ from controller.decide import Action, next_record
 from controller.state import PoolState
 from db.base import utcnow
 from db.controller import ActionFinish, finish_actions, save_replicas
+from db.errors import DatabaseUnavailable
 from db.models import ActionKind, ActionOutcome, PlanStatus, ReplicaPhase, WarmPlan, WarmTrigger
 from db.session import session_scope
 from db.warm import baselines_for, last_device_classes, record_warm_runs, warm_run_values
@@ -38,7 +39,8 @@ from warmers.report import Baseline, baseline_from
 
 log = logging.getLogger(__name__)
 
-DB_ERRORS = (OperationalError, InterfaceError)
+# DatabaseUnavailable: what the engine's error hook makes of a lost connection (db.session).
+DB_ERRORS = (OperationalError, InterfaceError, DatabaseUnavailable)
 
 
 @dataclass(frozen=True, kw_only=True)
