@@ -48,19 +48,16 @@ def previous_version(model: str, version: str) -> str | None:
 @task(cache_policy=NO_CACHE)
 def ensure_registered(model: str, version: str, artifact_uri: str | None, sha256: str | None) -> None:
     """Register ``version`` from the previous version's spec when nobody did (a Prefect Cloud webhook does not)."""
-    from prewarm.settings import get_settings
     from prewarm.webhook import ModelDeployed, register_version
-    from warmers.artifacts import check_source
 
     with session_scope(history_engine()) as session:
         known = any(row.name == model and row.version == version for row in list_models(session))
     if known and artifact_uri is None and sha256 is None:
         return
-    if artifact_uri is not None:  # an event from elsewhere than prewarm's webhook was not checked yet
-        check_source(artifact_uri, get_settings().resolved_artifact_sources)
     deployed = ModelDeployed(model=model, version=version, artifact_uri=artifact_uri, sha256=sha256)
-    with session_scope(history_engine()) as session:
-        register_version(session, deployed)
+    # register_version checks the artifact against PREWARM_ARTIFACT_SOURCES: an event from elsewhere than
+    # prewarm's webhook (a Prefect Cloud webhook, a manual run) was not checked yet.
+    register_version(history_engine(), deployed)
 
 
 @task(cache_policy=NO_CACHE)

@@ -116,9 +116,9 @@ def _wait_for_event(name: str, event_id: str) -> dict:
 def test_post_deploy_registers_nothing_from_outside_the_artifact_sources(
     history_db: Engine, registered: ModelSpec
 ) -> None:
-    from warmers.errors import ArtifactSourceError
+    from prewarm.webhook import ArtifactSourceError  # registration checks as the webhook does
 
-    with pytest.raises(ArtifactSourceError, match=r"'/etc/hostname' is not under an allowed artifact source"):
+    with pytest.raises(ArtifactSourceError, match=r"'/etc/hostname' is outside the allowed artifact sources"):
         post_deploy_warm(registered.name, "9", artifact_uri="/etc/hostname", sha256="0" * 64)
     with session_scope(history_db) as session:
         from db.registry import get_model
