@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= cpu
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo replay test bench-ingest clean
+.PHONY: setup demo replay test bench-ingest bench-ingest-memory clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,9 @@ test: setup
 
 bench-ingest: setup
 	$(BIN)/python benchmarks/ingest/run.py
+
+bench-ingest-memory: setup
+	$(BIN)/python benchmarks/ingest/memory.py
 
 clean:
 	rm -rf $(VENV) .venv-interop .pytest_cache

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.ingest.run import fresh_postgres  # noqa: E402
+from db.session import make_engine  # noqa: E402
 from prewarm.synthetic import synthetic_telemetry  # noqa: E402
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
@@ -55,6 +56,17 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def drop_postgres(admin_url: str, url: str) -> None:
+    """Drop a benchmark database (each holds about 500 MB after 5 M rows)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(make_engine(admin_url).url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def run_child(code: Path, url: str, source: str, env: dict[str, str]) -> dict[str, float]:
@@ -117,7 +129,11 @@ def main() -> None:
                     url = fresh_postgres(admin)
                 else:
                     url = f"sqlite:///{Path(tmp) / f'bench-{source_name}-{time.monotonic_ns()}.db'}"
-                figures = run_child(args.code, url, sources[source_name], env)
+                try:
+                    figures = run_child(args.code, url, sources[source_name], env)
+                finally:
+                    if database == "postgres":
+                        drop_postgres(admin, url)
                 results.append((source_name, database, figures))
                 print(source_name, database, figures, flush=True)
     moto.stop()
