@@ -529,13 +529,17 @@ def _first_requests(
     From a prewarm host: its cold first request (a fresh load's first request, before any warm-up) and the
     first client request after its load and warm-up, both timed by the host on its serving path (the latter
     read from its statistics around that request), so neither includes HTTP or this process's own load.
-    Elsewhere, both from this client: its first request after the load (cold where the server does not warm
-    models itself) and its first validation probe, after its own warm-up.
+    When the host's statistics cannot single that request out (another client's requests came in between),
+    the warm figure is None rather than one measured another way. Elsewhere, both from this client: its first
+    request after the load (cold where the server does not warm models itself) and its first validation
+    probe, after its own warm-up.
     """
     server_cold = server_report.get("cold_first_request_ms")
-    if server_cold is not None and before is not None and after is not None and after[0] - before[0] == 1:
-        return float(server_cold), (after[1] - before[1]) / 1e6
-    return client_first_ms, latency.warm_first_request_ms
+    if server_cold is None:
+        return client_first_ms, latency.warm_first_request_ms
+    if before is None or after is None or after[0] - before[0] != 1:
+        return float(server_cold), None
+    return float(server_cold), (after[1] - before[1]) / 1e6
 
 
 def input_mismatches(warmup: WarmupSpec, declared: Iterable[TensorMetadata]) -> list[str]:
