@@ -166,6 +166,7 @@ class WarmReport:
     cold_first_request_ms: float | None = None
     warm_first_request_ms: float | None = None
     client_first_request_ms: float | None = None
+    client_steady_p50_ms: float | None = None
     first_after_idle_ms: float | None = None
     first_after_idle_spread_ms: float | None = None
     steady_p50_ms: float | None = None
