@@ -74,9 +74,19 @@ class Baseline:
         )
 
 
+# Earlier runs needed before a run's latency is judged against them: from three on, the spread between runs
+# can be estimated. With fewer, only the spread within a run is known, and it misses how much a busy machine
+# moves a run's medians (a first-after-idle median of 2.39 ms in one demo run, 6.10 ms in the next, each with
+# a spread of 0.17 ms within its run): the SLA alone decides until then.
+MIN_BASELINE_RUNS = 3
+
+
 def baseline_from(found: Any | None, *, sla_p99_ms: float | None) -> Baseline:
-    """The verdict's baseline from earlier runs' medians and spreads (``db.warm.Baseline``, or None), plus the SLA."""
-    if found is None:
+    """The verdict's baseline from earlier runs' medians and spreads (``db.warm.Baseline``, or None), plus the SLA.
+
+    Fewer than :data:`MIN_BASELINE_RUNS` earlier runs give the SLA alone.
+    """
+    if found is None or found.runs < MIN_BASELINE_RUNS:
         return Baseline(sla_p99_ms=sla_p99_ms)
     return Baseline(
         p50_ms=found.steady_p50_ms, p50_spread_ms=found.p50_spread_ms,
@@ -166,6 +176,7 @@ class WarmReport:
     cold_first_request_ms: float | None = None
     warm_first_request_ms: float | None = None
     client_first_request_ms: float | None = None
+    client_steady_p50_ms: float | None = None
     first_after_idle_ms: float | None = None
     first_after_idle_spread_ms: float | None = None
     steady_p50_ms: float | None = None

@@ -96,7 +96,7 @@ def _baseline(history_db: Engine, version: str) -> None:
     """Earlier successful runs of ``version`` with generous latencies: the verdict must not hang on machine load."""
     here = device_class(resolve_device("cpu"))
     with session_scope(history_db) as session:
-        for _ in range(2):
+        for _ in range(3):
             record_warm_run(
                 session,
                 {"model": "reranker", "version": version, "device_class": here, "ready": True,

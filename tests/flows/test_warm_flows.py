@@ -63,7 +63,7 @@ def test_post_deploy_passes_against_the_previous_version_and_records_the_verdict
 
     here = device_class(resolve_device("auto"))
     with session_scope(history_db) as session:
-        for _ in range(2):
+        for _ in range(3):
             record_warm_run(
                 session,
                 {

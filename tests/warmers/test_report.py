@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from warmers.report import Baseline, Latency, judge, spread_ms
+from warmers.report import Baseline, Latency, baseline_from, judge, spread_ms
 
 # Earlier runs: first request after idle 0.80 ms (spread 0.10 ms), steady p50 0.50 ms (spread 0.05 ms).
 BASELINE = Baseline(p50_ms=0.5, p50_spread_ms=0.05, first_request_ms=0.8, first_request_spread_ms=0.1)
@@ -86,3 +88,15 @@ def test_the_sla_is_judged_on_the_steady_p99() -> None:
     assert latency.steady_p99_ms == pytest.approx(48.79)
     assert judge(latency, Baseline(sla_p99_ms=50.0)) is None
     assert judge(latency, Baseline(sla_p99_ms=40.0)) == "steady p99 48.79 ms exceeds the SLA of 40.00 ms"
+
+
+def test_history_judges_only_from_three_earlier_runs() -> None:
+    def found(runs: int) -> SimpleNamespace:
+        return SimpleNamespace(runs=runs, steady_p50_ms=0.5, p50_spread_ms=0.05, first_request_ms=2.4,
+                               first_request_spread_ms=0.17)
+
+    # One earlier run knows only its own spread; the next run's medians on a busier machine moved 2.5x.
+    assert baseline_from(found(1), sla_p99_ms=50.0) == Baseline(sla_p99_ms=50.0)
+    assert baseline_from(found(2), sla_p99_ms=None) == Baseline()
+    judged = baseline_from(found(3), sla_p99_ms=50.0)
+    assert (judged.p50_ms, judged.first_request_ms, judged.first_request_spread_ms) == (0.5, 2.4, 0.17)
