@@ -4,13 +4,14 @@
     ├── InputError
     │   └── InventoryError          a host entry that cannot be stored as given (name, URL, label, unknown host)
     └── ControllerError             a tick or a roll-out that could not run
-        ├── HistoryUnavailableError the history database could not be reached during a tick
+        ├── HistoryUnavailableError the history database could not be reached during a tick (also a
+        │                           SourceError: the command line exits 2, as for every unreachable database)
         └── PoolBusyError           another controller or roll-out holds the pool's lease for too long
 """
 
 from __future__ import annotations
 
-from prewarm.errors import InputError, PrewarmError
+from prewarm.errors import InputError, PrewarmError, SourceError
 
 
 class InventoryError(InputError):
@@ -21,7 +22,7 @@ class ControllerError(PrewarmError):
     """Base class of the errors a controller tick or a roll-out raises on purpose."""
 
 
-class HistoryUnavailableError(ControllerError):
+class HistoryUnavailableError(ControllerError, SourceError):
     """The history database could not be reached during a tick; the next tick starts over from the database."""
 
 

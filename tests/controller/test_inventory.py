@@ -148,6 +148,6 @@ def test_reconcile_without_a_reachable_history_database_prints_one_line(monkeypa
     assert result.exit_code == 2  # a source that cannot be reached, like a missing bucket
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
-    assert lines[0].startswith("error: cannot connect to the history database (postgresql at 127.0.0.1:")
-    assert "check that the server is up and PREWARM_DATABASE_URL is right" in lines[0]
+    assert lines[0].startswith("error: pool 'p': the history database (postgresql+psycopg://prewarm:***@127.0.0.1:")
+    assert "PREWARM_DATABASE_URL" in lines[0] and "check that the server is up" in lines[0]
     assert "s3cret" not in result.output
