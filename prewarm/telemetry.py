@@ -177,6 +177,7 @@ def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
 
     requests = pd.to_numeric(frame[C.REQUESTS], errors="coerce")
     _check(blob, kind, frame, requests.isna(), C.REQUESTS, "requests must be a number (not empty or NaN)")
+    _check(blob, kind, frame, requests.isin([float("inf"), float("-inf")]), C.REQUESTS, "requests must be finite")
     _check(blob, kind, frame, requests < 0, C.REQUESTS, "requests must not be negative")
 
     out = pd.DataFrame({C.TIMESTAMP: ts, C.MODEL: model.astype(str), C.REQUESTS: requests.astype(float)})
@@ -187,6 +188,7 @@ def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
         values = pd.to_numeric(frame[column], errors="coerce")
         given = frame[column].notna() & (frame[column].astype("string").str.strip() != "")
         _check(blob, kind, frame, given & values.isna(), column, f"{column} must be a number or empty")
+        _check(blob, kind, frame, values.isin([float("inf"), float("-inf")]), column, f"{column} must be finite")
         _check(blob, kind, frame, values < 0, column, f"{column} must not be negative")
         out[column] = values.astype(float)
     return out

@@ -1,0 +1,210 @@
+"""Traces as they come from other people's systems: odd bucket widths, gaps, time zones, duplicates, thousands of
+near-empty models, short histories, huge or fractional counts, awkward model names.
+
+``prewarm simulate`` and ``prewarm plan`` (both policies) either work on each, with sane output, or refuse with one
+line and exit code 2. A RuntimeWarning (numpy's "invalid value" floods) fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from prewarm import columns as C
+from prewarm.cli.main import app
+
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
+START = pd.Timestamp("2026-01-05", tz="UTC")
+
+
+def daily_cycle(n_models: int, periods: int, *, freq: str = "h", seed: int = 0, prefix: str = "m") -> pd.DataFrame:
+    """``n_models`` Poisson series with a daily cycle on a regular grid of ``freq`` buckets (seeded)."""
+    rng = np.random.default_rng(seed)
+    stamps = pd.date_range(START, periods=periods, freq=freq)
+    per_day = pd.Timedelta(days=1) / pd.Timedelta(stamps.freq)
+    rate = 5 + 20 * (1 + np.sin(np.arange(periods) * 2 * np.pi / per_day))
+    frames = [
+        pd.DataFrame({C.TIMESTAMP: stamps, C.MODEL: f"{prefix}{i}", C.REQUESTS: rng.poisson(rate)}) for i in range(n_models)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _irregular() -> pd.DataFrame:
+    frame = daily_cycle(3, 24 * 8)
+    jitter = np.random.default_rng(1).integers(0, 1800, len(frame))
+    return frame.assign(**{C.TIMESTAMP: frame[C.TIMESTAMP] + pd.to_timedelta(jitter, unit="s")})
+
+
+def _gap_of_days() -> pd.DataFrame:
+    frame = daily_cycle(3, 24 * 14)
+    stamps = frame[C.TIMESTAMP]
+    return frame[(stamps < START + pd.Timedelta(days=3)) | (stamps >= START + pd.Timedelta(days=8))]
+
+
+def _local_time(zone: str) -> pd.DataFrame:
+    frame = daily_cycle(3, 24 * 8)
+    return frame.assign(**{C.TIMESTAMP: frame[C.TIMESTAMP].dt.tz_convert(zone).astype(str)})
+
+
+def _naive() -> pd.DataFrame:
+    frame = daily_cycle(3, 24 * 8)
+    return frame.assign(**{C.TIMESTAMP: frame[C.TIMESTAMP].dt.tz_localize(None).astype(str)})
+
+
+def _many_near_empty() -> pd.DataFrame:
+    """5 busy models and 1,000 that are all zero or have 1 to 3 requests in total."""
+    busy = daily_cycle(5, 24 * 4)
+    stamps = busy[C.TIMESTAMP].drop_duplicates().to_numpy()
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(1000):
+        hits = i % 4
+        if hits == 0:
+            rows += [(stamps[0], f"z{i}", 0.0), (stamps[-1], f"z{i}", 0.0)]
+        else:
+            rows += [(stamps[j], f"z{i}", 1.0) for j in rng.choice(len(stamps), hits, replace=False)]
+    quiet = pd.DataFrame(rows, columns=[C.TIMESTAMP, C.MODEL, C.REQUESTS])
+    return pd.concat([busy, quiet], ignore_index=True)
+
+
+def _late_and_early() -> pd.DataFrame:
+    """A model that only appears in the last day (one with a single row) and one that stops after two days."""
+    frame = daily_cycle(3, 24 * 8)
+    last = frame[C.TIMESTAMP].max()
+    late = pd.DataFrame({C.TIMESTAMP: pd.date_range(last - pd.Timedelta(hours=23), last, freq="h"), C.MODEL: "late",
+                         C.REQUESTS: 3})
+    single = pd.DataFrame({C.TIMESTAMP: [last], C.MODEL: ["one row"], C.REQUESTS: [2]})
+    early = (frame[C.MODEL] == "m1") & (frame[C.TIMESTAMP] > START + pd.Timedelta(days=2))
+    return pd.concat([frame[~early], late, single], ignore_index=True)
+
+
+def _awkward_names() -> pd.DataFrame:
+    frame = daily_cycle(6, 24 * 8)
+    names = {"m0": "my model", "m1": "模型-ü", "m2": "a,b", "m3": "org/name", "m4": "[/]", "m5": "x[bold]y"}
+    return frame.assign(**{C.MODEL: frame[C.MODEL].map(names)})
+
+
+CASES: dict[str, Callable[[], pd.DataFrame]] = {
+    "5-minute buckets": lambda: daily_cycle(2, 288 * 3, freq="5min"),
+    "15-minute buckets": lambda: daily_cycle(2, 96 * 4, freq="15min"),
+    "daily buckets": lambda: daily_cycle(3, 60, freq="D"),
+    "irregular timestamps": _irregular,
+    "a gap of days": _gap_of_days,
+    "New York time": lambda: _local_time("America/New_York"),
+    "India time": lambda: _local_time("Asia/Kolkata"),
+    "naive timestamps": _naive,
+    "unsorted rows": lambda: daily_cycle(3, 24 * 8).sample(frac=1.0, random_state=0),
+    "duplicate rows": lambda: pd.concat([daily_cycle(3, 24 * 8), daily_cycle(3, 24 * 8).head(40)]),
+    "a single model": lambda: daily_cycle(1, 24 * 8),
+    "1,000 near-empty models": _many_near_empty,
+    "late and early models": _late_and_early,
+    "less than a week": lambda: daily_cycle(3, 24 * 3),
+    "less than a day": lambda: daily_cycle(3, 20),
+    "huge counts": lambda: daily_cycle(3, 24 * 8).assign(**{C.REQUESTS: 1e7}),
+    "fractional counts": lambda: daily_cycle(3, 24 * 8).pipe(lambda f: f.assign(**{C.REQUESTS: f[C.REQUESTS] * 0.37})),
+    "all zero": lambda: daily_cycle(3, 24 * 8).assign(**{C.REQUESTS: 0}),
+    "awkward model names": _awkward_names,
+}
+
+
+@pytest.fixture
+def cli() -> Callable[..., object]:
+    """Run ``prewarm ARGS...`` in-process; an exception that escapes the command fails the test."""
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def _write(tmp_path: Path, name: str) -> tuple[Path, pd.DataFrame]:
+    frame = CASES[name]()
+    path = tmp_path / "trace.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def _models(frame: pd.DataFrame) -> set[str]:
+    return {str(m).strip() for m in frame[C.MODEL]}
+
+
+def _eval_intervals(name: str) -> int:
+    return 12 if name == "less than a day" else 24
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_simulate(cli, tmp_path: Path, name: str) -> None:  # noqa: ANN001
+    path, frame = _write(tmp_path, name)
+    policies = "reactive,sparse,forecast,cost" if name == "1,000 near-empty models" else "all"
+    result = cli("simulate", "-i", path, "--eval-intervals", _eval_intervals(name), "--fast", "--replan", 12,
+                 "--policies", policies, "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["models"] == len(_models(frame))
+    for entry in document["policies"].values():
+        assert 0.0 <= entry["cold_fraction"] <= 1.0
+        assert math.isfinite(entry["replica_hours"]) and entry["replica_hours"] >= 0
+        assert math.isfinite(entry["cost"])
+
+
+@pytest.mark.parametrize("policy", ["forecast", "cost"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_plan(cli, tmp_path: Path, name: str, policy: str) -> None:  # noqa: ANN001
+    path, frame = _write(tmp_path, name)
+    result = cli("plan", "-i", path, "--fast", "--policy", policy, "--horizon", 12, "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    rows = document["rows"]
+    assert {r["model"] for r in rows} <= _models(frame)
+    assert all(r["replicas"] >= 1 and math.isfinite(r["expected_demand"]) for r in rows)
+    assert document["replicas_planned"] == sum(r["replicas"] for r in rows)
+    if name not in ("all zero",):
+        assert rows, "a trace with traffic gets at least one window"
+
+
+@pytest.mark.parametrize("policy", ["forecast", "cost"])
+def test_plan_table_prints_names_as_they_are(cli, tmp_path: Path, policy: str) -> None:  # noqa: ANN001
+    """Brackets in a model name are text, not console markup (``[/]`` used to crash the table)."""
+    path, _ = _write(tmp_path, "awkward model names")
+    result = cli("plan", "-i", path, "--fast", "--policy", policy, "--horizon", 12)
+    assert result.exit_code == 0, result.output
+    for name in ("[/]", "x[bold]y", "org/name", "a,b", "模型-ü"):
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_infinite_counts_are_refused_in_one_line(cli, tmp_path: Path, value: str) -> None:  # noqa: ANN001
+    frame = daily_cycle(2, 24 * 3).astype({C.REQUESTS: object})
+    frame.loc[7, C.REQUESTS] = value
+    path = tmp_path / "trace.csv"
+    frame.to_csv(path, index=False)
+    for args in (("simulate", "--eval-intervals", 24), ("plan",), ("plan", "--policy", "cost")):
+        result = cli(*args, "-i", path, "--fast")
+        assert result.exit_code == 2, result.output
+        assert "line 9, column 3 (requests): requests must be finite" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_history_shorter_than_the_evaluation_is_one_line(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    path, _ = _write(tmp_path, "less than a day")
+    result = cli("simulate", "-i", path, "--eval-intervals", 48, "--fast")
+    assert result.exit_code == 2
+    assert "--eval-intervals 48 leaves no history: the telemetry spans 20 intervals of 1 h; use at most 19" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_one_timestamp_is_one_line(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    path = tmp_path / "trace.csv"
+    pd.DataFrame({C.TIMESTAMP: ["2026-01-05T00:00:00Z"] * 2, C.MODEL: ["a", "b"], C.REQUESTS: [3, 4]}).to_csv(path, index=False)
+    for args, message in (
+        (("simulate", "--eval-intervals", 1), "no model with two distinct timestamps"),
+        (("plan", "--policy", "cost"), "no model has two distinct timestamps"),
+    ):
+        result = cli(*args, "-i", path, "--fast")
+        assert result.exit_code == 2, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1
