@@ -16,7 +16,10 @@ import pandas as pd
 import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import RenderableType
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from prewarm import columns as C
 from prewarm.cli import options as opt
@@ -90,12 +93,12 @@ def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
         table.add_column("host", overflow="fold")
     table.add_column("why", justify="right")
     for r in sorted(result.rows, key=lambda r: (r.start, r.model)):
-        cells = [
-            r.model if one_version else f"{r.model}:{r.version}", moment(r.start, short=True), window(r.window_start, r.end, short=True),
+        cells: list[RenderableType] = [
+            Text(r.model if one_version else f"{r.model}:{r.version}"), moment(r.start, short=True), window(r.window_start, r.end, short=True),
             str(r.replicas), f"{r.expected_demand:,.0f}",
         ]
         if with_hosts:
-            cells.append(r.host or "-")
+            cells.append(Text(r.host or "-"))
         table.add_row(*cells, notes.mark(r.reason))
     return table
 
@@ -242,11 +245,11 @@ def _plan_file(
                   "time to ready.", highlight=False)
     for s in result.shortfalls:
         console.print(
-            f"[yellow]shortfall:[/] {s.model} {moment(s.window_start)}: {s.placed}/{s.wanted} replicas ({s.reason})",
+            f"[yellow]shortfall:[/] {escape(s.model)} {moment(s.window_start)}: {s.placed}/{s.wanted} replicas ({escape(s.reason)})",
             highlight=False,
         )
     if out is not None:
-        console.print(f"Plan written to {out}")
+        console.print(f"Plan written to {escape(str(out))}")
 
 
 def _plan_file_cost(
@@ -312,10 +315,10 @@ def _plan_file_cost(
     for column in ("model", "level", "sparse-rule intervals", "why"):
         table.add_column(column)
     for model, entry in levels.items():
-        table.add_row(model, str(entry["level"]), str(entry["sparse_intervals"]), entry["reason"])
+        table.add_row(Text(model), str(entry["level"]), str(entry["sparse_intervals"]), Text(entry["reason"]))
     console.print(table)
     if out is not None:
-        console.print(f"Plan written to {out}")
+        console.print(f"Plan written to {escape(str(out))}")
 
 
 def _plan_pool(
@@ -436,13 +439,13 @@ def _plan_pool(
     for w in sorted(planned.windows, key=lambda w: (w.window_start, w.model, w.host or "")):
         warm_from = w.window_start - timedelta(seconds=w.lead_seconds)
         table.add_row(
-            w.model if one_version else f"{w.model}:{w.version}", w.host or "-", moment(warm_from, short=True),
+            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"), moment(warm_from, short=True),
             window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
         )
     console.print(table if planned.windows else f"{table.title}.", highlight=False)
     notes.print("why")
     for line in planned.shortfall:
-        console.print(f"[yellow]shortfall:[/] {line}", highlight=False)
+        console.print(f"[yellow]shortfall:[/] {escape(line)}", highlight=False)
     if store:
         console.print(
             f"Stored forecast run {run_id} and {len(planned.plan_ids)} {plural(len(planned.plan_ids), 'plan')} "

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -122,6 +123,6 @@ def simulate(
         return
     console.print(_table(document))
     if decisions_dir is not None:
-        console.print(f"Decisions written to {decisions_dir}/ (one CSV per policy)")
+        console.print(f"Decisions written to {escape(str(decisions_dir))}/ (one CSV per policy)")
     if plot is not None:
-        console.print(f"Figure written to {plot}")
+        console.print(f"Figure written to {escape(str(plot))}")
