@@ -208,3 +208,35 @@ def test_one_timestamp_is_one_line(cli, tmp_path: Path) -> None:  # noqa: ANN001
         result = cli(*args, "-i", path, "--fast")
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_replay_refuses_huge_counts_before_generating_them(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """1e7 requests per bucket would be billions of arrivals: refused in one line, before any host or database."""
+    path, _ = _write(tmp_path, "huge counts")
+    result = cli("replay", "-i", path, "--speedup", 360, "--eval-intervals", 24)
+    assert result.exit_code == 2, result.output
+    assert "the last 24 intervals hold 720,000,000 requests at --scale 1; one replay sends at most 20,000,000: " \
+           "use --scale 0.028 or less" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_replay_lists_a_thousand_unregistered_models_briefly(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    path, _ = _write(tmp_path, "1,000 near-empty models")
+    result = cli("replay", "-i", path, "--speedup", 360, "--eval-intervals", 24)
+    assert result.exit_code == 2, result.output
+    assert "models not registered: m0, m1, m2, m3, m4, z0, z1, z10, z100, z101 and 995 more; register them" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_replay_models_absent_from_the_trace(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    path, _ = _write(tmp_path, "1,000 near-empty models")
+    result = cli("replay", "-i", path, "--speedup", 360, "--eval-intervals", 24, "--models", "m0,ghost")
+    assert result.exit_code == 2, result.output
+    assert "--models: ghost not in the trace (it has m0, m1, m2, m3, m4, z0, z1, z10, z100, z101 and 995 more)" in result.output
+
+
+def test_replay_history_shorter_than_the_evaluation(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    path, _ = _write(tmp_path, "less than a day")
+    result = cli("replay", "-i", path, "--speedup", 360)
+    assert result.exit_code == 2, result.output
+    assert "--eval-intervals 48 leaves no history" in result.output
