@@ -33,6 +33,13 @@ CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 PARQUET_MAGIC = b"PAR1"
 CHUNK_ROWS = 250_000
+# The texts pandas reads as missing by default, applied to every column but the model's: a model may be called
+# "NA", "None" or "null" (the default would turn its name into "empty model name").
+NA_TEXTS = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+    "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+_NA_VALUES = {column: list(NA_TEXTS) for column in (C.TIMESTAMP, C.REQUESTS, *C.TELEMETRY_OPTIONAL)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +112,8 @@ def _raw_chunks(blob: _Blob, kind: str, chunk_rows: int) -> Iterator[pd.DataFram
         if kind == "csv":
             compression = "gzip" if blob.name.lower().endswith(".gz") else None
             with pd.read_csv(
-                source, dtype={C.MODEL: "string"}, keep_default_na=True, compression=compression, chunksize=chunk_rows
+                source, dtype={C.MODEL: "string"}, keep_default_na=False, na_values=_NA_VALUES, compression=compression,
+                chunksize=chunk_rows,
             ) as reader:
                 yield from reader
             return
@@ -186,7 +194,7 @@ def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
             out[column] = float("nan")
             continue
         values = pd.to_numeric(frame[column], errors="coerce")
-        given = frame[column].notna() & (frame[column].astype("string").str.strip() != "")
+        given = frame[column].notna() & ~frame[column].astype("string").str.strip().isin(NA_TEXTS)
         _check(blob, kind, frame, given & values.isna(), column, f"{column} must be a number or empty")
         _check(blob, kind, frame, values.isin([float("inf"), float("-inf")]), column, f"{column} must be finite")
         _check(blob, kind, frame, values < 0, column, f"{column} must not be negative")

@@ -240,3 +240,24 @@ def test_replay_history_shorter_than_the_evaluation(cli, tmp_path: Path) -> None
     result = cli("replay", "-i", path, "--speedup", 360)
     assert result.exit_code == 2, result.output
     assert "--eval-intervals 48 leaves no history" in result.output
+
+
+def test_models_called_na_none_or_null_keep_their_names(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    frame = daily_cycle(4, 24 * 3)
+    frame[C.MODEL] = frame[C.MODEL].map({"m0": "NA", "m1": "None", "m2": "null", "m3": "nan"})
+    frame["p50_ms"] = ["NA", "", "12.5", "n/a"] * (len(frame) // 4)
+    path = tmp_path / "trace.csv"
+    frame.to_csv(path, index=False)
+    result = cli("plan", "-i", path, "--fast", "--horizon", 12, "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["model"] for r in json.loads(result.stdout)["rows"]} == {"NA", "None", "null", "nan"}
+
+
+def test_a_missing_count_is_still_refused(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    frame = daily_cycle(2, 24 * 3).astype({C.REQUESTS: object})
+    frame.loc[3, C.REQUESTS] = "NA"
+    path = tmp_path / "trace.csv"
+    frame.to_csv(path, index=False)
+    result = cli("plan", "-i", path, "--fast")
+    assert result.exit_code == 2, result.output
+    assert "line 5, column 3 (requests): requests must be a number (not empty or NaN)" in result.output
