@@ -261,3 +261,27 @@ def test_a_missing_count_is_still_refused(cli, tmp_path: Path) -> None:  # noqa:
     result = cli("plan", "-i", path, "--fast")
     assert result.exit_code == 2, result.output
     assert "line 5, column 3 (requests): requests must be a number (not empty or NaN)" in result.output
+
+
+@pytest.mark.parametrize(("freq", "jitter_s"), [("1h", 5), ("1h", 1800), ("15min", 20), ("5min", 3)])
+def test_jittered_timestamps_fall_on_their_nominal_grid(cli, tmp_path: Path, freq: str, jitter_s: int) -> None:  # noqa: ANN001
+    """Timestamps a little late (a scrape's delay) are bucketed at the nominal width, not at an odd modal gap."""
+    frame = daily_cycle(3, int(pd.Timedelta(days=3) / pd.Timedelta(freq)), freq=freq)
+    jitter = np.random.default_rng(5).integers(0, jitter_s + 1, len(frame))
+    frame[C.TIMESTAMP] = frame[C.TIMESTAMP] + pd.to_timedelta(jitter, unit="s")
+    path = tmp_path / "trace.csv"
+    frame.to_csv(path, index=False)
+    result = cli("simulate", "-i", path, "--eval-intervals", 24, "--fast", "--policies", "reactive", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["interval_seconds"] == pd.Timedelta(freq).total_seconds()
+
+
+def test_sparse_models_on_a_grid_keep_the_grid(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """Gaps of several buckets are whole multiples of the bucket: the width stays the most common gap."""
+    path, _ = _write(tmp_path, "1,000 near-empty models")
+    frame = pd.read_csv(path)
+    quiet = frame[frame[C.MODEL].str.startswith("z")]
+    quiet.to_csv(path, index=False)
+    result = cli("simulate", "-i", path, "--eval-intervals", 24, "--fast", "--policies", "reactive", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["interval_seconds"] == 3600.0
