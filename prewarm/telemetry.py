@@ -5,8 +5,8 @@ Parquet batch by batch; an S3 object is first copied in parts to a temporary fil
 the input.
 
 The long format has one row per model and bucket: ``timestamp,model,requests`` are required,
-``p50_ms,p99_ms`` optional. Timestamps are ISO-8601; a timestamp without an offset is UTC. Every
-problem raises :class:`~prewarm.errors.TelemetryError` naming the file, the line (CSV) or row
+``p50_ms,p99_ms`` optional. Timestamps are ISO-8601; a timestamp without an offset, or with a `` UTC``
+suffix, is UTC. Every problem raises :class:`~prewarm.errors.TelemetryError` naming the file, the line (CSV) or row
 (Parquet) and the column, before anything is written anywhere.
 """
 
@@ -39,6 +39,7 @@ NA_TEXTS = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
     "NULL", "NaN", "None", "n/a", "nan", "null",
 )
+_UTC_SUFFIX = r"(?i)(?:\s*(?:UTC|GMT)|(?<=\d)z)$"
 _NA_VALUES = {column: list(NA_TEXTS) for column in (C.TIMESTAMP, C.REQUESTS, *C.TELEMETRY_OPTIONAL)}
 
 
@@ -180,7 +181,7 @@ def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
     if pd.api.types.is_datetime64_any_dtype(raw_ts):
         ts = raw_ts.dt.tz_localize("UTC") if raw_ts.dt.tz is None else raw_ts.dt.tz_convert("UTC")
     else:
-        ts = pd.to_datetime(raw_ts.astype("string"), utc=True, format="ISO8601", errors="coerce")
+        ts = _parse_timestamps(raw_ts.astype("string"))
     _check(blob, kind, frame, ts.isna(), C.TIMESTAMP, "unparsable timestamp (expected ISO-8601)")
 
     requests = pd.to_numeric(frame[C.REQUESTS], errors="coerce")
@@ -200,6 +201,21 @@ def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
         _check(blob, kind, frame, values < 0, column, f"{column} must not be negative")
         out[column] = values.astype(float)
     return out
+
+
+def _parse_timestamps(text: pd.Series) -> pd.Series:
+    """ISO-8601 texts as UTC times (NaT where unparsable); a " UTC" or " GMT" suffix or a lower-case "z" means UTC.
+
+    Many exports write ``2026-01-05 00:00:00 UTC``. The suffixes are rewritten only for the texts the strict parse
+    refused, so clean files pay nothing.
+    """
+    ts = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    failed = ts.isna() & text.notna()
+    if not failed.any():
+        return ts
+    fixed = text[failed].str.strip().str.replace(_UTC_SUFFIX, "+00:00", regex=True)
+    ts[failed] = pd.to_datetime(fixed, utc=True, format="ISO8601", errors="coerce")
+    return ts
 
 
 def _check(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column: str, what: str) -> None:

@@ -285,3 +285,26 @@ def test_sparse_models_on_a_grid_keep_the_grid(cli, tmp_path: Path) -> None:  # 
     result = cli("simulate", "-i", path, "--eval-intervals", 24, "--fast", "--policies", "reactive", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["interval_seconds"] == 3600.0
+
+
+def test_timestamps_written_with_a_utc_suffix(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """``2026-01-05 00:00:00 UTC`` (as many exports write it) and a lower-case ``z`` are UTC."""
+    frame = daily_cycle(2, 24 * 3)
+    text = frame[C.TIMESTAMP].dt.strftime("%Y-%m-%d %H:%M:%S")
+    frame[C.TIMESTAMP] = np.where(np.arange(len(frame)) % 2 == 0, text + " UTC", text.str.replace(" ", "T") + "z")
+    path = tmp_path / "trace.csv"
+    frame.to_csv(path, index=False)
+    result = cli("simulate", "-i", path, "--eval-intervals", 24, "--fast", "--policies", "reactive", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["eval_start"] == "2026-01-07T00:00:00+00:00" and document["interval_seconds"] == 3600.0
+
+
+def test_a_timestamp_in_another_format_is_one_line(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    frame = daily_cycle(2, 24 * 3).astype({C.TIMESTAMP: str})
+    frame.loc[4, C.TIMESTAMP] = "1/5/2026 04:00"
+    path = tmp_path / "trace.csv"
+    frame.to_csv(path, index=False)
+    result = cli("plan", "-i", path, "--fast")
+    assert result.exit_code == 2, result.output
+    assert "line 6, column 1 (timestamp): unparsable timestamp (expected ISO-8601), got '1/5/2026 04:00'" in result.output
