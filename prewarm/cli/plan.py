@@ -8,6 +8,7 @@ windows on the pool's up hosts (the same function the flow calls) and, with ``--
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -113,6 +114,20 @@ def _parse_as_of(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _check_numbers(
+    *, replicas_at_peak: float, lead_seconds: float, keep_alive_seconds: float | None, cold_weight: float
+) -> None:
+    """The numeric flags, each refused by its own name (not by the planner's field it ends up in)."""
+    if not (math.isfinite(replicas_at_peak) and replicas_at_peak > 0):
+        raise PlanningError(f"--replicas-at-peak must be a positive number, got {replicas_at_peak:g}")
+    if not (math.isfinite(lead_seconds) and lead_seconds >= 0):
+        raise PlanningError(f"--lead-seconds must be a number of seconds >= 0, got {lead_seconds:g}")
+    if keep_alive_seconds is not None and not (math.isfinite(keep_alive_seconds) and keep_alive_seconds >= 0):
+        raise PlanningError(f"--keep-alive-seconds must be a number of seconds >= 0, got {keep_alive_seconds:g}")
+    if not (math.isfinite(cold_weight) and cold_weight > 0):
+        raise PlanningError(f"--cold-weight must be a positive number, got {cold_weight:g}")
+
+
 @exits_cleanly
 def plan(
     input: Path | None = opt.input_option(INPUT_HELP),  # noqa: A002 - the flag is --input
@@ -163,6 +178,10 @@ def plan(
         raise PlanningError(f"--policy {policy!r}: choose forecast or cost")
     if policy == "forecast" and target_cold_fraction is not None:
         raise PlanningError("--target-cold-fraction goes with --policy cost")
+    _check_numbers(
+        replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds, keep_alive_seconds=keep_alive_seconds,
+        cold_weight=cold_weight,
+    )
     if pool is not None:
         if output is not None:
             raise PlanningError("--output goes with --input; with --pool use --json (or --store)")

@@ -13,6 +13,7 @@ from rich.table import Table
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, err_console, exits_cleanly, plural
 from prewarm.telemetry import read_telemetry_input
+from scheduling.errors import SimulationError
 from scheduling.experiment import SimulationOptions, parse_policies, run_simulation
 from scheduling.metrics import summary
 from scheduling.plots import plot_simulation
@@ -80,6 +81,8 @@ def simulate(
     decisions_dir = opt.pick("--output", output, "--decisions-dir", decisions_dir)
     fast = bool(opt.pick("--fast", fast, "--fast-forecast", fast_forecast))
     opt.check_level(level)
+    if not keep_alive_minutes >= 0:
+        raise SimulationError(f"--keepalive-minutes must be >= 0, got {keep_alive_minutes:g}")
     options = SimulationOptions(
         eval_intervals=eval_intervals,
         lead=lead,

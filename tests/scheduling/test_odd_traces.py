@@ -308,3 +308,20 @@ def test_a_timestamp_in_another_format_is_one_line(cli, tmp_path: Path) -> None:
     result = cli("plan", "-i", path, "--fast")
     assert result.exit_code == 2, result.output
     assert "line 6, column 1 (timestamp): unparsable timestamp (expected ISO-8601), got '1/5/2026 04:00'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("plan", "--lead-seconds", "-100"), "--lead-seconds must be a number of seconds >= 0, got -100"),
+        (("plan", "--keep-alive-seconds", "-5"), "--keep-alive-seconds must be a number of seconds >= 0, got -5"),
+        (("plan", "--policy", "cost", "--cold-weight", "-1"), "--cold-weight must be a positive number, got -1"),
+        (("plan", "--replicas-at-peak", "inf"), "--replicas-at-peak must be a positive number, got inf"),
+        (("simulate", "--eval-intervals", "24", "--keepalive-minutes", "-5"), "--keepalive-minutes must be >= 0, got -5"),
+    ],
+)
+def test_bad_numbers_are_refused_by_their_flag(cli, tmp_path: Path, args: tuple[str, ...], message: str) -> None:  # noqa: ANN001
+    path, _ = _write(tmp_path, "a single model")
+    result = cli(*args, "-i", path, "--fast")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
