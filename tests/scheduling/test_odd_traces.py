@@ -325,3 +325,16 @@ def test_bad_numbers_are_refused_by_their_flag(cli, tmp_path: Path, args: tuple[
     result = cli(*args, "-i", path, "--fast")
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.filterwarnings("error")
+def test_the_figure_draws_any_model_name(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """CJK names (the font lacks the glyphs) draw without a warning per glyph; a ``$`` is not mathtext."""
+    frame = daily_cycle(3, 24 * 3)
+    frame[C.MODEL] = frame[C.MODEL].map({"m0": "模型-ü", "m1": r"cost$\alpha_{$x", "m2": "日本語モデル"})
+    path = tmp_path / "trace $1.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "out"
+    result = cli("simulate", "-i", path, "--eval-intervals", 24, "--fast", "--policies", "reactive", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "simulation.png").stat().st_size > 10_000
