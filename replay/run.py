@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import tempfile
 import time
@@ -150,10 +151,10 @@ def run_replay(config: ReplayConfig, *, say: Callable[[str], None] = lambda _: N
     from db.session import get_engine, make_engine, session_scope
     from prewarm.settings import get_settings
 
-    if config.speedup <= 0:
-        raise InputError(f"--speedup {config.speedup:g}: must be positive")
-    if config.scale <= 0:
-        raise InputError(f"--scale {config.scale:g}: must be positive")
+    if not (math.isfinite(config.speedup) and config.speedup > 0):
+        raise InputError(f"--speedup {config.speedup:g}: must be a positive number")
+    if not (math.isfinite(config.scale) and config.scale > 0):
+        raise InputError(f"--scale {config.scale:g}: must be a positive number")
     trace = load_trace(config.trace, eval_intervals=config.eval_intervals)
     models = pick_models(trace, config.models)
     check_volume(trace, models=models, scale=config.scale)  # before the registry: a refusal costs nothing

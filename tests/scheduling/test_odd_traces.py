@@ -338,3 +338,12 @@ def test_the_figure_draws_any_model_name(cli, tmp_path: Path) -> None:  # noqa: 
     result = cli("simulate", "-i", path, "--eval-intervals", 24, "--fast", "--policies", "reactive", "-o", out)
     assert result.exit_code == 0, result.output
     assert (out / "simulation.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--speedup", "nan"), ("--speedup", "inf"), ("--scale", "nan"), ("--scale", "-1")])
+def test_replay_refuses_a_speedup_or_scale_that_is_not_a_positive_number(cli, tmp_path: Path, flag: str, value: str) -> None:  # noqa: ANN001
+    path, _ = _write(tmp_path, "a single model")
+    args = {"--speedup": "360", "--scale": "1", flag: value}
+    result = cli("replay", "-i", path, "--eval-intervals", 24, *[x for kv in args.items() for x in kv])
+    assert result.exit_code == 2, result.output
+    assert f"{flag} {value}: must be a positive number" in result.output
