@@ -109,6 +109,20 @@ def infer_freq(frame: pd.DataFrame) -> pd.Timedelta:
     return freq_delta(DEFAULT_FREQ) if interval is None else interval
 
 
+def extend_to(frame: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """``frame`` with each model's series running to ``end``: a model whose last row is earlier gets a zero row there.
+
+    No row means no requests, so a model that stopped reporting is idle up to ``end``, and its forecast starts
+    where every other model's does (not right after its own last row, days in the past).
+    """
+    last = frame.groupby(C.MODEL, sort=False)[C.TIMESTAMP].max()
+    stale = last.index[last < end]
+    if stale.empty:
+        return frame
+    zeros = pd.DataFrame({C.TIMESTAMP: end, C.MODEL: stale.astype(str), C.REQUESTS: 0.0})
+    return pd.concat([frame, zeros], ignore_index=True)
+
+
 def _check_columns(frame: pd.DataFrame) -> None:
     missing = [c for c in C.TELEMETRY_REQUIRED if c not in frame.columns]
     if missing:

@@ -229,13 +229,20 @@ def _plan_file(
 
     if replicas_at_peak <= 0:
         raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
+    from forecasting.series import extend_to, infer_freq
+
     telemetry = read_telemetry_input(input)
     models = plan_models_from_fleet(load_fleet(fleet).models) if fleet else _models_from_history(telemetry, replicas_at_peak)
     host_list = load_hosts(hosts) if hosts else None
+    interval = infer_freq(telemetry)
+    end = telemetry[C.TIMESTAMP].max().floor(interval)
     with err_console.status("Forecasting..."):
-        forecast = forecasting.forecast(telemetry, horizon=horizon, level=level, fast=fast_forecast)
+        forecast = forecasting.forecast(
+            extend_to(telemetry, end), horizon=horizon, level=level, fast=fast_forecast,
+            freq=f"{int(interval.total_seconds())}s",
+        )
     frame = forecast.frame
-    now = frame[C.TIMESTAMP].min() if not frame.empty else pd.Timestamp.now(tz="UTC")
+    now = end + interval
     result = plan_windows(
         frame,
         models,

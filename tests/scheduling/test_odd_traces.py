@@ -347,3 +347,15 @@ def test_replay_refuses_a_speedup_or_scale_that_is_not_a_positive_number(cli, tm
     result = cli("replay", "-i", path, "--eval-intervals", 24, *[x for kv in args.items() for x in kv])
     assert result.exit_code == 2, result.output
     assert f"{flag} {value}: must be a positive number" in result.output
+
+
+@pytest.mark.parametrize("policy", ["forecast", "cost"])
+def test_a_model_that_stopped_early_is_planned_from_the_traces_end(cli, tmp_path: Path, policy: str) -> None:  # noqa: ANN001
+    """A model silent for days is idle up to the trace's end: no window in the past, and "now" is the end."""
+    path, frame = _write(tmp_path, "late and early models")
+    result = cli("plan", "-i", path, "--fast", "--policy", policy, "--horizon", 12, "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    now = frame[C.TIMESTAMP].max() + pd.Timedelta(hours=1)
+    assert pd.Timestamp(document["now"]) == now
+    assert all(pd.Timestamp(r["window_start"]) >= now for r in document["rows"])
