@@ -307,6 +307,12 @@ def _plan_file_cost(
         raise PlanningError(f"{input}: no model has two distinct timestamps; the interval cannot be inferred")
     now = telemetry[C.TIMESTAMP].max().floor(interval) + interval
     known = telemetry[telemetry[C.MODEL].astype(str).isin(models)]
+    if known.empty:
+        names = sorted(set(telemetry[C.MODEL].astype(str)))
+        more = f" and {len(names) - 1:,} more" if len(names) > 1 else ""
+        raise PlanningError(
+            f"{input}: none of its models ({names[0]!r}{more}) is in the fleet file {fleet}; add them to it"
+        )
     with err_console.status("Backtesting levels and forecasting..."):
         plan = plan_with_costs(
             known, models, forecast_fn=cached_forecast(engine_forecast(BASE_LEVEL, fast=fast_forecast)),

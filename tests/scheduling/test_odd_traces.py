@@ -359,3 +359,11 @@ def test_a_model_that_stopped_early_is_planned_from_the_traces_end(cli, tmp_path
     now = frame[C.TIMESTAMP].max() + pd.Timedelta(hours=1)
     assert pd.Timestamp(document["now"]) == now
     assert all(pd.Timestamp(r["window_start"]) >= now for r in document["rows"])
+
+
+def test_cost_plan_with_a_fleet_that_lacks_every_model(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    path, _ = _write(tmp_path, "late and early models")
+    fleet = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
+    result = cli("plan", "-i", path, "--fast", "--policy", "cost", "--fleet", fleet)
+    assert result.exit_code == 2, result.output
+    assert f"none of its models ('late' and 4 more) is in the fleet file {fleet}; add them to it" in result.output
