@@ -367,3 +367,15 @@ def test_cost_plan_with_a_fleet_that_lacks_every_model(cli, tmp_path: Path) -> N
     result = cli("plan", "-i", path, "--fast", "--policy", "cost", "--fleet", fleet)
     assert result.exit_code == 2, result.output
     assert f"none of its models ('late' and 4 more) is in the fleet file {fleet}; add them to it" in result.output
+
+
+def test_a_stray_1970_row_on_a_large_fleet_is_refused_not_allocated(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """56 years of hourly buckets for 300 models would be 147 million cells: one line naming the span."""
+    frame = daily_cycle(300, 24 * 2)
+    stray = pd.DataFrame({C.TIMESTAMP: [pd.Timestamp("1970-01-01", tz="UTC")], C.MODEL: ["m0"], C.REQUESTS: [1]})
+    path = tmp_path / "trace.csv"
+    pd.concat([frame, stray]).to_csv(path, index=False)
+    result = cli("simulate", "-i", path, "--eval-intervals", 24, "--fast", "--policies", "reactive")
+    assert result.exit_code == 2, result.output
+    assert "the telemetry spans 491," in result.output and "(1970-01-01T00:00:00+00:00 to " in result.output
+    assert "look for stray timestamps" in result.output and len(result.output.strip().splitlines()) == 1
