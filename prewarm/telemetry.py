@@ -165,8 +165,14 @@ def _fail_at(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column
     )
 
 
+def _column_name(raw: object) -> str:
+    """A header cell as the canonical column it names: ``Timestamp`` or `` REQUESTS `` are ours too."""
+    name = str(raw).strip()
+    return name.lower() if name.lower() in (*C.TELEMETRY_REQUIRED, *C.TELEMETRY_OPTIONAL) else name
+
+
 def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = [_column_name(c) for c in frame.columns]
     missing = [c for c in C.TELEMETRY_REQUIRED if c not in frame.columns]
     if missing:
         raise TelemetryError(

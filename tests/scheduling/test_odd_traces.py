@@ -383,3 +383,13 @@ def test_a_stray_1970_row_on_a_large_fleet_is_refused_not_allocated(cli, tmp_pat
     assert result.exit_code == 2, result.output
     assert "the telemetry spans 491," in result.output and "(1970-01-01T00:00:00+00:00 to " in result.output
     assert "look for stray timestamps" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_headers_in_another_case(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    frame = daily_cycle(2, 24 * 3).rename(columns={C.TIMESTAMP: "Timestamp", C.MODEL: " Model", C.REQUESTS: "REQUESTS"})
+    path = tmp_path / "trace.csv"
+    frame.to_csv(path, index=False)
+    result = cli("simulate", "-i", path, "--eval-intervals", 24, "--fast", "--policies", "reactive", "--json")
+    assert result.exit_code == 0, result.output
+    last_day = frame.groupby(" Model")["REQUESTS"].apply(lambda counts: counts.tail(24).sum()).sum()
+    assert json.loads(result.stdout)["requests"] == last_day
