@@ -393,3 +393,10 @@ def test_headers_in_another_case(cli, tmp_path: Path) -> None:  # noqa: ANN001
     assert result.exit_code == 0, result.output
     last_day = frame.groupby(" Model")["REQUESTS"].apply(lambda counts: counts.tail(24).sum()).sum()
     assert json.loads(result.stdout)["requests"] == last_day
+
+
+def test_replay_models_may_name_a_model_with_a_comma(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    path, _ = _write(tmp_path, "awkward model names")
+    result = cli("replay", "-i", path, "--speedup", 360, "--eval-intervals", 24, "--models", '"a,b", org/name')
+    assert result.exit_code == 2, result.output
+    assert "models not registered: a,b, org/name; register them" in result.output  # past --models: both are in the trace
