@@ -39,6 +39,10 @@ NA_TEXTS = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
     "NULL", "NaN", "None", "n/a", "nan", "null",
 )
+# Telemetry of a real service lies in this range; a row outside it (year 1 or 2999, a typo) would stretch every
+# model's grid over centuries, and time arithmetic near 2262 overflows.
+EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
+LATEST = pd.Timestamp("2200-01-01", tz="UTC")
 _UTC_SUFFIX = r"(?i)(?:\s*(?:UTC|GMT)|(?<=\d)z)$"
 _NA_VALUES = {column: list(NA_TEXTS) for column in (C.TIMESTAMP, C.REQUESTS, *C.TELEMETRY_OPTIONAL)}
 
@@ -189,6 +193,8 @@ def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
     else:
         ts = _parse_timestamps(raw_ts.astype("string"))
     _check(blob, kind, frame, ts.isna(), C.TIMESTAMP, "unparsable timestamp (expected ISO-8601)")
+    outside = (ts < EARLIEST) | (ts >= LATEST)
+    _check(blob, kind, frame, outside, C.TIMESTAMP, f"timestamp outside {EARLIEST.year} to {LATEST.year - 1}")
 
     requests = pd.to_numeric(frame[C.REQUESTS], errors="coerce")
     _check(blob, kind, frame, requests.isna(), C.REQUESTS, "requests must be a number (not empty or NaN)")

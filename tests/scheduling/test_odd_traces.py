@@ -400,3 +400,15 @@ def test_replay_models_may_name_a_model_with_a_comma(cli, tmp_path: Path) -> Non
     result = cli("replay", "-i", path, "--speedup", 360, "--eval-intervals", 24, "--models", '"a,b", org/name')
     assert result.exit_code == 2, result.output
     assert "models not registered: a,b, org/name; register them" in result.output  # past --models: both are in the trace
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00Z", "2262-04-12T00:00:00Z", "2999-01-01T00:00:00Z"])
+def test_a_timestamp_centuries_off_is_one_line(cli, tmp_path: Path, stamp: str) -> None:  # noqa: ANN001
+    """A typo'd year would stretch the grid over centuries (a hang) or overflow near 2262: refused when read."""
+    frame = daily_cycle(2, 48).astype({C.TIMESTAMP: str})
+    frame.loc[5, C.TIMESTAMP] = stamp
+    path = tmp_path / "trace.csv"
+    frame.to_csv(path, index=False)
+    result = cli("plan", "-i", path, "--fast", "--policy", "cost")
+    assert result.exit_code == 2, result.output
+    assert f"line 7, column 1 (timestamp): timestamp outside 1970 to 2199, got '{stamp}'" in result.output
