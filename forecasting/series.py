@@ -26,6 +26,16 @@ from prewarm.text import duration, plural
 DEFAULT_FREQ = "h"
 _DAY = pd.Timedelta(days=1)
 _WEEK = pd.Timedelta(days=7)
+ON_GRID_SHARE = 0.9
+"""Share of a trace's gaps that must be whole multiples of the most common one for the timestamps to be on a grid."""
+USUAL_WIDTHS = tuple(
+    pd.Timedelta(w)
+    for w in ("1s", "5s", "10s", "15s", "30s", "1min", "2min", "5min", "10min", "15min", "20min", "30min",
+              "1h", "2h", "3h", "4h", "6h", "8h", "12h", "1D", "7D")
+)
+"""Bucket widths that jittered timestamps are rounded to."""
+JITTER_SHARE = 0.1
+"""A gap within this share of a bucket from a whole number of buckets counts as on that grid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +76,10 @@ def seasonal_periods(delta: pd.Timedelta) -> tuple[int, ...]:
 def observed_interval(frame: pd.DataFrame) -> pd.Timedelta | None:
     """The most common gap between consecutive distinct timestamps of a model, over all models.
 
-    None when no model has two distinct timestamps.
+    When fewer than :data:`ON_GRID_SHARE` of the gaps are whole multiples of it (timestamps a little late, as a
+    scrape's; or sparse models whose most common gap is several buckets), the width is the widest of
+    :data:`USUAL_WIDTHS` that the gaps are within :data:`JITTER_SHARE` of a multiple of, else the median gap
+    rounded to the nearest usual width. None when no model has two distinct timestamps.
     """
     stamps = frame[[C.MODEL, C.TIMESTAMP]].drop_duplicates().sort_values([C.MODEL, C.TIMESTAMP])
     gaps = stamps[C.TIMESTAMP].diff()
@@ -74,13 +87,40 @@ def observed_interval(frame: pd.DataFrame) -> pd.Timedelta | None:
     gaps = gaps[same_model & gaps.gt(pd.Timedelta(0))]
     if gaps.empty:
         return None
-    return pd.Timedelta(gaps.mode().iloc[0])
+    mode = pd.Timedelta(gaps.mode().iloc[0])
+    ns = gaps.to_numpy(dtype="timedelta64[ns]").astype(np.int64)
+    if np.mean(ns % mode.value == 0) >= ON_GRID_SHARE:
+        return mode
+    median = float(np.median(ns))
+    for width in sorted(USUAL_WIDTHS, reverse=True):
+        # The widest usual width that the gaps are (nearly) multiples of: sparse models on a grid have gaps of
+        # many buckets, and a most common gap that is one of those, not the bucket.
+        if not median / 1000 <= width.value <= median:
+            continue
+        off = np.abs((ns + width.value // 2) % width.value - width.value // 2)
+        if np.mean(off <= width.value * JITTER_SHARE) >= ON_GRID_SHARE:
+            return width
+    return min(USUAL_WIDTHS, key=lambda width: abs(np.log(width.value / median)))
 
 
 def infer_freq(frame: pd.DataFrame) -> pd.Timedelta:
     """The observed bucket width (:func:`observed_interval`), or the default hourly width without one."""
     interval = observed_interval(frame)
     return freq_delta(DEFAULT_FREQ) if interval is None else interval
+
+
+def extend_to(frame: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """``frame`` with each model's series running to ``end``: a model whose last row is earlier gets a zero row there.
+
+    No row means no requests, so a model that stopped reporting is idle up to ``end``, and its forecast starts
+    where every other model's does (not right after its own last row, days in the past).
+    """
+    last = frame.groupby(C.MODEL, sort=False)[C.TIMESTAMP].max()
+    stale = last.index[last < end]
+    if stale.empty:
+        return frame
+    zeros = pd.DataFrame({C.TIMESTAMP: end, C.MODEL: stale.astype(str), C.REQUESTS: 0.0})
+    return pd.concat([frame, zeros], ignore_index=True)
 
 
 def _check_columns(frame: pd.DataFrame) -> None:

@@ -5,8 +5,8 @@ Parquet batch by batch; an S3 object is first copied in parts to a temporary fil
 the input.
 
 The long format has one row per model and bucket: ``timestamp,model,requests`` are required,
-``p50_ms,p99_ms`` optional. Timestamps are ISO-8601; a timestamp without an offset is UTC. Every
-problem raises :class:`~prewarm.errors.TelemetryError` naming the file, the line (CSV) or row
+``p50_ms,p99_ms`` optional. Timestamps are ISO-8601; a timestamp without an offset, or with a `` UTC``
+suffix, is UTC. Every problem raises :class:`~prewarm.errors.TelemetryError` naming the file, the line (CSV) or row
 (Parquet) and the column, before anything is written anywhere.
 """
 
@@ -33,6 +33,18 @@ CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 PARQUET_MAGIC = b"PAR1"
 CHUNK_ROWS = 250_000
+# The texts pandas reads as missing by default, applied to every column but the model's: a model may be called
+# "NA", "None" or "null" (the default would turn its name into "empty model name").
+NA_TEXTS = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+    "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+# Telemetry of a real service lies in this range; a row outside it (year 1 or 2999, a typo) would stretch every
+# model's grid over centuries, and time arithmetic near 2262 overflows.
+EARLIEST = pd.Timestamp("1970-01-01", tz="UTC")
+LATEST = pd.Timestamp("2200-01-01", tz="UTC")
+_UTC_SUFFIX = r"(?i)(?:\s*(?:UTC|GMT)|(?<=\d)z)$"
+_NA_VALUES = {column: list(NA_TEXTS) for column in (C.TIMESTAMP, C.REQUESTS, *C.TELEMETRY_OPTIONAL)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +117,8 @@ def _raw_chunks(blob: _Blob, kind: str, chunk_rows: int) -> Iterator[pd.DataFram
         if kind == "csv":
             compression = "gzip" if blob.name.lower().endswith(".gz") else None
             with pd.read_csv(
-                source, dtype={C.MODEL: "string"}, keep_default_na=True, compression=compression, chunksize=chunk_rows
+                source, dtype={C.MODEL: "string"}, keep_default_na=False, na_values=_NA_VALUES, compression=compression,
+                chunksize=chunk_rows,
             ) as reader:
                 yield from reader
             return
@@ -156,8 +169,14 @@ def _fail_at(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column
     )
 
 
+def _column_name(raw: object) -> str:
+    """A header cell as the canonical column it names: ``Timestamp`` or `` REQUESTS `` are ours too."""
+    name = str(raw).strip()
+    return name.lower() if name.lower() in (*C.TELEMETRY_REQUIRED, *C.TELEMETRY_OPTIONAL) else name
+
+
 def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = [_column_name(c) for c in frame.columns]
     missing = [c for c in C.TELEMETRY_REQUIRED if c not in frame.columns]
     if missing:
         raise TelemetryError(
@@ -172,11 +191,14 @@ def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
     if pd.api.types.is_datetime64_any_dtype(raw_ts):
         ts = raw_ts.dt.tz_localize("UTC") if raw_ts.dt.tz is None else raw_ts.dt.tz_convert("UTC")
     else:
-        ts = pd.to_datetime(raw_ts.astype("string"), utc=True, format="ISO8601", errors="coerce")
+        ts = _parse_timestamps(raw_ts.astype("string"))
     _check(blob, kind, frame, ts.isna(), C.TIMESTAMP, "unparsable timestamp (expected ISO-8601)")
+    outside = (ts < EARLIEST) | (ts >= LATEST)
+    _check(blob, kind, frame, outside, C.TIMESTAMP, f"timestamp outside {EARLIEST.year} to {LATEST.year - 1}")
 
     requests = pd.to_numeric(frame[C.REQUESTS], errors="coerce")
     _check(blob, kind, frame, requests.isna(), C.REQUESTS, "requests must be a number (not empty or NaN)")
+    _check(blob, kind, frame, requests.isin([float("inf"), float("-inf")]), C.REQUESTS, "requests must be finite")
     _check(blob, kind, frame, requests < 0, C.REQUESTS, "requests must not be negative")
 
     out = pd.DataFrame({C.TIMESTAMP: ts, C.MODEL: model.astype(str), C.REQUESTS: requests.astype(float)})
@@ -185,11 +207,27 @@ def _validate(blob: _Blob, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
             out[column] = float("nan")
             continue
         values = pd.to_numeric(frame[column], errors="coerce")
-        given = frame[column].notna() & (frame[column].astype("string").str.strip() != "")
+        given = frame[column].notna() & ~frame[column].astype("string").str.strip().isin(NA_TEXTS)
         _check(blob, kind, frame, given & values.isna(), column, f"{column} must be a number or empty")
+        _check(blob, kind, frame, values.isin([float("inf"), float("-inf")]), column, f"{column} must be finite")
         _check(blob, kind, frame, values < 0, column, f"{column} must not be negative")
         out[column] = values.astype(float)
     return out
+
+
+def _parse_timestamps(text: pd.Series) -> pd.Series:
+    """ISO-8601 texts as UTC times (NaT where unparsable); a " UTC" or " GMT" suffix or a lower-case "z" means UTC.
+
+    Many exports write ``2026-01-05 00:00:00 UTC``. The suffixes are rewritten only for the texts the strict parse
+    refused, so clean files pay nothing.
+    """
+    ts = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    failed = ts.isna() & text.notna()
+    if not failed.any():
+        return ts
+    fixed = text[failed].str.strip().str.replace(_UTC_SUFFIX, "+00:00", regex=True)
+    ts[failed] = pd.to_datetime(fixed, utc=True, format="ISO8601", errors="coerce")
+    return ts
 
 
 def _check(blob: _Blob, kind: str, frame: pd.DataFrame, bad: pd.Series, column: str, what: str) -> None:

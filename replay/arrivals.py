@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from replay.errors import TooManyRequestsError
 from scheduling.trace import Trace
+
+MAX_REQUESTS = 20_000_000
+"""Most requests one replay generates: its arrays stay under a gigabyte, and at the thousands of requests per
+second one client sustains, more would take hours of wall time per policy anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +52,25 @@ class Arrivals:
         return busiest * speedup / self.interval_s
 
 
+def check_volume(trace: Trace, *, models: tuple[str, ...], scale: float) -> float:
+    """The requests the replay would send; :class:`TooManyRequestsError` above :data:`MAX_REQUESTS`."""
+    rows = [trace.models.index(m) for m in models]
+    total = float(trace.demand[rows, trace.eval_start :].sum()) * scale
+    if total <= MAX_REQUESTS:
+        return total
+    intervals = trace.n_intervals - trace.eval_start
+    raise TooManyRequestsError(
+        f"the last {intervals} intervals hold {total:,.0f} requests at --scale {scale:g}; one replay sends at most "
+        f"{MAX_REQUESTS:,}: use --scale {MAX_REQUESTS / total * scale:.2g} or less, fewer --eval-intervals, or --models"
+    )
+
+
 def make_arrivals(trace: Trace, *, models: tuple[str, ...], scale: float, seed: int) -> Arrivals:
-    """The arrivals of ``models`` over the trace's evaluation intervals, ``scale`` times its counts."""
+    """The arrivals of ``models`` over the trace's evaluation intervals, ``scale`` times its counts.
+
+    Raises :class:`TooManyRequestsError` before generating anything when they exceed :data:`MAX_REQUESTS`.
+    """
+    check_volume(trace, models=models, scale=scale)
     rng = np.random.default_rng(seed)
     interval_s = trace.interval.total_seconds()
     rows = [trace.models.index(m) for m in models]

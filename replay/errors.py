@@ -3,7 +3,8 @@
     PrewarmError
     ├── InputError
     │   ├── UnregisteredModelsError   the trace names models the registry does not hold
-    │   └── SpeedupTooHighError       the load generator cannot keep up with the compressed trace
+    │   ├── SpeedupTooHighError       the load generator cannot keep up with the compressed trace
+    │   └── TooManyRequestsError      the replayed intervals hold more requests than one replay sends
     └── ReplayError                   the replay could not run
         └── HostStartError            an inference host did not start (every started process is stopped)
 """
@@ -27,3 +28,7 @@ class UnregisteredModelsError(InputError):
 
 class SpeedupTooHighError(InputError):
     """The trace compressed by ``--speedup`` asks for more requests per second than the generator sustains."""
+
+
+class TooManyRequestsError(InputError):
+    """The replayed intervals, times ``--scale``, hold more requests than one replay can hold in memory and send."""

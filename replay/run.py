@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import tempfile
 import time
@@ -22,7 +23,7 @@ import pandas as pd
 from prewarm import columns as C
 from prewarm.errors import InputError
 from prewarm.fleet import ModelSpec
-from replay.arrivals import Arrivals, make_arrivals
+from replay.arrivals import Arrivals, check_volume, make_arrivals
 from replay.clock import ReplayClock
 from replay.errors import ReplayError, UnregisteredModelsError
 from replay.hosts import HostSet, pool_hosts, start_hosts
@@ -95,6 +96,12 @@ def load_trace(source: str, *, eval_intervals: int) -> Trace:
         raise InputError(f"{source}: {exc}") from None
 
 
+def listed(names: Sequence[str], *, limit: int = 10) -> str:
+    """``a, b, c``; past ``limit`` names, the first ones and how many more (a trace may hold thousands)."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit:,} more"
+
+
 def registered_specs(models: Sequence[str]) -> list[ModelSpec]:
     """The registered specs of ``models``; :class:`UnregisteredModelsError` listing those not registered."""
     from db.migrate import upgrade
@@ -108,7 +115,7 @@ def registered_specs(models: Sequence[str]) -> list[ModelSpec]:
     missing = [m for m in models if m not in specs]
     if missing:
         raise UnregisteredModelsError(
-            f"models not registered: {', '.join(missing)}; register them with `prewarm models import FLEET.yaml` "
+            f"models not registered: {listed(missing)}; register them with `prewarm models import FLEET.yaml` "
             "or leave them out with --models"
         )
     return [specs[m] for m in models]
@@ -120,7 +127,7 @@ def pick_models(trace: Trace, wanted: Sequence[str] | None) -> tuple[str, ...]:
         return trace.models
     absent = [m for m in wanted if m not in trace.models]
     if absent:
-        raise InputError(f"--models: {', '.join(absent)} not in the trace (it has {', '.join(trace.models)})")
+        raise InputError(f"--models: {listed(absent)} not in the trace (it has {listed(trace.models)})")
     return tuple(dict.fromkeys(wanted))
 
 
@@ -144,12 +151,13 @@ def run_replay(config: ReplayConfig, *, say: Callable[[str], None] = lambda _: N
     from db.session import get_engine, make_engine, session_scope
     from prewarm.settings import get_settings
 
-    if config.speedup <= 0:
-        raise InputError(f"--speedup {config.speedup:g}: must be positive")
-    if config.scale <= 0:
-        raise InputError(f"--scale {config.scale:g}: must be positive")
+    if not (math.isfinite(config.speedup) and config.speedup > 0):
+        raise InputError(f"--speedup {config.speedup:g}: must be a positive number")
+    if not (math.isfinite(config.scale) and config.scale > 0):
+        raise InputError(f"--scale {config.scale:g}: must be a positive number")
     trace = load_trace(config.trace, eval_intervals=config.eval_intervals)
     models = pick_models(trace, config.models)
+    check_volume(trace, models=models, scale=config.scale)  # before the registry: a refusal costs nothing
     specs = registered_specs(models)
     interval_s = trace.interval.total_seconds()
     policies = parse_policies(

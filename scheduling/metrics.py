@@ -7,6 +7,7 @@ a replica to load.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,7 +107,11 @@ def summary(result: SimulationResult, *, per_model_breakdown: bool = True) -> di
         entry: dict[str, Any] = {
             "cold_fraction": round(m.cold_fraction, 6),
             "replica_hours": round(m.replica_hours, 6),
-            "replica_hours_vs_oracle": None if m.replica_hours_vs_oracle is None else round(m.replica_hours_vs_oracle, 6),
+            # None, not Infinity (which is not JSON), when the oracle needs no replica-hours and the policy some.
+            "replica_hours_vs_oracle": (
+                None if m.replica_hours_vs_oracle is None or math.isinf(m.replica_hours_vs_oracle)
+                else round(m.replica_hours_vs_oracle, 6)
+            ),
             "cold_start_events": m.cold_start_events,
             "cold_requests": round(m.cold_requests, 6),
             "requests": m.requests,

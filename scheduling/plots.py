@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,15 +37,23 @@ def plot_simulation(result: SimulationResult, path: str | Path, *, models: Seque
     picks = list(models) if models is not None else pick_models(result)
     fig = plt.figure(figsize=(14, 3.2 * max(len(picks), 2)))
     grid = fig.add_gridspec(max(len(picks), 1), 2, width_ratios=(1, 1.6))
-    _scatter(fig.add_subplot(grid[:, 0]), result)
-    for row, index in enumerate(picks):
-        _timeline(fig.add_subplot(grid[row, 1]), result, index)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with warnings.catch_warnings():
+        # A model name in a script the font lacks (CJK) draws as boxes; one warning per glyph and draw is noise.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        _scatter(fig.add_subplot(grid[:, 0]), result)
+        for row, index in enumerate(picks):
+            _timeline(fig.add_subplot(grid[row, 1]), result, index)
+        if title:
+            fig.suptitle(literal(title))
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def literal(text: str) -> str:
+    """``text`` as matplotlib draws it verbatim: a ``$`` in a model or file name would start mathtext."""
+    return text.replace("$", r"\$")
 
 
 def _scatter(ax, result: SimulationResult) -> None:  # noqa: ANN001 (matplotlib axes)
@@ -72,7 +81,7 @@ def _timeline(ax, result: SimulationResult, index: int) -> None:  # noqa: ANN001
         if name in result.outcomes:
             served = result.capacity[index] * result.outcomes[name].ready[index]
             ax.step(stamps, served, where="post", label=f"{name} ready capacity")
-    ax.set_title(f"{result.trace.models[index]} (replica capacity {result.capacity[index]:.1f} requests/interval)")
+    ax.set_title(f"{literal(result.trace.models[index])} (replica capacity {result.capacity[index]:.1f} requests/interval)")
     ax.set_ylabel("requests / interval")
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)

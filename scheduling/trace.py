@@ -19,6 +19,10 @@ from prewarm.text import duration
 from scheduling.errors import SimulationError
 
 
+MAX_CELLS = 100_000_000
+"""Most model-interval cells a trace holds (800 MB of demand, and the policies' arrays as large again)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Trace:
     """Demand per model (rows) and interval (columns), with its timestamps and evaluation start."""
@@ -87,6 +91,13 @@ def trace_from_telemetry(frame: pd.DataFrame, *, eval_intervals: int) -> Trace:
             f"of {duration(interval)}; use at most {length - 1}"
         )
     codes, names = pd.factorize(frame[C.MODEL].astype(str), sort=True)
+    if len(names) * length > MAX_CELLS:
+        start, end = frame[C.TIMESTAMP].min(), frame[C.TIMESTAMP].max()
+        raise SimulationError(
+            f"the telemetry spans {length:,} intervals of {duration(interval)} ({start.isoformat()} to {end.isoformat()}) "
+            f"for {len(names):,} models, more than {MAX_CELLS:,} cells in memory; look for stray timestamps "
+            "(a 1970 row) or simulate a shorter range"
+        )
     demand = np.zeros((len(names), length))
     np.add.at(demand, (codes, buckets - first), frame[C.REQUESTS].to_numpy(dtype=float))
     first_bucket = np.full(len(names), length, dtype=int)

@@ -142,4 +142,4 @@ class Notes:
         if self._numbers:
             console.print(f"{heading}:", highlight=False)
             for line in self.lines():
-                console.print(f"  {line}", highlight=False, soft_wrap=False)
+                console.print(f"  {escape(line)}", highlight=False, soft_wrap=False)

@@ -8,6 +8,7 @@ windows on the pool's up hosts (the same function the flow calls) and, with ``--
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,10 @@ import pandas as pd
 import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import RenderableType
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from prewarm import columns as C
 from prewarm.cli import options as opt
@@ -90,12 +94,12 @@ def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
         table.add_column("host", overflow="fold")
     table.add_column("why", justify="right")
     for r in sorted(result.rows, key=lambda r: (r.start, r.model)):
-        cells = [
-            r.model if one_version else f"{r.model}:{r.version}", moment(r.start, short=True), window(r.window_start, r.end, short=True),
+        cells: list[RenderableType] = [
+            Text(r.model if one_version else f"{r.model}:{r.version}"), moment(r.start, short=True), window(r.window_start, r.end, short=True),
             str(r.replicas), f"{r.expected_demand:,.0f}",
         ]
         if with_hosts:
-            cells.append(r.host or "-")
+            cells.append(Text(r.host or "-"))
         table.add_row(*cells, notes.mark(r.reason))
     return table
 
@@ -108,6 +112,20 @@ def _parse_as_of(value: str | None) -> datetime | None:
     except ValueError:
         raise PlanningError(f"--as-of {value!r}: expected an ISO-8601 time such as 2026-11-23T06:00:00Z") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _check_numbers(
+    *, replicas_at_peak: float, lead_seconds: float, keep_alive_seconds: float | None, cold_weight: float
+) -> None:
+    """The numeric flags, each refused by its own name (not by the planner's field it ends up in)."""
+    if not (math.isfinite(replicas_at_peak) and replicas_at_peak > 0):
+        raise PlanningError(f"--replicas-at-peak must be a positive number, got {replicas_at_peak:g}")
+    if not (math.isfinite(lead_seconds) and lead_seconds >= 0):
+        raise PlanningError(f"--lead-seconds must be a number of seconds >= 0, got {lead_seconds:g}")
+    if keep_alive_seconds is not None and not (math.isfinite(keep_alive_seconds) and keep_alive_seconds >= 0):
+        raise PlanningError(f"--keep-alive-seconds must be a number of seconds >= 0, got {keep_alive_seconds:g}")
+    if not (math.isfinite(cold_weight) and cold_weight > 0):
+        raise PlanningError(f"--cold-weight must be a positive number, got {cold_weight:g}")
 
 
 @exits_cleanly
@@ -160,6 +178,10 @@ def plan(
         raise PlanningError(f"--policy {policy!r}: choose forecast or cost")
     if policy == "forecast" and target_cold_fraction is not None:
         raise PlanningError("--target-cold-fraction goes with --policy cost")
+    _check_numbers(
+        replicas_at_peak=replicas_at_peak, lead_seconds=lead_seconds, keep_alive_seconds=keep_alive_seconds,
+        cold_weight=cold_weight,
+    )
     if pool is not None:
         if output is not None:
             raise PlanningError("--output goes with --input; with --pool use --json (or --store)")
@@ -207,13 +229,20 @@ def _plan_file(
 
     if replicas_at_peak <= 0:
         raise PlanningError(f"--replicas-at-peak must be positive, got {replicas_at_peak}")
+    from forecasting.series import extend_to, infer_freq
+
     telemetry = read_telemetry_input(input)
     models = plan_models_from_fleet(load_fleet(fleet).models) if fleet else _models_from_history(telemetry, replicas_at_peak)
     host_list = load_hosts(hosts) if hosts else None
+    interval = infer_freq(telemetry)
+    end = telemetry[C.TIMESTAMP].max().floor(interval)
     with err_console.status("Forecasting..."):
-        forecast = forecasting.forecast(telemetry, horizon=horizon, level=level, fast=fast_forecast)
+        forecast = forecasting.forecast(
+            extend_to(telemetry, end), horizon=horizon, level=level, fast=fast_forecast,
+            freq=f"{int(interval.total_seconds())}s",
+        )
     frame = forecast.frame
-    now = frame[C.TIMESTAMP].min() if not frame.empty else pd.Timestamp.now(tz="UTC")
+    now = end + interval
     result = plan_windows(
         frame,
         models,
@@ -242,11 +271,11 @@ def _plan_file(
                   "time to ready.", highlight=False)
     for s in result.shortfalls:
         console.print(
-            f"[yellow]shortfall:[/] {s.model} {moment(s.window_start)}: {s.placed}/{s.wanted} replicas ({s.reason})",
+            f"[yellow]shortfall:[/] {escape(s.model)} {moment(s.window_start)}: {s.placed}/{s.wanted} replicas ({escape(s.reason)})",
             highlight=False,
         )
     if out is not None:
-        console.print(f"Plan written to {out}")
+        console.print(f"Plan written to {escape(str(out))}")
 
 
 def _plan_file_cost(
@@ -278,6 +307,12 @@ def _plan_file_cost(
         raise PlanningError(f"{input}: no model has two distinct timestamps; the interval cannot be inferred")
     now = telemetry[C.TIMESTAMP].max().floor(interval) + interval
     known = telemetry[telemetry[C.MODEL].astype(str).isin(models)]
+    if known.empty:
+        names = sorted(set(telemetry[C.MODEL].astype(str)))
+        more = f" and {len(names) - 1:,} more" if len(names) > 1 else ""
+        raise PlanningError(
+            f"{input}: none of its models ({names[0]!r}{more}) is in the fleet file {fleet}; add them to it"
+        )
     with err_console.status("Backtesting levels and forecasting..."):
         plan = plan_with_costs(
             known, models, forecast_fn=cached_forecast(engine_forecast(BASE_LEVEL, fast=fast_forecast)),
@@ -312,10 +347,10 @@ def _plan_file_cost(
     for column in ("model", "level", "sparse-rule intervals", "why"):
         table.add_column(column)
     for model, entry in levels.items():
-        table.add_row(model, str(entry["level"]), str(entry["sparse_intervals"]), entry["reason"])
+        table.add_row(Text(model), str(entry["level"]), str(entry["sparse_intervals"]), Text(entry["reason"]))
     console.print(table)
     if out is not None:
-        console.print(f"Plan written to {out}")
+        console.print(f"Plan written to {escape(str(out))}")
 
 
 def _plan_pool(
@@ -436,13 +471,13 @@ def _plan_pool(
     for w in sorted(planned.windows, key=lambda w: (w.window_start, w.model, w.host or "")):
         warm_from = w.window_start - timedelta(seconds=w.lead_seconds)
         table.add_row(
-            w.model if one_version else f"{w.model}:{w.version}", w.host or "-", moment(warm_from, short=True),
+            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"), moment(warm_from, short=True),
             window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
         )
     console.print(table if planned.windows else f"{table.title}.", highlight=False)
     notes.print("why")
     for line in planned.shortfall:
-        console.print(f"[yellow]shortfall:[/] {line}", highlight=False)
+        console.print(f"[yellow]shortfall:[/] {escape(line)}", highlight=False)
     if store:
         console.print(
             f"Stored forecast run {run_id} and {len(planned.plan_ids)} {plural(len(planned.plan_ids), 'plan')} "

@@ -6,6 +6,7 @@ unknown policy); 1 when the hosts fail to start; 130 after Ctrl-C (the partial r
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 from pathlib import Path
@@ -40,6 +41,11 @@ def _table(runs: dict) -> Table:  # type: ignore[type-arg]
     return table
 
 
+def _names(text: str) -> list[str]:
+    """Comma-separated model names, read as one CSV row so that a quoted name may hold a comma."""
+    return [name.strip() for name in next(csv.reader([text], skipinitialspace=True)) if name.strip()]
+
+
 @exits_cleanly
 def replay(
     trace: str = typer.Option(
@@ -50,7 +56,7 @@ def replay(
                                help="Policies, comma-separated: always, reactive, keepalive-N, forecast."),
     hosts: int = typer.Option(2, "--hosts", min=1, help="Start N `prewarm serve` hosts on loopback."),
     pool: str | None = typer.Option(None, "--pool", help="Use the registered hosts of this pool instead."),
-    models: str | None = typer.Option(None, "--models", help="Only these models, comma-separated."),
+    models: str | None = typer.Option(None, "--models", help='Only these models, comma-separated; quote a name with a comma: \'"a,b",c\'.'),
     scale: float = typer.Option(1.0, "--scale", help="Multiply the trace's counts."),
     eval_intervals: int = typer.Option(48, "--eval-intervals", help="Replay the last K intervals; the rest is history."),
     out: Path | None = typer.Option(
@@ -69,7 +75,7 @@ def replay(
 
     config = ReplayConfig(
         trace=trace, speedup=speedup, policies=policy, hosts=None if pool else hosts, pool=pool,
-        models=[m.strip() for m in models.split(",") if m.strip()] if models else None, scale=scale,
+        models=_names(models) if models else None, scale=scale,
         eval_intervals=eval_intervals, out=out, cold_timeout_s=cold_timeout, seed=seed,
         reactive_keepalive_s=reactive_keepalive,
     )

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, err_console, exits_cleanly, plural
 from prewarm.telemetry import read_telemetry_input
+from scheduling.errors import SimulationError
 from scheduling.experiment import SimulationOptions, parse_policies, run_simulation
 from scheduling.metrics import summary
 from scheduling.plots import plot_simulation
@@ -79,6 +81,8 @@ def simulate(
     decisions_dir = opt.pick("--output", output, "--decisions-dir", decisions_dir)
     fast = bool(opt.pick("--fast", fast, "--fast-forecast", fast_forecast))
     opt.check_level(level)
+    if not keep_alive_minutes >= 0:
+        raise SimulationError(f"--keepalive-minutes must be >= 0, got {keep_alive_minutes:g}")
     options = SimulationOptions(
         eval_intervals=eval_intervals,
         lead=lead,
@@ -122,6 +126,6 @@ def simulate(
         return
     console.print(_table(document))
     if decisions_dir is not None:
-        console.print(f"Decisions written to {decisions_dir}/ (one CSV per policy)")
+        console.print(f"Decisions written to {escape(str(decisions_dir))}/ (one CSV per policy)")
     if plot is not None:
-        console.print(f"Figure written to {plot}")
+        console.print(f"Figure written to {escape(str(plot))}")
