@@ -79,7 +79,7 @@ def plan_at(engine: Engine, setup: ForecastSetup, *, at: datetime) -> int:
     import forecasting
     from controller.planning import history_until, plan_pool
     from db.registry import latest_models, spec_of
-    from db.session import session_factory, session_scope
+    from db.session import session_scope
     from prewarm.settings import get_settings
 
     interval = timedelta(seconds=setup.interval_s)
@@ -91,8 +91,7 @@ def plan_at(engine: Engine, setup: ForecastSetup, *, at: datetime) -> int:
     result = forecasting.forecast(
         history, horizon=setup.horizon, level=setup.level, freq=f"{int(setup.interval_s)}s"
     )
-    session = session_factory(engine)()
-    try:
+    with session_scope(engine) as session:
         leads = stretched_leads(session, [s.name for s in specs], speedup=setup.speedup, tick_s=setup.tick_s)
         planned = plan_pool(
             session, result.frame, [s for s in specs if s.name in set(history[C.MODEL])], pool=setup.pool, now=at,
@@ -100,12 +99,6 @@ def plan_at(engine: Engine, setup: ForecastSetup, *, at: datetime) -> int:
             default_heartbeat_s=get_settings().host.heartbeat_s, tick_s=setup.tick_s * setup.speedup,
             lead_times=leads,  # type: ignore[arg-type]
         )
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
     return len(planned.windows)
 
 

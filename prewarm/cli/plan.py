@@ -11,6 +11,7 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -210,6 +211,17 @@ def plan(
     )
 
 
+
+def _plan_document(now: pd.Timestamp, rows: pd.DataFrame, result: PlanResult, **extra: Any) -> dict[str, Any]:
+    """The ``--json`` document of a dry run: the plan's rows, its shortfall and ``extra`` fields after ``now``."""
+    return {
+        "now": now.isoformat(),
+        **extra,
+        "rows": json.loads(rows.to_json(orient="records", date_format="iso")),
+        "shortfall": json.loads(result.shortfall_frame().to_json(orient="records", date_format="iso")),
+        "replicas_planned": int(np.sum(rows["replicas"])) if len(rows) else 0,
+    }
+
 def _plan_file(
     input: Path,
     *,
@@ -255,13 +267,7 @@ def _plan_file(
     if out is not None:
         rows.to_csv(out, index=False)
     if as_json:
-        document = {
-            "now": now.isoformat(),
-            "rows": json.loads(rows.to_json(orient="records", date_format="iso")),
-            "shortfall": json.loads(result.shortfall_frame().to_json(orient="records", date_format="iso")),
-            "replicas_planned": int(np.sum(rows["replicas"])) if len(rows) else 0,
-        }
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps(_plan_document(now, rows, result), indent=2))
         return
     notes = Notes()
     table = _table(result, now=now, notes=notes)
@@ -328,15 +334,9 @@ def _plan_file_cost(
     levels = {m: {"level": "off" if v == 0 else v, "reason": reasons[m], "sparse_intervals": plan.sparse_intervals[m]}
               for m, v in plan.choice.level_of().items()}
     if as_json:
-        document = {
-            "now": now.isoformat(),
-            "policy": "cost",
-            "cold_price_factor": plan.choice.factor,
-            "levels": levels,
-            "rows": json.loads(rows.to_json(orient="records", date_format="iso")),
-            "shortfall": json.loads(result.shortfall_frame().to_json(orient="records", date_format="iso")),
-            "replicas_planned": int(np.sum(rows["replicas"])) if len(rows) else 0,
-        }
+        document = _plan_document(
+            now, rows, result, policy="cost", cold_price_factor=plan.choice.factor, levels=levels
+        )
         typer.echo(json.dumps(document, indent=2))
         return
     notes = Notes()
