@@ -72,6 +72,8 @@ def forecast_figure(history: pd.DataFrame, forecast: pd.DataFrame, windows: Sequ
 
     import matplotlib.dates as mdates
 
+    from scheduling.plots import literal
+
     models = sorted(set(forecast[C.MODEL]) | set(history[C.MODEL]))
     interval = f"{interval_level(forecast):g} % interval" if interval_level(forecast) is not None else "interval"
     fig, axes = plt.subplots(
@@ -98,7 +100,7 @@ def forecast_figure(history: pd.DataFrame, forecast: pd.DataFrame, windows: Sequ
                 window.warm_start, color="#2ca02c", linewidth=1, linestyle="--",
                 label="warm-up starts" if i == 0 else None,
             )
-        ax.set_title(model, fontsize=10, loc="left")
+        ax.set_title(literal(model), fontsize=10, loc="left")
         ax.set_ylabel("requests per interval", fontsize=8)
         ax.grid(alpha=0.3)
     handles: dict[str, object] = {}

@@ -122,6 +122,8 @@ def plot(path: Path, runs: Mapping[str, PolicyRun], arrivals: Arrivals) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from scheduling.plots import literal
+
     shown = shown_models(arrivals)
     fig, axes = plt.subplots(1 + len(shown), 1, figsize=(10, 3.2 * (1 + len(shown))), squeeze=False)
     cdf = axes[0][0]
@@ -151,7 +153,7 @@ def plot(path: Path, runs: Mapping[str, PolicyRun], arrivals: Arrivals) -> None:
                 ax.step(times, [ready.get(model, 0) for _, ready in run.timeline], where="post", label=name)
         ax.set_ylabel("ready replicas")
         ax.set_xlabel("trace hours")
-        ax.set_title(f"{model}: ready replicas vs demand")
+        ax.set_title(f"{literal(model)}: ready replicas vs demand")
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

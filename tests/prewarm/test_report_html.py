@@ -65,3 +65,16 @@ def test_table_gives_windows_a_day_and_length_and_keeps_reasons_apart(tmp_path: 
     assert "<th>outcome</th><th>why planned</th>" in page
     assert "<td>on demo-2: never ready (load failed)</td><td class='text'>forecast</td>" in page
     assert html.escape(FIGURE_KEY) in page
+
+
+def test_a_model_name_with_dollar_signs_is_drawn_as_written() -> None:
+    """A ``$`` in a model's name would start matplotlib's mathtext, which fails to parse at draw time."""
+    import io
+
+    history, forecast = _frames()
+    name = r"cost$\alpha_{$x"
+    history["model"], forecast["model"] = name, name
+    fig = forecast_figure(history, forecast, [])
+    fig.savefig(io.BytesIO(), format="png")  # raises on unparsable mathtext
+    assert fig.axes[0].get_title(loc="left") == name.replace("$", r"\$")
+    plt.close(fig)
