@@ -8,6 +8,7 @@ benchmarks; the same seed gives the same frame.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -56,17 +57,10 @@ def synthetic_telemetry(
     """
     if names is not None and len(names) != n_models:
         raise ValueError(f"names has {len(names)} entries for {n_models} models")
-    rng = np.random.default_rng(seed)
-    hours = np.arange(n_intervals, dtype=float)
-    index = pd.date_range(start, periods=n_intervals, freq=freq)
-    n_sparse = int(round(n_models * sparse_fraction))
-    frames = []
-    for i in range(n_models):
-        rate = _sparse_rate(rng, hours) if i >= n_models - n_sparse else _busy_rate(rng, hours)
-        requests = rng.poisson(rate).astype(float)
-        name = names[i] if names else f"model-{i:05d}"
-        frames.append(pd.DataFrame({C.TIMESTAMP: index, C.MODEL: name, C.REQUESTS: requests}))
-    return pd.concat(frames, ignore_index=True)
+    return _fleet(
+        n_models, n_intervals, seed=seed, start=start, sparse_fraction=sparse_fraction, freq=freq,
+        busy=_busy_rate, sparse=_sparse_rate, names=names,
+    )
 
 
 def _bursty_busy_rate(rng: np.random.Generator, hours: np.ndarray) -> np.ndarray:
@@ -113,13 +107,33 @@ def bursty_telemetry(
     Busy models burst to 3-10x their daily cycle for 1-4 intervals at random and carry lognormal noise;
     sparse models are idle but for sessions of 1-3 intervals, mostly at one or two favourite hours of the week.
     """
+    return _fleet(
+        n_models, n_intervals, seed=seed, start=start, sparse_fraction=sparse_fraction, freq=freq,
+        busy=_bursty_busy_rate, sparse=_session_rate,
+    )
+
+
+def _fleet(
+    n_models: int,
+    n_intervals: int,
+    *,
+    seed: int,
+    start: datetime,
+    sparse_fraction: float,
+    freq: str,
+    busy: Callable[[np.random.Generator, np.ndarray], np.ndarray],
+    sparse: Callable[[np.random.Generator, np.ndarray], np.ndarray],
+    names: list[str] | None = None,
+) -> pd.DataFrame:
+    """Poisson counts around each model's rate: the last ``sparse_fraction`` of the models draw ``sparse`` rates."""
     rng = np.random.default_rng(seed)
     hours = np.arange(n_intervals, dtype=float)
     index = pd.date_range(start, periods=n_intervals, freq=freq)
     n_sparse = int(round(n_models * sparse_fraction))
     frames = []
     for i in range(n_models):
-        rate = _session_rate(rng, hours) if i >= n_models - n_sparse else _bursty_busy_rate(rng, hours)
+        rate = sparse(rng, hours) if i >= n_models - n_sparse else busy(rng, hours)
         requests = rng.poisson(rate).astype(float)
-        frames.append(pd.DataFrame({C.TIMESTAMP: index, C.MODEL: f"model-{i:05d}", C.REQUESTS: requests}))
+        name = names[i] if names else f"model-{i:05d}"
+        frames.append(pd.DataFrame({C.TIMESTAMP: index, C.MODEL: name, C.REQUESTS: requests}))
     return pd.concat(frames, ignore_index=True)
