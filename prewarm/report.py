@@ -88,16 +88,16 @@ def forecast_figure(history: pd.DataFrame, forecast: pd.DataFrame, windows: Sequ
             ax.fill_between(
                 ahead[C.TIMESTAMP], ahead[C.LO], ahead[C.HI], color="#1f77b4", alpha=0.2, label=interval
             )
-        for i, window in enumerate(w for w in windows if w.model == model):
+        for i, planned in enumerate(w for w in windows if w.model == model):
             ax.axvspan(
-                window.warm_start,
-                window.window_end,
+                planned.warm_start,
+                planned.window_end,
                 color="#2ca02c",
                 alpha=0.12,
                 label="warm window" if i == 0 else None,
             )
             ax.axvline(
-                window.warm_start, color="#2ca02c", linewidth=1, linestyle="--",
+                planned.warm_start, color="#2ca02c", linewidth=1, linestyle="--",
                 label="warm-up starts" if i == 0 else None,
             )
         ax.set_title(literal(model), fontsize=10, loc="left")

@@ -33,7 +33,7 @@ from warmers.errors import (
 )
 from warmers.loading import device_capacity_mb, device_class, resolve_device
 from warmers.logcontext import model_context, model_logger
-from warmers.report import Baseline, Latency, StageClock, WarmReport, judge
+from warmers.report import Baseline, StageClock, WarmReport, judge
 from warmers.codec import encode_request
 from warmers.tensors import bucket_combinations, example_inputs
 
