@@ -148,12 +148,7 @@ class TelemetryStage:
         params = {"seconds": self.bucket_seconds, "step": self.bucket_seconds * 1_000_000}
         if self.postgres:
             self._cursor.execute("SET LOCAL work_mem = '256MB'")  # the key-order sort stays in memory
-            self._cursor.execute(_postgres_merge(self.aligned), params)
-            self._cursor.execute(
-                "SELECT COUNT(*), MIN(bucket), MAX(bucket) FROM (SELECT DISTINCT model, "
-                f"raw_us / %(step)s * %(seconds)s AS bucket FROM {_STAGE}) AS keys",
-                params,
-            )
+            self._cursor.execute(_postgres_merge(self.aligned), params)  # merges and counts in one pass
         else:
             self.connection.connection.driver_connection.create_aggregate("prewarm_median", 1, _Median)
             self._cursor.execute(_sqlite_merge(self.aligned), params)
@@ -202,12 +197,14 @@ def _postgres_merge(aligned: bool) -> str:
             f"SELECT DISTINCT ON (model, raw_us) * FROM ({staged}) AS staged ORDER BY model, raw_us, seq DESC"
             ") AS latest GROUP BY model, bucket ORDER BY model, bucket"
         )
-    # The rows come out of the sort in key order, and the INSERT takes its row locks in that order.
+    # The rows come out of the sort in key order (the CTE keeps them in the order it stored them), and the
+    # INSERT takes its row locks in that order; the summary counts the same rows instead of a second sort.
     return (
-        _INSERT
-        + "SELECT model, to_timestamp(bucket), %(seconds)s, requests, p50_ms, p99_ms, cold_starts "
-        + f"FROM ({rows}) AS merged "
+        f"WITH merged AS MATERIALIZED ({rows}), written AS ("
+        + _INSERT
+        + "SELECT model, to_timestamp(bucket), %(seconds)s, requests, p50_ms, p99_ms, cold_starts FROM merged "
         + _SET_POSTGRES
+        + ") SELECT COUNT(*), MIN(bucket), MAX(bucket) FROM merged"
     )
 
 

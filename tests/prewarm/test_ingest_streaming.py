@@ -9,6 +9,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, text
@@ -171,6 +172,50 @@ def test_a_deadlock_is_retried_once_with_the_sources_read_again(engine: Engine) 
     with pytest.raises(Deadlock):
         ingest_frames(always, engine=engine, interval=HOUR)
     assert len(calls) == 2
+
+
+def _rows(seed: int) -> pd.DataFrame:
+    """Rows of six models at hour, 20- and 40-minute timestamps, with duplicate keys, in model order."""
+    rng = np.random.default_rng(seed)
+    stamps = pd.date_range("2026-01-01", periods=30, freq="20min", tz="UTC")
+    frame = pd.DataFrame({"timestamp": np.tile(stamps, 6), "model": np.repeat([f"m{i}" for i in range(6)], 30)})
+    frame = pd.concat([frame, frame.sample(40, random_state=seed)]).sort_values("model", kind="stable")
+    return frame.assign(
+        requests=rng.integers(0, 50, len(frame)).astype(float),
+        p50_ms=rng.uniform(1, 9, len(frame)).round(3),
+        p99_ms=rng.uniform(10, 90, len(frame)).round(3),
+    ).reset_index(drop=True)
+
+
+ORDERS = {
+    "sorted": lambda f: f,
+    # in order for the first chunks, then an earlier model comes back
+    "returns": lambda f: pd.concat([f, f[f["model"] == "m1"].assign(requests=99.0)], ignore_index=True),
+    "out of order": lambda f: pd.concat([f[f["model"] >= "m3"], f[f["model"] < "m3"]], ignore_index=True),
+    "shuffled": lambda f: f.sample(frac=1.0, random_state=3).reset_index(drop=True),
+}
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+@pytest.mark.parametrize("chunk_rows", [7, 64, 1000])
+def test_every_input_order_merges_like_the_whole_file(engine: Engine, tmp_path: Path, order: str, chunk_rows: int) -> None:
+    """Sorted, partly sorted, out of order or shuffled, in any chunking: the same buckets and the same summary."""
+    raw = ORDERS[order](_rows(5))
+    raw["timestamp"] = raw["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    path = tmp_path / "t.csv"
+    raw.to_csv(path, index=False)
+    reads: list[int] = []
+
+    def frames():  # type: ignore[no-untyped-def]
+        reads.append(1)
+        yield from iter_frames([str(path)], chunk_rows=chunk_rows)
+
+    summary = ingest_frames(frames, engine=engine, interval=HOUR)
+    expected = _by_hand(raw)
+    pd.testing.assert_frame_equal(_stored(engine), expected, check_dtype=False)
+    assert (summary.buckets_written, summary.models) == (len(expected), 6)
+    assert (summary.first, summary.last) == (expected["bucket_start"].min(), expected["bucket_start"].max())
+    assert len(reads) == 1
 
 
 def _peak_rss_mb(csv: Path, tmp_path: Path) -> float:
