@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from prewarm import columns as C
 from prewarm.cli.main import app
+from prewarm.cli.plan import warm_from
 from scheduling.errors import SchedulingError, SimulationError
 from scheduling.experiment import POLICY_NAMES, SimulationOptions, build_policies, parse_lead, run_simulation
 from scheduling.forecast_policy import ForecastPolicy
@@ -219,3 +221,13 @@ def test_simulate_cli_takes_a_duration(tmp_path: Path, telemetry: pd.DataFrame) 
     bad = runner.invoke(app, ["simulate", "-i", str(path), "--eval-intervals", "24", "--lead", "soon"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert "--lead 'soon': give a whole number of intervals" in " ".join(bad.stderr.split())
+
+
+def test_plan_shows_warm_from_to_the_second_inside_an_interval(tmp_path: Path, telemetry: pd.DataFrame) -> None:
+    assert warm_from(T0, HOUR) == "Thu 10:00"
+    assert warm_from(T0 - pd.Timedelta(seconds=90), HOUR) == "Thu 09:58:30"
+    path = tmp_path / "telemetry.csv"
+    telemetry.to_csv(path, index=False)
+    result = CliRunner().invoke(app, ["plan", "-i", str(path), "--fast", "--lead-seconds", "90"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\w{3} \d\d:58:30", result.stdout), result.stdout
