@@ -41,10 +41,11 @@ def history_cost(
     sub = replace(context, eval_start=end - tune)
     provisioned = run_policy(trace, build(sub), lead=context.lead)
     ready = ready_from_provisioned(provisioned, context.lead)[:, context.lead :]
-    charged = timing_for(context.interval, lead=context.lead, lead_s=context.lead_s).charged(provisioned)[:, context.lead :]
+    timing = timing_for(context.interval, lead=context.lead, lead_s=context.lead_s)
+    charged = timing.charged(provisioned)[:, context.lead :]
     demand = trace.demand[:, trace.eval_start :]
-    cold = np.maximum(0.0, demand - context.capacity[:, None] * ready)
-    return float(cost_of(cold, charged, prices, interval_hours=context.interval_hours).sum())
+    cold, loaded = timing.on_demand(np.maximum(0.0, demand - context.capacity[:, None] * ready), context.capacity)
+    return float(cost_of(cold, charged + loaded, prices, interval_hours=context.interval_hours).sum())
 
 
 def tune(

@@ -8,7 +8,8 @@
 
 With a time-to-ready ``lead_s`` shorter than ``lead`` whole intervals (``lead = ceil(lead_s / interval)``),
 readiness is the same but a replica's warm-up starts only ``lead_s`` before the boundary it is ready at,
-so the interval it was requested in is charged in part (:class:`~scheduling.subinterval.SubInterval`).
+so the interval it was requested in is charged in part; below one interval, a cold request's own load
+serves the rest of its interval (:class:`~scheduling.subinterval.SubInterval`).
 
 The run starts ``lead`` intervals before the evaluation window so a policy can have replicas ready
 when it opens; only the evaluation window is measured.
@@ -179,8 +180,10 @@ def simulate(
         ready = ready_from_provisioned(provisioned, lead)[:, lead:]
         charged = timing.charged(provisioned)[:, lead:]
         provisioned = provisioned[:, lead:]
-        cold = np.maximum(0.0, demand - capacity[:, None] * ready)
-        cold[cold < COLD_TOLERANCE] = 0.0  # capacity × ready equal to demand up to rounding serves it
+        shortfall = np.maximum(0.0, demand - capacity[:, None] * ready)
+        shortfall[shortfall < COLD_TOLERANCE] = 0.0  # capacity × ready equal to demand up to rounding serves it
+        cold, loaded = timing.on_demand(shortfall, capacity)
+        charged = charged + loaded
         seconds = time.perf_counter() - started
         log.info("policy %s simulated in %.2fs", name, seconds)
         outcomes[name] = PolicyOutcome(name, provisioned, ready, cold, seconds, charged)

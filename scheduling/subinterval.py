@@ -11,6 +11,12 @@ intervals ``first_share`` is 1 and the charge is today's: every provisioned inte
 Arrivals within an interval are assumed spread evenly over it (the mean of a Poisson process of
 constant rate within the interval): a replica that becomes ready partway into an interval serves the
 covered share of that interval's requests, and no more.
+
+When ``lead_s`` is shorter than the interval, a cold request also starts a load on demand: ready
+``lead_s`` later, it serves the rest of that interval's requests. Cold are the request that started
+it and those arriving while it loads; it is charged from the moment it is ready to the interval's end
+(its loading, like every cold load's, is what the cold price pays for), and released at the boundary,
+where the policy's replicas take over. A lead of a whole interval or more has no such loads.
 """
 
 from __future__ import annotations
@@ -79,6 +85,29 @@ class SubInterval:
         """:meth:`served_share` of the ``n`` consecutive intervals from ``first_start`` on."""
         late = (pd.Timestamp(ready_at) - pd.Timestamp(first_start)).total_seconds() / self.interval_s
         return np.clip(np.arange(1, n + 1, dtype=float) - late, 0.0, 1.0)
+
+    @property
+    def loads_on_demand(self) -> bool:
+        """Whether a cold request's own load is ready within its interval (``0 < lead_s < interval``)."""
+        return self.steps == 1 and not self.is_whole
+
+    def on_demand(self, shortfall: np.ndarray, capacity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cold requests and replicas charged per interval when ``shortfall`` requests find no ready replica.
+
+        ``shortfall`` is models × intervals, ``capacity`` requests per replica per interval, per model.
+        With loads on demand, ``e`` requests short in an interval are ``min(e, 1 + (e − 1) × lead_s /
+        interval)`` cold (the first, and the rest's share that arrives while it loads), and
+        ``ceil(e / capacity)`` replicas serve the others, each charged ``1 − lead_s / interval`` of the
+        interval. Without, every request short is cold and nothing more is charged.
+        """
+        if not self.loads_on_demand:
+            return shortfall, np.zeros_like(shortfall, dtype=float)
+        loading = self.lead_s / self.interval_s
+        short = shortfall > 0
+        cold = np.where(short, np.minimum(shortfall, 1.0 + (shortfall - 1.0) * loading), 0.0)
+        cap = capacity if shortfall.ndim == 1 else capacity[:, None]
+        replicas = np.where(short, np.ceil(shortfall / cap - TOLERANCE), 0.0)
+        return cold, replicas * (1.0 - loading)
 
     def charged(self, provisioned: np.ndarray) -> np.ndarray:
         """Replicas charged per interval (models × intervals) for replicas provisioned per interval.

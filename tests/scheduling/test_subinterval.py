@@ -77,7 +77,20 @@ def test_charged_replicas_by_hand() -> None:
     assert SubInterval(3600.0, 7200.0).charged(provisioned).tolist() == provisioned.astype(float).tolist()
 
 
-def test_sub_interval_lead_charges_fractional_replica_hours_with_the_same_cold_requests() -> None:
+def test_loads_on_demand_by_hand() -> None:
+    capacity = np.array([2.0])
+    shortfall = np.array([[0.0, 1.0, 5.0, 0.5]])
+    # 15 minutes to ready: the first request short and a quarter of the others are cold; ceil(e / 2) loads,
+    # each charged from ready to the interval's end (three quarters)
+    cold, loaded = SubInterval(3600.0, 900.0).on_demand(shortfall, capacity)
+    assert cold.tolist() == [[0.0, 1.0, 2.0, 0.5]]
+    assert loaded.tolist() == [[0.0, 0.75, 2.25, 0.75]]
+    for lead_s in (3600.0, 5400.0, 0.0):  # ready at a boundary, or at once: no load inside the interval
+        cold, loaded = SubInterval(3600.0, lead_s).on_demand(shortfall, capacity)
+        assert cold.tolist() == shortfall.tolist() and not loaded.any()
+
+
+def test_a_sub_interval_lead_charges_by_the_second_and_loads_on_demand() -> None:
     # history [4, 4, 4, 4]: capacity 2 at 2 replicas at peak; reactive decides 2, 2, 0, 3, 3 at t = 3..7
     trace = _trace([[4, 4, 4, 4, 0, 5, 5, 1]], eval_intervals=4)
     capacity = replica_capacity(trace, replicas_at_peak=2)
@@ -87,10 +100,12 @@ def test_sub_interval_lead_charges_fractional_replica_hours_with_the_same_cold_r
         runs[lead_s] = simulate(trace, {"reactive": policy}, capacity=capacity, lead=1, lead_s=lead_s)
     whole, half = runs[None].outcomes["reactive"], runs[1800.0].outcomes["reactive"]
     assert half.ready.tolist() == whole.ready.tolist() == [[2, 0, 0, 3]]
-    assert half.cold.tolist() == whole.cold.tolist() == [[0.0, 5.0, 5.0, 0.0]]
-    # the 3 replicas requested at t = 6 warm from 6:30: half of interval 6 each
-    assert half.charged.tolist() == [[2.0, 0.0, 1.5, 3.0]]
-    assert summary(runs[1800.0])["policies"]["reactive"]["replica_hours"] == 6.5
+    assert whole.cold.tolist() == [[0.0, 5.0, 5.0, 0.0]]
+    # 5 requests short at t = 5 and 6: the first and half of the other 4 arrive while 3 loads take 30 min
+    assert half.cold.tolist() == [[0.0, 3.0, 3.0, 0.0]]
+    # the policy's 3 replicas requested at t = 6 warm from 6:30 (1.5); each interval's 3 loads serve its second half
+    assert half.charged.tolist() == [[2.0, 1.5, 1.5 + 1.5, 3.0]]
+    assert summary(runs[1800.0])["policies"]["reactive"]["replica_hours"] == 9.5
     assert summary(runs[None])["policies"]["reactive"]["replica_hours"] == 8.0
     assert summary(runs[1800.0])["lead_seconds"] == 1800.0
 
@@ -214,8 +229,8 @@ def test_simulate_cli_takes_a_duration(tmp_path: Path, telemetry: pd.DataFrame) 
         documents[lead] = json.loads(result.stdout)
     whole, half = documents["1"], documents["30m"]
     assert (half["lead"], half["lead_seconds"], whole["lead_seconds"]) == (1, 1800.0, 3600.0)
-    assert half["policies"]["reactive"]["cold_requests"] == whole["policies"]["reactive"]["cold_requests"]
-    assert half["policies"]["reactive"]["replica_hours"] < whole["policies"]["reactive"]["replica_hours"]
+    assert half["policies"]["reactive"]["cold_requests"] < whole["policies"]["reactive"]["cold_requests"]
+    assert half["policies"]["reactive"]["cold_start_events"] == whole["policies"]["reactive"]["cold_start_events"]
     table = runner.invoke(app, ["simulate", "-i", str(path), "--eval-intervals", "24", "--policies", "reactive", "--lead", "90s"])
     assert table.exit_code == 0 and "lead 1 min 30 s (requested 1 interval ahead)" in " ".join(table.stdout.split())
     bad = runner.invoke(app, ["simulate", "-i", str(path), "--eval-intervals", "24", "--lead", "soon"])
