@@ -49,7 +49,7 @@ class PolicyOutcome:
     cold: np.ndarray
     seconds: float
     charged: np.ndarray | None = None
-    """Replicas charged per interval (fractional where a warm-up starts partway in); None: ``provisioned``."""
+    """Replicas charged per interval (fractional where a warm-up starts partway in, loads on demand included)."""
 
     @property
     def replica_intervals(self) -> np.ndarray:
