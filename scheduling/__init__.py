@@ -10,6 +10,7 @@ Public API::
     summary(result) -> dict (the ``prewarm simulate --json`` document)
     Prices.derived(capacity, interval_hours=..., cold_weight=4.0) -> per-model cold and replica-hour prices
     plan_with_costs(history, fleet, *, forecast_fn, horizon, interval, now, ...) -> CostPlan (the cost policy as a plan)
+    SubInterval(interval_s, lead_s): warm-up start, charged seconds and served share when time-to-ready is finer than the grid
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from scheduling.planner import (
     provisioned_matrix,
 )
 from scheduling.simulator import DECISION_COLUMNS, SimulationResult
+from scheduling.subinterval import SubInterval
 
 __all__ = [
     "CostPlan",
@@ -54,6 +56,7 @@ __all__ = [
     "SimulationError",
     "SimulationOptions",
     "SimulationResult",
+    "SubInterval",
     "idempotency_key",
     "lead_times_from_runs",
     "plan_models_from_fleet",

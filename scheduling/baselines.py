@@ -21,7 +21,7 @@ import numpy as np
 from scheduling.cost import Prices, cost_of
 from scheduling.histogram import HistogramConfig, HistogramPolicy
 from scheduling.policies import Policy, PolicyContext, reactive_target
-from scheduling.simulator import ready_from_provisioned, run_policy
+from scheduling.simulator import ready_from_provisioned, run_policy, timing_for
 from scheduling.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,11 @@ def history_cost(
     sub = replace(context, eval_start=end - tune)
     provisioned = run_policy(trace, build(sub), lead=context.lead)
     ready = ready_from_provisioned(provisioned, context.lead)[:, context.lead :]
-    provisioned = provisioned[:, context.lead :]
+    timing = timing_for(context.interval, lead=context.lead, lead_s=context.lead_s)
+    charged = timing.charged(provisioned)[:, context.lead :]
     demand = trace.demand[:, trace.eval_start :]
-    cold = np.maximum(0.0, demand - context.capacity[:, None] * ready)
-    return float(cost_of(cold, provisioned, prices, interval_hours=context.interval_hours).sum())
+    cold, loaded = timing.on_demand(np.maximum(0.0, demand - context.capacity[:, None] * ready), context.capacity)
+    return float(cost_of(cold, charged + loaded, prices, interval_hours=context.interval_hours).sum())
 
 
 def tune(

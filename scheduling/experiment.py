@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from scheduling.cost import DEFAULT_COLD_WEIGHT, DEFAULT_REPLICA_HOUR_PRICE, Prices
 from scheduling.cost_policy import CostPolicy
-from scheduling.errors import SimulationError
+from scheduling.errors import SchedulingError, SimulationError
 from scheduling.levels import BASE_LEVEL
 from scheduling.forecast_policy import ForecastFn, ForecastPolicy, cached_forecast, engine_forecast
 from scheduling.baselines import TunedHistogramPolicy, TunedTopKPolicy
@@ -19,6 +20,7 @@ from scheduling.sparse import SparsePolicy
 from scheduling.planner import PlannerConfig
 from scheduling.policies import KeepAlivePolicy, OraclePolicy, Policy, ReactivePolicy, StaticPolicy
 from scheduling.simulator import Progress, SimulationResult, context_for, simulate
+from scheduling.subinterval import SubInterval
 from scheduling.trace import Trace, replica_capacity, trace_from_telemetry
 
 POLICY_NAMES = (
@@ -32,6 +34,8 @@ class SimulationOptions:
 
     eval_intervals: int
     lead: int = 1
+    lead_seconds: float | None = None
+    """Time-to-ready in seconds, finer than the interval; when set, ``lead`` follows from it (None: ``lead``)."""
     replicas_at_peak: float = 4.0
     replan: int = 24
     policies: tuple[str, ...] = POLICY_NAMES
@@ -51,6 +55,27 @@ class SimulationOptions:
             capacity, interval_hours=interval_hours, cold_weight=self.cold_weight, cold_price=self.cold_price,
             replica_hour_price=self.replica_hour_price,
         )
+
+
+_LEAD = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>s|m|h|d)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_lead(text: str) -> tuple[int, float | None]:
+    """``--lead``: a whole number of intervals (``2``), or a time-to-ready (``90s``, ``5m``, ``1.5h``, ``1d``).
+
+    Returns ``(intervals, None)`` for intervals and ``(0, seconds)`` for a duration (the intervals follow
+    from the trace's grid, see :func:`with_lead_steps`).
+    """
+    match = _LEAD.match(text)
+    unit = match["unit"] if match else None
+    if match is None or (unit is None and not match["number"].isdigit()):
+        raise SimulationError(
+            f"--lead {text!r}: give a whole number of intervals (1) or a time-to-ready such as 90s, 5m or 1h"
+        )
+    if unit is None:
+        return int(match["number"]), None
+    return 0, float(match["number"]) * _UNIT_SECONDS[unit.lower()]
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
@@ -74,7 +99,8 @@ def build_policies(
     target = options.target_cold_fraction
     if target is not None and not 0 <= target < 1:
         raise SimulationError(f"--target-cold-fraction must be in [0, 1), got {target}")
-    context = context_for(trace, capacity, lead=options.lead)
+    options = with_lead_steps(options, trace.interval)
+    context = context_for(trace, capacity, lead=options.lead, lead_s=options.lead_seconds)
     prices = options.prices(capacity, interval_hours=trace.interval_hours)
     base_fn = forecast_fn or cached_forecast(engine_forecast(BASE_LEVEL, fast=options.fast_forecast))
     built: dict[str, Policy] = {}
@@ -123,8 +149,7 @@ def run_simulation(
     The oracle always runs when ``always_oracle`` (it is cheap), so replica-hours can be compared with it.
     """
     trace = telemetry if isinstance(telemetry, Trace) else trace_from_telemetry(telemetry, eval_intervals=options.eval_intervals)
-    if options.lead < 0:
-        raise SimulationError(f"--lead must be >= 0 intervals, got {options.lead}")
+    options = with_lead_steps(options, trace.interval)
     capacity = replica_capacity(trace, replicas_at_peak=options.replicas_at_peak)
     names: Sequence[str] = options.policies
     if always_oracle and "oracle" not in names:
@@ -132,4 +157,19 @@ def run_simulation(
     run_options = replace(options, policies=tuple(names))
     policies = build_policies(trace, run_options, capacity, forecast_fn=forecast_fn)
     prices = options.prices(capacity, interval_hours=trace.interval_hours)
-    return simulate(trace, policies, capacity=capacity, lead=options.lead, progress=progress, prices=prices)
+    return simulate(
+        trace, policies, capacity=capacity, lead=options.lead, progress=progress, prices=prices, lead_s=options.lead_seconds
+    )
+
+
+def with_lead_steps(options: SimulationOptions, interval: pd.Timedelta) -> SimulationOptions:
+    """``options`` with ``lead`` set to the boundaries ``lead_seconds`` needs on ``interval`` (when it is set)."""
+    if options.lead_seconds is None:
+        if options.lead < 0:
+            raise SimulationError(f"--lead must be >= 0 intervals, got {options.lead}")
+        return options
+    try:
+        timing = SubInterval(interval.total_seconds(), options.lead_seconds)
+    except SchedulingError as exc:
+        raise SimulationError(f"--lead: {exc}") from None
+    return replace(options, lead=timing.steps)

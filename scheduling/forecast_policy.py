@@ -95,7 +95,7 @@ class ForecastPolicy:
         frame = self.forecast_fn(history, horizon, ctx.interval) if not history.empty else history
         self.forecast_seconds += time.perf_counter() - started
         fleet = {m: PlanModel(name=m, replica_capacity=float(c)) for m, c in zip(ctx.models, ctx.capacity, strict=True)}
-        leads = LeadTimes(default_s=ctx.lead * ctx.interval.total_seconds(), margin_s=0.0)
+        leads = LeadTimes(default_s=ctx.lead_seconds, margin_s=0.0)
         config = PlannerConfig(
             demand_threshold=self.config.demand_threshold,
             keep_alive_s=self.config.keep_alive_s,

@@ -44,10 +44,10 @@ def policy_metrics(result: SimulationResult, name: str, *, oracle_hours: float |
     out = result.outcomes[name]
     requests = float(result.eval_demand.sum())
     cold = float(out.cold.sum())
-    hours = float(out.provisioned.sum() * result.trace.interval_hours)
+    hours = float(out.replica_intervals.sum() * result.trace.interval_hours)
     prices = result.priced()
     cold_cost = float(out.cold.sum(axis=1) @ prices.cold)
-    cost = float(cost_of(out.cold, out.provisioned, prices, interval_hours=result.trace.interval_hours).sum())
+    cost = float(cost_of(out.cold, out.replica_intervals, prices, interval_hours=result.trace.interval_hours).sum())
     vs_oracle = None
     if oracle_hours is not None:
         vs_oracle = _ratio(hours, oracle_hours) if oracle_hours > 0 else (1.0 if hours == 0 else float("inf"))
@@ -69,10 +69,10 @@ def per_model(result: SimulationResult, name: str) -> list[dict[str, Any]]:
     """One dict per model: requests, cold requests, cold fraction, replica-hours, cold-start events, cost."""
     out = result.outcomes[name]
     prices = result.priced()
-    cost = cost_of(out.cold, out.provisioned, prices, interval_hours=result.trace.interval_hours)
+    cost = cost_of(out.cold, out.replica_intervals, prices, interval_hours=result.trace.interval_hours)
     requests = result.eval_demand.sum(axis=1)
     cold = out.cold.sum(axis=1)
-    hours = out.provisioned.sum(axis=1) * result.trace.interval_hours
+    hours = out.replica_intervals.sum(axis=1) * result.trace.interval_hours
     events = (out.cold > 0).sum(axis=1)
     why = (result.reasons or {}).get(name, {})
     rows = [
@@ -100,7 +100,7 @@ def summary(result: SimulationResult, *, per_model_breakdown: bool = True) -> di
     """The ``--json`` document: run facts and, per policy, totals and (optionally) the per-model breakdown."""
     oracle_hours = None
     if ORACLE in result.outcomes:
-        oracle_hours = float(result.outcomes[ORACLE].provisioned.sum() * result.trace.interval_hours)
+        oracle_hours = float(result.outcomes[ORACLE].replica_intervals.sum() * result.trace.interval_hours)
     policies: dict[str, Any] = {}
     for name in result.outcomes:
         m = policy_metrics(result, name, oracle_hours=oracle_hours)
@@ -131,6 +131,7 @@ def summary(result: SimulationResult, *, per_model_breakdown: bool = True) -> di
         "eval_intervals": trace.n_intervals - trace.eval_start,
         "eval_start": trace.timestamps[trace.eval_start].isoformat(),
         "lead": result.lead,
+        "lead_seconds": result.timing.lead_s,
         "requests": float(result.eval_demand.sum()),
         "policies": policies,
     }
@@ -142,11 +143,11 @@ def subset_metrics(result: SimulationResult, name: str, mask: np.ndarray) -> dic
     prices = result.priced()
     requests = float(result.eval_demand[mask].sum())
     cold = float(out.cold[mask].sum())
-    cost = cost_of(out.cold[mask], out.provisioned[mask], Prices(prices.cold[mask], prices.replica_hour[mask]),
+    cost = cost_of(out.cold[mask], out.replica_intervals[mask], Prices(prices.cold[mask], prices.replica_hour[mask]),
                    interval_hours=result.trace.interval_hours)
     return {
         "cold_fraction": _ratio(cold, requests),
-        "replica_hours": float(out.provisioned[mask].sum() * result.trace.interval_hours),
+        "replica_hours": float(out.replica_intervals[mask].sum() * result.trace.interval_hours),
         "cost": float(cost.sum()),
     }
 

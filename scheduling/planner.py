@@ -27,6 +27,7 @@ from prewarm import columns as C
 from scheduling.errors import PlanningError
 from scheduling.leads import ANY_DEVICE, LeadTimes
 from scheduling.placement import Host, Placed, place_rows, stagger_rows
+from scheduling.subinterval import SubInterval
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,8 @@ class _Layer:
     first: int
     last: int
     bridged: bool
-    served: float
+    served: np.ndarray
+    """The requests of each interval of the window this layer's replica serves."""
 
 
 def _layer_windows(need: np.ndarray, yhat: np.ndarray, capacity: float, *, bridge_slots: float) -> dict[tuple[int, int], list[_Layer]]:
@@ -192,8 +194,8 @@ def _layer_windows(need: np.ndarray, yhat: np.ndarray, capacity: float, *, bridg
             else:
                 merged.append([first, last, False])
         for first, last, bridged in merged:
-            share = np.clip(yhat[int(first) : int(last)] - (k - 1) * capacity, 0.0, capacity).sum()
-            windows.setdefault((int(first), int(last)), []).append(_Layer(int(first), int(last), bool(bridged), float(share)))
+            share = np.clip(yhat[int(first) : int(last)] - (k - 1) * capacity, 0.0, capacity)
+            windows.setdefault((int(first), int(last)), []).append(_Layer(int(first), int(last), bool(bridged), share))
     return windows
 
 
@@ -237,16 +239,20 @@ def _model_rows(
     index, yhat, hi = _grid(frame, interval)
     need = needed_per_interval(yhat, hi, spec.replica_capacity, config.demand_threshold)
     bridge_slots = (lead_s + config.keep_alive_s + config.reload_cost_s) / interval.total_seconds()
+    timing = SubInterval(interval.total_seconds(), lead_s)
     rows = []
     for (first, last), layers in sorted(_layer_windows(need, yhat, spec.replica_capacity, bridge_slots=bridge_slots).items()):
         window_start = index[first]
         end = index[first] + (last - first) * interval + pd.Timedelta(seconds=config.keep_alive_s)
         if end <= now:
             continue
-        start = max(window_start - pd.Timedelta(seconds=lead_s), now)
+        start = max(timing.warm_at(window_start), now)
         reason = "forecast" + (", bridged gap" if any(layer.bridged for layer in layers) else "")
-        if start > window_start - pd.Timedelta(seconds=lead_s):
+        if start > timing.warm_at(window_start):
             reason += ", late start"
+        # a late start is ready partway into the window: it serves the covered share of those intervals only
+        ready_at = start + pd.Timedelta(seconds=lead_s)
+        shares = timing.served_shares(ready_at, window_start, last - first)
         rows.append(
             PlanRow(
                 model=spec.name,
@@ -257,7 +263,7 @@ def _model_rows(
                 replicas=len(layers),
                 lead_seconds=(window_start - start).total_seconds(),
                 reason=reason,
-                expected_demand=round(sum(layer.served for layer in layers), 6),
+                expected_demand=round(float(sum((layer.served * shares).sum() for layer in layers)), 6),
             )
         )
     return rows

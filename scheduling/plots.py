@@ -59,7 +59,7 @@ def literal(text: str) -> str:
 def _scatter(ax, result: SimulationResult) -> None:  # noqa: ANN001 (matplotlib axes)
     oracle_hours = None
     if ORACLE in result.outcomes:
-        oracle_hours = float(result.outcomes[ORACLE].provisioned.sum() * result.trace.interval_hours)
+        oracle_hours = float(result.outcomes[ORACLE].replica_intervals.sum() * result.trace.interval_hours)
     points: dict[tuple[float, float], list[str]] = {}
     for name in result.outcomes:
         m = policy_metrics(result, name, oracle_hours=oracle_hours)

@@ -27,6 +27,13 @@ class PolicyContext:
     lead: int
     eval_start: int
     first: np.ndarray
+    lead_s: float | None = None
+    """Time-to-ready in seconds, ``lead`` being the boundaries ahead it is requested (None: ``lead`` intervals)."""
+
+    @property
+    def lead_seconds(self) -> float:
+        """Time-to-ready in seconds: ``lead_s``, or ``lead`` whole intervals."""
+        return self.lead * self.interval.total_seconds() if self.lead_s is None else self.lead_s
 
     @property
     def interval_hours(self) -> float:

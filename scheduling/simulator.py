@@ -6,6 +6,11 @@
   first, so ``ready_m(t) = min(P_m(t - lead .. t))``;
 * cold requests ``max(0, d_m(t) - c_m × ready_m(t))``; replica-hours count provisioned replicas.
 
+With a time-to-ready ``lead_s`` shorter than ``lead`` whole intervals (``lead = ceil(lead_s / interval)``),
+readiness is the same but a replica's warm-up starts only ``lead_s`` before the boundary it is ready at,
+so the interval it was requested in is charged in part; below one interval, a cold request's own load
+serves the rest of its interval (:class:`~scheduling.subinterval.SubInterval`).
+
 The run starts ``lead`` intervals before the evaluation window so a policy can have replicas ready
 when it opens; only the evaluation window is measured.
 """
@@ -24,6 +29,7 @@ from prewarm import columns as C
 from scheduling.cost import Prices
 from scheduling.errors import SimulationError
 from scheduling.policies import Policy, PolicyContext
+from scheduling.subinterval import SubInterval
 from scheduling.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,13 @@ class PolicyOutcome:
     ready: np.ndarray
     cold: np.ndarray
     seconds: float
+    charged: np.ndarray | None = None
+    """Replicas charged per interval (fractional where a warm-up starts partway in, loads on demand included)."""
+
+    @property
+    def replica_intervals(self) -> np.ndarray:
+        """What replica-hours count, per model and interval: the charged replicas."""
+        return self.provisioned if self.charged is None else self.charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +69,13 @@ class SimulationResult:
     """Per-model prices of the expected-cost objective (None: derived from capacity at the default weight)."""
     reasons: Mapping[str, Mapping[str, str]] | None = None
     """Per policy that explains its choices (the ``cost`` policy's levels): model -> why."""
+    lead_s: float | None = None
+    """Time-to-ready in seconds (None: ``lead`` whole intervals)."""
+
+    @property
+    def timing(self) -> SubInterval:
+        """The run's time-to-ready on the trace's grid."""
+        return timing_for(self.trace.interval, lead=self.lead, lead_s=self.lead_s)
 
     def priced(self) -> Prices:
         """The prices the metrics use: ``prices``, or the defaults of :mod:`scheduling.cost` for these capacities."""
@@ -118,6 +138,22 @@ def run_policy(trace: Trace, policy: Policy, *, lead: int, progress: Progress | 
     return decisions
 
 
+def timing_for(interval: pd.Timedelta, *, lead: int, lead_s: float | None = None) -> SubInterval:
+    """The time-to-ready of a run: ``lead_s`` seconds, or ``lead`` whole intervals when it is None.
+
+    Raises :class:`SimulationError` when ``lead`` is not the number of boundaries ``lead_s`` needs.
+    """
+    if lead_s is None:
+        return SubInterval.whole(interval, lead)
+    timing = SubInterval(interval.total_seconds(), lead_s)
+    if timing.steps != lead:
+        raise SimulationError(
+            f"a time-to-ready of {lead_s:g} s on {interval.total_seconds():g}-second intervals is requested "
+            f"{timing.steps} intervals ahead, not {lead}; pass lead={timing.steps}"
+        )
+    return timing
+
+
 def simulate(
     trace: Trace,
     policies: Mapping[str, Policy],
@@ -126,24 +162,35 @@ def simulate(
     lead: int,
     progress: Progress | None = None,
     prices: Prices | None = None,
+    lead_s: float | None = None,
 ) -> SimulationResult:
-    """Run every policy on ``trace`` and measure ready replicas and cold requests over the evaluation window."""
+    """Run every policy on ``trace`` and measure ready replicas and cold requests over the evaluation window.
+
+    ``lead`` is in intervals; ``lead_s`` (seconds, with ``lead = ceil(lead_s / interval)``) charges warm-ups
+    from ``lead_s`` before readiness instead of from the whole interval they were requested in.
+    """
     if lead < 0:
         raise SimulationError(f"--lead must be >= 0 intervals, got {lead}")
+    timing = timing_for(trace.interval, lead=lead, lead_s=lead_s)
     outcomes: dict[str, PolicyOutcome] = {}
     demand = trace.demand[:, trace.eval_start :]
     for name, policy in policies.items():
         started = time.perf_counter()
         provisioned = run_policy(trace, policy, lead=lead, progress=progress)
         ready = ready_from_provisioned(provisioned, lead)[:, lead:]
+        charged = timing.charged(provisioned)[:, lead:]
         provisioned = provisioned[:, lead:]
-        cold = np.maximum(0.0, demand - capacity[:, None] * ready)
-        cold[cold < COLD_TOLERANCE] = 0.0  # capacity × ready equal to demand up to rounding serves it
+        shortfall = np.maximum(0.0, demand - capacity[:, None] * ready)
+        shortfall[shortfall < COLD_TOLERANCE] = 0.0  # capacity × ready equal to demand up to rounding serves it
+        cold, loaded = timing.on_demand(shortfall, capacity)
+        charged = charged + loaded
         seconds = time.perf_counter() - started
         log.info("policy %s simulated in %.2fs", name, seconds)
-        outcomes[name] = PolicyOutcome(name, provisioned, ready, cold, seconds)
+        outcomes[name] = PolicyOutcome(name, provisioned, ready, cold, seconds, charged)
     reasons = {name: _reasons(policy) for name, policy in policies.items() if _reasons(policy)}
-    return SimulationResult(trace=trace, capacity=capacity, lead=lead, outcomes=outcomes, prices=prices, reasons=reasons)
+    return SimulationResult(
+        trace=trace, capacity=capacity, lead=lead, outcomes=outcomes, prices=prices, reasons=reasons, lead_s=lead_s
+    )
 
 
 def _reasons(policy: Policy) -> dict[str, str]:
@@ -152,8 +199,8 @@ def _reasons(policy: Policy) -> dict[str, str]:
     return dict(choice.reasons()) if choice is not None and hasattr(choice, "reasons") else {}
 
 
-def context_for(trace: Trace, capacity: np.ndarray, *, lead: int) -> PolicyContext:
-    """The :class:`PolicyContext` every policy of a simulation shares."""
+def context_for(trace: Trace, capacity: np.ndarray, *, lead: int, lead_s: float | None = None) -> PolicyContext:
+    """The :class:`PolicyContext` every policy of a simulation shares (``lead_s``: see :func:`simulate`)."""
     return PolicyContext(
         models=trace.models,
         timestamps=trace.timestamps,
@@ -162,4 +209,5 @@ def context_for(trace: Trace, capacity: np.ndarray, *, lead: int) -> PolicyConte
         lead=lead,
         eval_start=trace.eval_start,
         first=trace.first,
+        lead_s=lead_s,
     )

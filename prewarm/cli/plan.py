@@ -78,6 +78,12 @@ def _models_from_history(frame: pd.DataFrame, replicas_at_peak: float) -> dict[s
     return {str(m): PlanModel(name=str(m), replica_capacity=float(max(v / replicas_at_peak, 1.0))) for m, v in p95.items()}
 
 
+def warm_from(at: datetime, interval: timedelta) -> str:
+    """When a warm-up starts: ``Mon 14:00`` on an interval boundary, to the second (``Mon 13:58:30``) inside one."""
+    inside = pd.Timestamp(at).value % pd.Timedelta(interval).value
+    return moment(at, short=True) if inside == 0 else f"{at:%a %H:%M:%S}"
+
+
 def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
     """The dry run's windows; the reasons go under the table as numbered notes."""
     with_hosts = any(r.host for r in result.rows)
@@ -96,7 +102,7 @@ def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
     table.add_column("why", justify="right")
     for r in sorted(result.rows, key=lambda r: (r.start, r.model)):
         cells: list[RenderableType] = [
-            Text(r.model if one_version else f"{r.model}:{r.version}"), moment(r.start, short=True), window(r.window_start, r.end, short=True),
+            Text(r.model if one_version else f"{r.model}:{r.version}"), warm_from(r.start, result.interval), window(r.window_start, r.end, short=True),
             str(r.replicas), f"{r.expected_demand:,.0f}",
         ]
         if with_hosts:
@@ -469,9 +475,9 @@ def _plan_pool(
     table.add_column("demand", justify="right")
     table.add_column("why", justify="right")
     for w in sorted(planned.windows, key=lambda w: (w.window_start, w.model, w.host or "")):
-        warm_from = w.window_start - timedelta(seconds=w.lead_seconds)
+        warm_at = w.window_start - timedelta(seconds=w.lead_seconds)
         table.add_row(
-            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"), moment(warm_from, short=True),
+            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"), warm_from(warm_at, interval),
             window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
         )
     console.print(table if planned.windows else f"{table.title}.", highlight=False)

@@ -13,17 +13,18 @@ from rich.table import Table
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, err_console, exits_cleanly, plural
 from prewarm.telemetry import read_telemetry_input
+from prewarm.text import duration
 from scheduling.errors import SimulationError
-from scheduling.experiment import SimulationOptions, parse_policies, run_simulation
+from scheduling.experiment import SimulationOptions, parse_lead, parse_policies, run_simulation
 from scheduling.metrics import summary
 from scheduling.plots import plot_simulation
 
 
 def _table(document: dict) -> Table:  # type: ignore[type-arg]
-    models, intervals, lead = document["models"], document["eval_intervals"], document["lead"]
+    models, intervals = document["models"], document["eval_intervals"]
     table = Table(
         title=f"{models:,} {plural(models, 'model')}, {intervals:,} evaluation {plural(intervals, 'interval')}, "
-        f"lead {lead} {plural(lead, 'interval')}"
+        f"lead {_lead_text(document)}"
     )
     for column in ("policy", "cold fraction", "cold starts", "replica hours", "÷ oracle", "expected cost", "seconds"):
         table.add_column(column, justify="left" if column == "policy" else "right")
@@ -41,11 +42,24 @@ def _table(document: dict) -> Table:  # type: ignore[type-arg]
     return table
 
 
+def _lead_text(document: dict) -> str:  # type: ignore[type-arg]
+    """``2 intervals``, or ``90 s (requested 1 interval ahead)`` where the time-to-ready is finer than the grid."""
+    lead, seconds = document["lead"], document["lead_seconds"]
+    whole = f"{lead} {plural(lead, 'interval')}"
+    if seconds == lead * document["interval_seconds"]:
+        return whole
+    return f"{duration(seconds)} (requested {whole} ahead)"
+
+
 @exits_cleanly
 def simulate(
     input: Path = opt.input_option(required=True),  # noqa: A002 - the flag is --input
     eval_intervals: int = typer.Option(..., "--eval-intervals", help="Evaluate the last N intervals; earlier ones are history."),
-    lead: int = typer.Option(1, "--lead", help="Intervals from requesting a replica to it being ready."),
+    lead: str = typer.Option(
+        "1", "--lead",
+        help="Time from requesting a replica to it being ready: whole intervals (2) or a duration (90s, 5m, 1h); "
+        "a duration shorter than the intervals charges warm-ups from that long before they are needed.",
+    ),
     replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Replica capacity = p95 of history ÷ this."),
     replan: int = typer.Option(24, "--replan", help="The forecast policy re-plans every N intervals."),
     policies: str = typer.Option(
@@ -83,9 +97,11 @@ def simulate(
     opt.check_level(level)
     if not keep_alive_minutes >= 0:
         raise SimulationError(f"--keepalive-minutes must be >= 0, got {keep_alive_minutes:g}")
+    lead_intervals, lead_seconds = parse_lead(lead)
     options = SimulationOptions(
         eval_intervals=eval_intervals,
-        lead=lead,
+        lead=lead_intervals,
+        lead_seconds=lead_seconds,
         replicas_at_peak=replicas_at_peak,
         replan=replan,
         policies=parse_policies(policies),
@@ -120,7 +136,7 @@ def simulate(
             result.decisions(name).to_csv(decisions_dir / f"{name}.csv", index=False)
         plot = plot or decisions_dir / "simulation.png"
     if plot is not None:
-        plot_simulation(result, plot, title=f"{input.name}: last {eval_intervals} intervals, lead {lead}")
+        plot_simulation(result, plot, title=f"{input.name}: last {eval_intervals} intervals, lead {_lead_text(document)}")
     if as_json:
         typer.echo(json.dumps(document, indent=2))
         return
