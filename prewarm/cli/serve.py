@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from prewarm.cli.output import err_console, exits_cleanly
+from prewarm.cli.output import err_console, exits_cleanly, verbosity
 from prewarm.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ def serve(
     if registration is not None:
         Heartbeat(engine=engine, port=port, **registration).start()
     err_console.print(f"serving on http://{host}:{port} (V2 inference protocol; /metrics for Prometheus)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # uvicorn sets up its own loggers; its request lines are the libraries' request logs of -vv.
+    uvicorn.run(app, host=host, port=port, log_level="info" if verbosity() >= 2 else "warning")
 
 
 def _registration(

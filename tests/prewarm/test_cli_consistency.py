@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import typer.rich_utils
 from typer.testing import CliRunner
 
 from prewarm.cli.main import COMMANDS, app
+from prewarm.cli import output
 from prewarm.cli.output import configure_logging
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,3 +230,57 @@ def test_contradicting_route_flags_exit_2_on_one_line(flags: list[str], engine: 
     result = CliRunner().invoke(app, ["hosts", "add", "k3", "http://10.0.0.9:8000", "--pool", "p", *flags])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().count("\n") == 0 and "contradict or repeat each other" in result.stderr
+
+
+@pytest.fixture
+def prefect_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """No PREFECT_LOGGING_LEVEL from the user; whatever the test sets is undone afterwards."""
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
+    monkeypatch.setattr(output, "_user_env", {})
+    yield monkeypatch
+    configure_logging(0)
+
+
+@pytest.mark.parametrize(("level", "prefect"), [(0, "WARNING"), (1, "WARNING"), (2, "INFO"), (3, "DEBUG")])
+def test_prefects_level_follows_verbosity(level: int, prefect: str, prefect_env: pytest.MonkeyPatch) -> None:
+    configure_logging(level)
+    assert os.environ["PREFECT_LOGGING_LEVEL"] == prefect  # read by Prefect when it sets up its logging
+    logger = logging.getLogger("prefect")
+    assert logging.getLevelName(logger.level) == prefect
+    assert logger.propagate  # its records reach the console through the root logger's handler
+
+
+def test_a_prefect_level_the_user_exported_wins(prefect_env: pytest.MonkeyPatch) -> None:
+    prefect_env.setenv("PREFECT_LOGGING_LEVEL", "ERROR")
+    configure_logging(2)
+    assert os.environ["PREFECT_LOGGING_LEVEL"] == "ERROR"
+
+
+PREFECT_RUN_LOGS = """\
+import logging, sys
+from prewarm.cli import output
+from prewarm.cli.output import configure_logging
+configure_logging(int(sys.argv[1]))
+import prefect  # sets up Prefect's logging from the environment, as the demo's first flow run does
+from prefect.logging.configuration import setup_logging
+setup_logging()  # and again, as the ephemeral server's app does
+logging.getLogger("prefect.flow_runs").info("Beginning flow run", extra={"flow_run_name": "brisk-otter"})
+logging.getLogger("prefect.task_runs").info("Finished in state Completed()", extra={"task_run_name": "step-1"})
+logging.getLogger("httpx").info('HTTP Request: GET http://127.0.0.1/api/csrf-token "HTTP/1.1 422"')
+logging.getLogger("httpx").info('HTTP Request: POST http://127.0.0.1/api/v2/increment-with-lease "HTTP/1.1 503"')
+logging.getLogger("prewarm.demo").info("own progress")
+"""
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_flow_and_task_run_lines_at_vv_request_logs_never_at_v(level: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_LOGGING_TO_API_ENABLED="false", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", PREFECT_RUN_LOGS, str(level)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, check=True, timeout=120)
+    err = done.stderr
+    assert "INFO prewarm.demo: own progress" in err
+    assert ("Flow run 'brisk-otter' - Beginning flow run" in err) is (level >= 2)
+    assert ("Task run 'step-1' - Finished in state Completed()" in err) is (level >= 2)
+    assert ("csrf-token" in err) is (level >= 2) and ("increment-with-lease" in err) is (level >= 2)
+    assert "Logging error" not in err
