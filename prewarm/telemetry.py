@@ -327,7 +327,10 @@ def iter_frames(sources: list[str], *, chunk_rows: int = CHUNK_ROWS) -> Iterator
             for frame in iter_blob(blob, chunk_rows=chunk_rows):
                 rows += len(frame)
                 yield frame
-            log.info("read %s rows from %s", rows, blob.name)
+            if rows == 0:
+                log.warning("%s: no telemetry rows, only a header; nothing read from it", blob.name)
+            else:
+                log.info("read %s rows from %s", rows, blob.name)
 
 
 def read_sources(sources: list[str]) -> pd.DataFrame:

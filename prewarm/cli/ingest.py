@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from db.migrate import upgrade
 from db.session import get_engine
 from prewarm.cli.output import console, exits_cleanly, plural, span
+from prewarm.errors import InputError
 from prewarm.ingest import ingest_sources
-from prewarm.prometheus import PrometheusOptions
+from prewarm.prometheus import PrometheusOptions, is_prometheus_url
 from prewarm.promql import PRESETS
 
 
@@ -51,6 +54,14 @@ def ingest(
             sources, engine=engine, prometheus=options, progress=lambda text: status.update(text)
         )
     rows, buckets, models = summary.rows_read, summary.buckets_written, summary.models
+    if rows == 0 and not any(is_prometheus_url(source) for source in sources):
+        # Files that hold only a header are an input error, as for forecast, plan and simulate; a Prometheus
+        # server with nothing new since the last ingest is not.
+        what = "they hold" if len(sources) > 1 else "its files hold" if Path(sources[0]).is_dir() else "it holds"
+        raise InputError(
+            f"{', '.join(sources)}: {what} no telemetry rows, only a header; "
+            "pass a file with at least one row of timestamp,model,requests"
+        )
     console.print(
         f"Ingested {rows:,} {plural(rows, 'row')} into {buckets:,} {plural(buckets, 'bucket')} of {models:,} "
         f"{plural(models, 'model')} ({span(summary.first, summary.last)}) in {summary.seconds:.2f} s",
