@@ -156,9 +156,12 @@ def _load(progress: Progress, fleet: Path, telemetry: Path) -> tuple[datetime, l
         upsert_models(session, specs)
     _done(progress, task, f"Imported {len(specs)} {plural(len(specs), 'model')} from {fleet.name}")
     task = _step(progress, f"Ingesting {telemetry.name}")
-    summary = ingest_sources([str(telemetry)], engine=engine)
+    summary = ingest_sources([str(telemetry)], engine=engine, on_empty=lambda name: None)  # the error below says it
     if summary.last is None:
-        raise InputError(f"{telemetry}: no telemetry rows to forecast from")
+        raise InputError(
+            f"--telemetry {telemetry}: it holds no telemetry rows, only a header; "
+            "pass a file with at least one row of timestamp,model,requests"
+        )
     _done(
         progress,
         task,

@@ -15,7 +15,9 @@ from rich.markup import escape
 from prewarm.errors import InputError, PrewarmError, SourceError
 from prewarm.text import duration, moment, plural, span, window
 
-__all__ = ["Notes", "console", "duration", "err_console", "exits_cleanly", "fail", "moment", "plural", "span", "window"]
+__all__ = [
+    "Notes", "console", "duration", "err_console", "exits_cleanly", "fail", "moment", "plural", "span", "warn", "window",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,6 +33,11 @@ def fail(message: str, code: int = EXIT_INPUT) -> None:
     """Print one error line to stderr and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+def warn(message: str) -> None:
+    """Print one warning line to stderr; the command goes on."""
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def exits_cleanly(func: Callable[P, R]) -> Callable[P, R]:
