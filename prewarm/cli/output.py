@@ -54,9 +54,29 @@ def exits_cleanly(func: Callable[P, R]) -> Callable[P, R]:
             fail(str(exc), EXIT_INPUT)
         except PrewarmError as exc:
             fail(str(exc), EXIT_FAILURE)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            message = settings_error(exc)
+            if message is None:
+                raise
+            fail(message, EXIT_INPUT)
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+def settings_error(exc: Exception) -> str | None:
+    """One line for a bad ``PREWARM_*`` setting: which variable, its value, what is wrong; None for other errors."""
+    from prewarm.text import validation_message
+
+    if type(exc).__name__ != "ValidationError" or getattr(exc, "title", None) != "Settings":
+        return None
+    problems = []
+    for error in exc.errors():  # type: ignore[attr-defined]
+        path = "__".join(str(part) for part in error.get("loc", ()) if not isinstance(part, int))
+        where = f"PREWARM_{path.upper()}={error.get('input')!r}: " if path else ""
+        hint = " (a duration such as PT1H, 01:00:00 or 3600 seconds)" if "time_delta" in error.get("type", "") else ""
+        problems.append(where + validation_message(error) + hint)
+    return f"settings: {'; '.join(problems)}; fix or unset the environment variable"
 
 
 # Libraries whose request-by-request logs are noise at -v (a 422 from Prefect's csrf-token probe, a 503 from a

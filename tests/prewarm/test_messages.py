@@ -220,3 +220,31 @@ def test_demo_with_header_only_telemetry_exits_2_naming_the_option(tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert f"error: --telemetry {source}: it holds no telemetry rows, only a header" in result.stderr
     assert "WARNING" not in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "argv", "expected"),
+    [
+        ("PREWARM_FORECAST_INTERVAL", "banana", ["ingest", "x.csv"],
+         "settings: PREWARM_FORECAST_INTERVAL='banana': Input should be a valid timedelta"),
+        ("PREWARM_HOST__MAX_BODY_MB", "-1", ["serve", "--no-preload"],
+         "settings: PREWARM_HOST__MAX_BODY_MB='-1': Input should be greater than 0"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    variable: str, value: str, argv: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prewarm.settings import reset_settings
+
+    hourly(tmp_path / "x.csv", hours=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREWARM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(variable, value)
+    reset_settings()
+    try:
+        line = one_line_error(run(*argv))
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert expected in line and line.endswith("fix or unset the environment variable")
+    assert "pydantic" not in line and "type=" not in line
