@@ -49,7 +49,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
 )
 _BY_NAME = {entry.name: entry for entry in COMMANDS}
 
-VERBOSE_HELP = "-v: progress; -vv: also the libraries' request logs."
+VERBOSE_HELP = "-v: progress; -vv: also the libraries' logs (Prefect's runs, HTTP requests)."
 
 
 class PrewarmCommand(TyperCommand):
