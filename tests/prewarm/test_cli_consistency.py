@@ -284,3 +284,10 @@ def test_flow_and_task_run_lines_at_vv_request_logs_never_at_v(level: int) -> No
     assert ("Task run 'step-1' - Finished in state Completed()" in err) is (level >= 2)
     assert ("csrf-token" in err) is (level >= 2) and ("increment-with-lease" in err) is (level >= 2)
     assert "Logging error" not in err
+
+
+@pytest.mark.parametrize("flags", [["--unversioned", "--versioned-routes"], ["--versioned", "--unversioned"]])
+def test_warm_takes_one_route_flag(flags: list[str]) -> None:
+    result = CliRunner().invoke(app, ["warm", "m", "--target", "http://127.0.0.1:1", *flags])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and "contradict or repeat each other" in result.stderr
