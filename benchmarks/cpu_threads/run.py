@@ -1,4 +1,4 @@
-"""torch intra-op threads for small CPU models: 1 thread against one per core, the default of ``prewarm serve``.
+"""torch intra-op threads for small CPU models: one thread against one per core (torch's own default).
 
     .venv/bin/python benchmarks/cpu_threads/run.py [--rounds 2] [--requests 100] [--threads 1,N]
         [--out benchmarks/cpu_threads/results]
@@ -8,8 +8,8 @@ thread count and each of the smallest and largest warm-up bucket, a fresh proces
 on a worker thread that takes the thread count when it starts, as a host's inference thread does: the first
 request (nothing warmed), then ``requests`` more back to back (p50, p99). ``rounds`` fresh processes per case,
 thread counts alternating, so that the machine's load falls on both alike. Writes ``cpu-threads.json`` and
-``.md`` with the load average at the start and the end. Bounded: about 5 minutes on a busy 2-core machine with the defaults
-(one thread per core is the slow part there).
+``.md`` with the load average at the start and the end. Bounded: about 5 minutes on a busy 2-core
+machine with the defaults (one thread per core is the slow part there).
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def render(results: dict[str, Any], counts: list[int]) -> str:
         lines.append(f"| {model} | {', '.join(f'{k}={v}' for k, v in dims.items())} | {' | '.join(cells)} |")
     lines += [
         "",
-        f"Medians over {len(results['cases']) // (len(keys) * len(counts))} fresh processes per cell. {results['machine']}; {results['date']}; command `{results['command']}`; "
+        f"Medians over {len(results['cases']) // (len(keys) * len(counts))} fresh processes per cell. "
+        f"{results['machine']}; {results['date']}; command `{results['command']}`; "
         f"load average {results['load_average_at_start']:.2f} at the start, {results['load_average_at_end']:.2f} "
         "at the end.",
         "",
