@@ -115,8 +115,12 @@ def ingest_sources(
     interval: timedelta | None = None,
     prometheus: PrometheusOptions | None = None,
     progress: Progress | None = None,
+    on_empty: Callable[[str], None] | None = None,
 ) -> IngestSummary:
-    """Read, validate and upsert every source; nothing is written unless every source is valid."""
+    """Read, validate and upsert every source; nothing is written unless every source is valid.
+
+    A file with a header and no rows is passed by name to ``on_empty`` (default: a logged warning).
+    """
     from_prometheus = any(is_prometheus_url(source) for source in sources)
     if prometheus is not None and not from_prometheus and any(vars(prometheus).values()):
         raise InputError(
@@ -124,8 +128,8 @@ def ingest_sources(
             "(prometheus+http://HOST:PORT); none was given"
         )
     if not from_prometheus:
-        return ingest_frames(lambda: iter_frames(sources), engine=engine, interval=interval)
-    options = {"prometheus": prometheus, "progress": progress}
+        return ingest_frames(lambda: iter_frames(sources, on_empty=on_empty), engine=engine, interval=interval)
+    options = {"prometheus": prometheus, "progress": progress, "on_empty": on_empty}
     return ingest_frames(
         lambda: _read_mixed(sources, engine=engine, interval=interval, **options), engine=engine, interval=interval
     )
@@ -138,6 +142,7 @@ def _read_mixed(
     interval: timedelta | None,
     prometheus: PrometheusOptions | None,
     progress: Progress | None,
+    on_empty: Callable[[str], None] | None,
 ) -> Iterator[pd.DataFrame]:
     """Files and Prometheus servers, in source order (a later source wins a bucket both hold)."""
     from db.session import session_scope
@@ -149,7 +154,7 @@ def _read_mixed(
         last_stored = last_buckets(session)
     for source in sources:
         if not is_prometheus_url(source):
-            yield from iter_frames([source])
+            yield from iter_frames([source], on_empty=on_empty)
             continue
         yield read_prometheus(
             source,

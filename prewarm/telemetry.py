@@ -16,7 +16,7 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -270,13 +270,16 @@ def read_telemetry_input(path: str | Path, *, option: str = "--input") -> pd.Dat
     path = Path(path)
     if not path.exists():
         raise TelemetryError(f"{option} {path}: no such file or folder; pass a CSV or Parquet telemetry file")
-    frame = read_sources([str(path)])
+    empty: list[str] = []
+    frame = read_sources([str(path)], on_empty=empty.append)
     if frame.empty:
         what = "its files hold" if path.is_dir() else "it holds"
         raise TelemetryError(
             f"{option} {path}: {what} no telemetry rows, only a header; "
             "pass a file with at least one row of timestamp,model,requests"
         )
+    for name in empty:  # a header-only file beside others with rows is worth a word, not an error
+        _warn_empty(name)
     return frame
 
 
@@ -317,8 +320,13 @@ def iter_source(source: str) -> Iterator[_Blob]:
         yield from _local_blobs(source)
 
 
-def iter_frames(sources: list[str], *, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """Validated telemetry frames of every file of every source, in source order, a chunk at a time."""
+def iter_frames(
+    sources: list[str], *, chunk_rows: int = CHUNK_ROWS, on_empty: Callable[[str], None] | None = None
+) -> Iterator[pd.DataFrame]:
+    """Validated telemetry frames of every file of every source, in source order, a chunk at a time.
+
+    A file with a header and no rows is passed by name to ``on_empty`` (default: a logged warning).
+    """
     if not sources:
         raise TelemetryError("no telemetry sources given")
     for source in sources:
@@ -327,9 +335,16 @@ def iter_frames(sources: list[str], *, chunk_rows: int = CHUNK_ROWS) -> Iterator
             for frame in iter_blob(blob, chunk_rows=chunk_rows):
                 rows += len(frame)
                 yield frame
-            log.info("read %s rows from %s", rows, blob.name)
+            if rows == 0:
+                (on_empty or _warn_empty)(blob.name)
+            else:
+                log.info("read %s rows from %s", rows, blob.name)
 
 
-def read_sources(sources: list[str]) -> pd.DataFrame:
+def _warn_empty(name: str) -> None:
+    log.warning("%s: no telemetry rows, only a header; nothing read from it", name)
+
+
+def read_sources(sources: list[str], *, on_empty: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Read and validate every file of every source; one concatenated frame, in source order."""
-    return pd.concat(list(iter_frames(sources)), ignore_index=True)
+    return pd.concat(list(iter_frames(sources, on_empty=on_empty)), ignore_index=True)

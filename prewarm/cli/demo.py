@@ -30,7 +30,7 @@ from rich import box
 from rich.table import Column, Table
 
 from prewarm.cli import options as opt
-from prewarm.cli.output import console, duration, exits_cleanly, moment, plural, verbosity
+from prewarm.cli.output import console, duration, exits_cleanly, moment, plural
 from prewarm.errors import InputError, NotReadyError, PrewarmError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -54,13 +54,11 @@ class _Host:
 
 
 def _quiet_prefect(home: Path) -> None:
-    """Embedded defaults for Prefect: its own home under PREWARM_HOME and warnings only on the console (-vv: more)."""
+    """Embedded defaults for Prefect: its own home under PREWARM_HOME (its console level follows -v, see output)."""
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect's own INFO lines (its server's requests, flow-run states) only at -vv.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbosity() >= 2 else "WARNING")
 
 
 def _step(progress: Progress, text: str) -> Any:
@@ -158,9 +156,12 @@ def _load(progress: Progress, fleet: Path, telemetry: Path) -> tuple[datetime, l
         upsert_models(session, specs)
     _done(progress, task, f"Imported {len(specs)} {plural(len(specs), 'model')} from {fleet.name}")
     task = _step(progress, f"Ingesting {telemetry.name}")
-    summary = ingest_sources([str(telemetry)], engine=engine)
+    summary = ingest_sources([str(telemetry)], engine=engine, on_empty=lambda name: None)  # the error below says it
     if summary.last is None:
-        raise InputError(f"{telemetry}: no telemetry rows to forecast from")
+        raise InputError(
+            f"--telemetry {telemetry}: it holds no telemetry rows, only a header; "
+            "pass a file with at least one row of timestamp,model,requests"
+        )
     _done(
         progress,
         task,

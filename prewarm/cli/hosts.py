@@ -8,6 +8,7 @@ from datetime import datetime
 import typer
 from rich.table import Column, Table
 
+from prewarm.cli import options as opt
 from prewarm.cli.output import console, exits_cleanly
 
 app = typer.Typer(help="The serving hosts of each pool: add, list, drain, remove.", no_args_is_help=True)
@@ -40,11 +41,12 @@ def add(
     memory_mb: float | None = typer.Option(None, "--memory-mb", min=1, help="Device memory for replicas (MB); unset: not limited."),
     device_class: str = typer.Option("any", "--device-class", help="Device class models may ask for (e.g. cuda:NVIDIA H100)."),
     kind: str = typer.Option("prewarm", "--kind", help=f"Server kind: {', '.join(KINDS)}."),
-    versioned_routes: bool | None = typer.Option(
-        None, "--versioned-routes/--no-versioned-routes", help="Whether the server has /versions/{v} routes; unset: detect."
-    ),
-    max_concurrent_warmups: int = typer.Option(1, "--max-concurrent-warmups", min=1, help="Warm-ups at once on this host."),
+    versioned: bool = opt.versioned_option(),
+    unversioned: bool = opt.unversioned_option(),
+    max_warmups: int = typer.Option(1, "--max-warmups", min=1, help="Warm-ups at once on this host."),
     label: list[str] = typer.Option([], "--label", metavar="KEY=VALUE", help="A label; repeatable."),
+    versioned_routes: bool | None = opt.versioned_alias(),
+    max_concurrent_warmups: int | None = opt.hidden_alias("--max-concurrent-warmups"),
 ) -> None:
     """Add a host by hand (Triton, KServe, MLServer, or a prewarm host that does not register itself).
 
@@ -56,6 +58,11 @@ def add(
     from db.models import HostKind
     from db.session import session_scope
 
+    routes = opt.versioned_routes(versioned=versioned, unversioned=unversioned, alias=versioned_routes)
+    if max_concurrent_warmups is not None:
+        if max_warmups != 1:
+            raise InventoryError("--max-concurrent-warmups is another spelling of --max-warmups: give one of them")
+        max_warmups = max_concurrent_warmups
     if kind not in KINDS:
         raise InventoryError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
     values = {
@@ -66,8 +73,8 @@ def add(
         "memory_mb": memory_mb,
         "device_class": device_class,
         "labels": parse_labels(label),
-        "versioned_routes": versioned_routes,
-        "max_concurrent_warmups": max_concurrent_warmups,
+        "versioned_routes": routes,
+        "max_concurrent_warmups": max_warmups,
     }
     with session_scope(_history()) as session:
         _, created = upsert_host(session, **values)

@@ -49,28 +49,47 @@ COMMANDS: tuple[CommandEntry, ...] = (
 )
 _BY_NAME = {entry.name: entry for entry in COMMANDS}
 
-VERBOSE_HELP = "-v: progress; -vv: also the libraries' request logs."
+VERBOSE_HELP = "-v: progress; -vv: also the libraries' logs (Prefect's runs, HTTP requests)."
 
 
 class PrewarmCommand(TyperCommand):
-    """A command whose on/off flags show no ``<bool>`` type in ``--help``."""
+    """A command whose ``--help`` fits 80 columns: no ``<bool>`` on flags, ranges in a short type label."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return _flags_without_type(super().get_params(ctx))
+        return _compact_types(super().get_params(ctx))
 
 
 class PrewarmGroup(TyperGroup):
-    """A group whose on/off flags show no ``<bool>`` type in ``--help``."""
+    """A group whose ``--help`` fits 80 columns, as :class:`PrewarmCommand`'s."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return _flags_without_type(super().get_params(ctx))
+        return _compact_types(super().get_params(ctx))
 
 
-def _flags_without_type(params: list[Any]) -> list[Any]:
+def _compact_types(params: list[Any]) -> list[Any]:
+    """Shorten the type column of ``--help``: flags show none, a range shows as ``<int ≥1>``, ``<int 1-168>``.
+
+    Typer's own label (``<int range> [x>=1]``, 18 characters) squeezes the descriptions into a narrow column
+    at 80 columns. The range is moved into the label; typer checks values against its parameter info, which
+    this leaves alone.
+    """
     for param in params:
-        if isinstance(param, TyperOption) and (param.is_flag or param.count):
+        if not isinstance(param, TyperOption):
+            continue
+        if param.is_flag or param.count:
             param.metavar = ""
+        elif param.metavar is None and (param.min is not None or param.max is not None):
+            param.metavar = _range_label(param.type_descriptor.ranged_type_name, param.min, param.max)
+            param.min = param.max = None  # shown in the label; typer would append it again
     return params
+
+
+def _range_label(kind: str, low: float | None, high: float | None) -> str:
+    if high is None:
+        return f"<{kind} ≥{low:g}>"
+    if low is None:
+        return f"<{kind} ≤{high:g}>"
+    return f"<{kind} {low:g}-{high:g}>"
 
 
 class LazyGroup(PrewarmGroup):

@@ -1,7 +1,8 @@
 """Options that several commands share: the same names, short forms and meaning everywhere.
 
 ``--input/-i`` (a telemetry file or folder), ``--horizon/-H``, ``--level/-l``, ``--output/-o``, ``--fast``,
-``--jobs/-j``. Older spellings stay as hidden aliases (``--out``, ``--fast-forecast``) so that scripts keep working.
+``--jobs/-j``, ``--versioned``/``--unversioned``. Older spellings stay as hidden aliases (``--out``, ``--fast-forecast``,
+``--versioned-routes/--no-versioned-routes``) so that scripts keep working.
 """
 
 from __future__ import annotations
@@ -38,6 +39,35 @@ def output_option(default: Path | None, help: str) -> Any:  # noqa: A002
 def fast_option() -> Any:
     """``--fast``: forecasts without backtest selection."""
     return typer.Option(False, "--fast", help=FAST_HELP)
+
+
+def versioned_option() -> Any:
+    """``--versioned``: the V2 server has ``/versions/{v}`` routes (neither flag: the client detects it)."""
+    return typer.Option(False, "--versioned", help="The server has /versions/{v} routes (default: detect).")
+
+
+def unversioned_option() -> Any:
+    """``--unversioned``: the V2 server has no versioned routes (KServe's answer 501 on them)."""
+    return typer.Option(False, "--unversioned", help="The server has no /versions/{v} routes (e.g. KServe).")
+
+
+def versioned_alias() -> Any:
+    """``--versioned-routes/--no-versioned-routes``: the old spelling of ``--versioned`` and ``--unversioned``."""
+    return typer.Option(None, "--versioned-routes/--no-versioned-routes", hidden=True)
+
+
+def versioned_routes(*, versioned: bool, unversioned: bool, alias: bool | None) -> bool | None:
+    """Whether the server has versioned routes: True, False, or None to detect it on the first call."""
+    from prewarm.errors import InputError
+
+    given = [flag for flag, on in (("--versioned", versioned), ("--unversioned", unversioned)) if on]
+    if alias is not None:
+        given.append("--versioned-routes" if alias else "--no-versioned-routes")
+    if len(given) > 1:
+        raise InputError(f"{' and '.join(given)} contradict or repeat each other: give one of them")
+    if alias is not None:
+        return alias
+    return True if versioned else False if unversioned else None
 
 
 def hidden_alias(name: str, default: Any = None) -> Any:

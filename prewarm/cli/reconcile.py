@@ -23,6 +23,23 @@ def _as_of(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _check_pool_has_hosts(engine: object, pool: str) -> None:
+    """A pool without a single host is most likely a typo: say which pools there are instead of a tick of nothing."""
+    from controller.errors import InventoryError
+    from db.hosts import list_hosts
+    from db.session import session_scope
+
+    with session_scope(engine) as session:  # type: ignore[arg-type]
+        pools = sorted({host.pool for host in list_hosts(session)})
+    if pool in pools:
+        return
+    known = f"pools with hosts: {', '.join(pools)}" if pools else "the inventory has no hosts"
+    raise InventoryError(
+        f"pool {pool!r} has no hosts ({known}); add one with `prewarm hosts add NAME URL --pool {pool}` "
+        f"or start `prewarm serve --register --pool {pool}`"
+    )
+
+
 @exits_cleanly
 def reconcile(
     pool: str = typer.Option(..., "--pool", help="The pool whose hosts to reconcile."),
@@ -45,6 +62,7 @@ def reconcile(
     engine = get_engine()
     with history_errors(engine, pool):
         upgrade(engine)
+        _check_pool_has_hosts(engine, pool)
         if retry_failed:
             with session_scope(engine) as session:
                 count = reset_failed(session, pool=pool)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from prewarm.cli.output import err_console, exits_cleanly
+from prewarm.cli.output import err_console, exits_cleanly, verbosity
 from prewarm.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,10 @@ def serve(
         None, "--fleet", help="Fleet file to serve; default: the registry's models, else examples/fleet.yaml."
     ),
     no_preload: bool = typer.Option(False, "--no-preload", help="Start empty; load models through the repository API."),
-    cpu_threads: int | None = typer.Option(
-        None, "--cpu-threads", min=1, help="torch intra-op threads; 1 gives small CPU models the steadiest tail latency."
+    cpu_threads: int = typer.Option(
+        1, "--cpu-threads", min=0,
+        help="torch intra-op threads. 1: small models answer fastest and steadiest (one per core made their first "
+        "request and p99 tens of times slower on a busy machine: docs/warmers.md); 0: one per core, torch's default.",
     ),
     register: bool = typer.Option(
         False, "--register", help="Register in the history database's host inventory and send heartbeats."
@@ -47,7 +49,7 @@ def serve(
     from warmers.engine import Engine
     from warmers.host import create_app
 
-    if cpu_threads is not None:
+    if cpu_threads > 0:
         import torch
 
         torch.set_num_threads(cpu_threads)
@@ -61,7 +63,8 @@ def serve(
     if registration is not None:
         Heartbeat(engine=engine, port=port, **registration).start()
     err_console.print(f"serving on http://{host}:{port} (V2 inference protocol; /metrics for Prometheus)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # uvicorn sets up its own loggers; its request lines are the libraries' request logs of -vv.
+    uvicorn.run(app, host=host, port=port, log_level="info" if verbosity() >= 2 else "warning")
 
 
 def _registration(

@@ -22,6 +22,7 @@ from db.models import WarmTrigger
 from db.registry import get_model, spec_of
 from db.session import get_engine, session_scope
 from db.warm import baseline_for, last_device_class, record_warm_run
+from prewarm.cli import options as opt
 from prewarm.cli.output import EXIT_FAILURE, console, err_console, exits_cleanly, fail
 from prewarm.errors import InputError
 from prewarm.fleet import ModelSpec
@@ -40,17 +41,16 @@ def warm(
         ..., "--target", help="Base URL of a V2 inference server: a prewarm host, MLServer, KServe, Triton."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the warm report (and the warm run's id) as JSON."),
-    versioned_routes: bool | None = typer.Option(
-        None,
-        "--versioned-routes/--no-versioned-routes",
-        help="Whether the server has /versions/{v} routes; detected when not given.",
-    ),
+    versioned: bool = opt.versioned_option(),
+    unversioned: bool = opt.unversioned_option(),
     timeout: float = typer.Option(600.0, "--timeout", min=1.0, help="Seconds one call to the server may take."),
+    versioned_routes: bool | None = opt.versioned_alias(),
 ) -> None:
     """Warm MODEL on the V2 server at --target, validate its latency, print the report and record the run."""
     from warmers import V2Target
     from warmers.report import baseline_from
 
+    routes = opt.versioned_routes(versioned=versioned, unversioned=unversioned, alias=versioned_routes)
     name, version = parse_model_ref(model)
     url = parse_target(target)
     engine = get_engine()
@@ -62,7 +62,7 @@ def warm(
         )
     baseline = baseline_from(found, sla_p99_ms=spec.sla_p99_ms)
     started_at = utcnow()
-    with V2Target(url, versioned_routes=versioned_routes, timeout_s=timeout) as handle:
+    with V2Target(url, versioned_routes=routes, timeout_s=timeout) as handle:
         with err_console.status(f"warming {spec.name}:{spec.version} on {url}"):
             report = handle.warm(spec, baseline=baseline).to_dict()
     with session_scope(engine) as session:

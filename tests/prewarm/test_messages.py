@@ -120,16 +120,46 @@ def test_fleet_errors_carry_no_pydantic_prefix(tmp_path: Path) -> None:
     assert "appears twice" in line
 
 
-def test_ingest_summary_of_nothing_and_of_one_model(tmp_path: Path, engine: object) -> None:
+def test_ingest_of_header_only_files_exits_2_naming_them(tmp_path: Path, engine: object) -> None:
     empty = tmp_path / "header.csv"
     empty.write_text(HEADER)
-    result = run("ingest", str(empty))
-    assert result.exit_code == 0
-    assert "Ingested 0 rows into 0 buckets of 0 models (no rows)" in result.stdout
-    assert "None" not in result.stdout
-    result = run("ingest", str(hourly(tmp_path / "one.csv", hours=2)))
-    assert result.exit_code == 0
+    line = one_line_error(run("ingest", str(empty)))
+    assert f"{empty}: it holds no telemetry rows, only a header" in line
+    assert "pass a file with at least one row of timestamp,model,requests" in line
+    (tmp_path / "day").mkdir()
+    (tmp_path / "day" / "a.csv").write_text(HEADER)
+    line = one_line_error(run("ingest", str(tmp_path / "day")))
+    assert f"{tmp_path / 'day'}: its files hold no telemetry rows, only a header" in line
+
+
+def test_ingest_warns_of_a_header_only_file_beside_others_and_goes_on(tmp_path: Path, engine: object) -> None:
+    empty = tmp_path / "quiet-day.csv"
+    empty.write_text(HEADER)
+    result = run("ingest", str(empty), str(hourly(tmp_path / "one.csv", hours=2)))
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == f"warning: {empty}: no telemetry rows, only a header; nothing read from it"
     assert "Ingested 2 rows into 2 buckets of 1 model (2026-11-01 00:00 → 2026-11-01 01:00 UTC)" in result.stdout
+
+
+def test_a_header_only_file_in_an_input_folder_is_a_logged_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a-quiet.csv").write_text(HEADER)
+    hourly(tmp_path / "in" / "b.csv", hours=3)
+    with caplog.at_level("WARNING", logger="prewarm.telemetry"):
+        frame = read_telemetry_input(tmp_path / "in")
+    assert len(frame) == 3
+    assert caplog.messages == [f"{tmp_path / 'in' / 'a-quiet.csv'}: no telemetry rows, only a header; nothing read from it"]
+
+
+def test_header_only_csv_fails_without_a_warning_before_the_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "h.csv").write_text(HEADER)
+    with caplog.at_level("WARNING"), pytest.raises(TelemetryError, match=r"it holds no telemetry rows, only a header"):
+        read_telemetry_input(tmp_path / "h.csv")
+    assert caplog.messages == []
 
 
 def test_forecast_summarises_one_model_in_the_singular(tmp_path: Path) -> None:
@@ -173,3 +203,48 @@ def test_plural_and_validation_message() -> None:
     assert [plural(n, "model") for n in (0, 1, 2)] == ["models", "model", "models"]
     assert plural(1, "model has", "models have") == "model has"
     assert validation_message({"msg": "Value error, model 'x' appears twice"}) == "model 'x' appears twice"
+
+
+def test_reconcile_of_a_pool_without_hosts_names_the_pools_there_are(engine: object) -> None:
+    line = one_line_error(run("reconcile", "--pool", "gpu"))
+    assert "pool 'gpu' has no hosts (the inventory has no hosts)" in line
+    assert run("hosts", "add", "h1", "http://127.0.0.1:9", "--pool", "cpu").exit_code == 0
+    line = one_line_error(run("reconcile", "--pool", "gpu"))
+    assert "pool 'gpu' has no hosts (pools with hosts: cpu); add one with `prewarm hosts add NAME URL --pool gpu`" in line
+
+
+def test_demo_with_header_only_telemetry_exits_2_naming_the_option(tmp_path: Path, engine: object) -> None:
+    source = tmp_path / "header.csv"
+    source.write_text(HEADER)
+    result = run("demo", "--telemetry", str(source))
+    assert result.exit_code == 2, result.output
+    assert f"error: --telemetry {source}: it holds no telemetry rows, only a header" in result.stderr
+    assert "WARNING" not in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "argv", "expected"),
+    [
+        ("PREWARM_FORECAST_INTERVAL", "banana", ["ingest", "x.csv"],
+         "settings: PREWARM_FORECAST_INTERVAL='banana': Input should be a valid timedelta"),
+        ("PREWARM_HOST__MAX_BODY_MB", "-1", ["serve", "--no-preload"],
+         "settings: PREWARM_HOST__MAX_BODY_MB='-1': Input should be greater than 0"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    variable: str, value: str, argv: list[str], expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prewarm.settings import reset_settings
+
+    hourly(tmp_path / "x.csv", hours=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREWARM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(variable, value)
+    reset_settings()
+    try:
+        line = one_line_error(run(*argv))
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert expected in line and line.endswith("fix or unset the environment variable")
+    assert "pydantic" not in line and "type=" not in line
