@@ -4,7 +4,7 @@ One planning moment of :class:`~scheduling.cost_policy.CostPolicy`: each model's
 backtests in its history (:func:`~scheduling.cost_policy.choose_model_levels`), one base-level forecast
 with each model's bound moved to its level, and the sparse rule's warm intervals over the horizon,
 decided as if no request came in it (a re-plan folds in the requests that do come). The sparse
-intervals join the forecast as demand of one replica, so windows, lead times and placement are
+intervals join the forecast as the demand of the rule's replicas, so windows, lead times and placement are
 :func:`~scheduling.planner.plan_windows`'s, exactly as for any forecast.
 """
 
@@ -110,8 +110,8 @@ def cost_forecast(
     warm = np.stack([rule.decide(t, future[:, :t]) for t in range(t0, t0 + horizon)], axis=1)
     served = ready_from_provisioned(np.concatenate([np.zeros((len(models), lead), dtype=np.int64), warm], axis=1), lead)
     served = served[:, lead:]
-    frame = _with_sparse(frame, models, stamps[t0 : t0 + horizon], served, threshold=demand_threshold)
-    return CostForecast(frame, choice, {m: int(served[i].sum()) for i, m in enumerate(models)})
+    frame = _with_sparse(frame, models, stamps[t0 : t0 + horizon], served, capacity=capacity, threshold=demand_threshold)
+    return CostForecast(frame, choice, {m: int((served[i] > 0).sum()) for i, m in enumerate(models)})
 
 
 def plan_with_costs(
@@ -158,9 +158,11 @@ def plan_with_costs(
 
 
 def _with_sparse(
-    frame: pd.DataFrame, models: Sequence[str], stamps: pd.DatetimeIndex, served: np.ndarray, *, threshold: float
+    frame: pd.DataFrame, models: Sequence[str], stamps: pd.DatetimeIndex, served: np.ndarray, *,
+    capacity: np.ndarray, threshold: float,
 ) -> pd.DataFrame:
-    """The forecast frame with one replica's worth of demand (the planner's threshold) where the sparse rule warms."""
+    """The forecast frame with the demand of the sparse rule's k replicas (an upper bound of k × capacity, so the
+    planner's ``ceil(hi / capacity)`` gives k) where it warms."""
     rows, steps = np.nonzero(served)
     if len(rows) == 0:
         return frame
@@ -170,7 +172,7 @@ def _with_sparse(
             C.TIMESTAMP: stamps[steps],
             C.YHAT: threshold,
             C.LO: 0.0,
-            C.HI: threshold,
+            C.HI: np.maximum(served[rows, steps] * capacity[rows], threshold),
         }
     )
     # the planner takes the larger of duplicate (model, timestamp) rows, so the forecast's own demand stays
