@@ -23,8 +23,10 @@ Arrivals are assumed to spread over an interval (a warm replica serves its inter
 its capacity; a cold interval's requests are all cold), and a replica serves from ``lead`` intervals
 after it is requested: a warm replica stays while the intervals up to ``t + lead`` are worth it, and a
 cold one starts warming only when the run of worthwhile intervals from ``t + lead`` pays for itself
-and for the ``lead`` intervals of loading. The rule decides at most ``max_replicas`` per model; the
-forecast (or the reactive floor) adds to them where it plans more.
+and for the ``lead`` intervals of loading. The rule decides at most ``max_replicas`` per intermittent
+model, and only the first replica of a dense one (a request in at least half its intervals), whose
+forecast is better than an hour-of-week mean; the forecast (or the reactive floor) adds to them where
+it plans more.
 """
 
 from __future__ import annotations
@@ -104,6 +106,11 @@ class SparseState:
             self.busy[hit] += 1
         self.seen = max(self.seen, upto)
 
+    def busy_fraction(self) -> np.ndarray:
+        """Per model, the share of its observed intervals with a request (0 before any)."""
+        n = self.slot_n.sum(axis=1)
+        return np.where(n > 0, self.busy / np.maximum(n, 1), 0.0)
+
     def model_means(self, model_strength: float) -> np.ndarray:
         """Models × replicas: the mean share of the k-th replica per interval, shrunk toward the pool's (the median)."""
         n = self.slot_n.sum(axis=1)[:, None]
@@ -121,8 +128,7 @@ class SparseState:
         """Models × replicas: ``P(next request at idle gap g | idle >= g)`` × the k-th replica's mean share when
         busy (0 before any request)."""
         rows = np.arange(len(self.capacity))
-        n = self.slot_n.sum(axis=1)
-        busy_fraction = np.where(n > 0, self.busy / np.maximum(n, 1), 0.0)
+        busy_fraction = self.busy_fraction()
         busy = self.busy[:, None]
         per_busy = np.where(busy > 0, self.slot_served.sum(axis=1) / np.maximum(busy, 1), model_means)
         capped = np.clip(gap, 0, self.max_gap + 1)
@@ -143,6 +149,9 @@ class SparseRule:
     max_gap_hours: float = 24.0
     lookahead: int = 24
     max_replicas: int = 16
+    dense_busy_fraction: float = 0.5
+    """A model with a request in at least this share of its intervals is dense: the rule gives it at most one
+    replica and its forecast plans the rest (an hour-of-week mean is a poor forecast of a busy series)."""
     _state: SparseState | None = None
     _warm: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _slots: np.ndarray | None = None
@@ -192,7 +201,10 @@ class SparseRule:
         run = np.cumprod(ahead, axis=1).astype(bool)
         gain = np.where(run, worth[:, lead:] - bar, 0.0).sum(axis=1) - bar[:, 0] * lead
         start = ~have & ahead[:, 0] & (gain > 0)
-        self._warm = np.cumprod(keep | start, axis=1).sum(axis=1).astype(np.int64)
+        assert self._state is not None
+        allowed = np.where(self._state.busy_fraction() >= self.dense_busy_fraction, 1, self.max_replicas)
+        on = (keep | start) & (np.arange(self.max_replicas)[None, :] < allowed[:, None])
+        self._warm = np.cumprod(on, axis=1).sum(axis=1).astype(np.int64)
         return self._warm.copy()
 
 

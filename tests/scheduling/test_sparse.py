@@ -133,3 +133,9 @@ def test_bursts_at_one_hour_of_the_week_get_two_replicas_when_cold_is_dear() -> 
     assert dear.sum() - dear[friday_four] <= 3 * dear[friday_four], "and little else"
     cheap = _run(trace, cold_price=2.5)[0]
     assert cheap[friday_four] == 0, "not when a cold request costs about what an hour of a replica does"
+
+
+def test_a_dense_model_gets_one_replica_from_the_rule_and_the_rest_from_its_forecast() -> None:
+    demand = np.full((1, 168 * 5), 5.0)  # 5 requests every hour: busy in every interval
+    trace = _trace(demand, eval_intervals=168)
+    assert _run(trace, cold_price=8.0)[0].max() == 1
