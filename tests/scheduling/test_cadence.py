@@ -15,7 +15,8 @@ from scheduling.cost_policy import BACKTEST_INTERVALS, CostPolicy, backtest_stri
 from scheduling.cost import Prices
 from scheduling.errors import SimulationError
 from scheduling.experiment import SimulationOptions, build_policies
-from scheduling.forecast_policy import ForecastPolicy
+from scheduling.forecast_policy import ForecastPolicy, reaching
+from scheduling.planner import PlanModel, PlannerConfig, plan_windows
 from scheduling.simulator import context_for, run_policy
 from scheduling.trace import Trace, replica_capacity
 from tests.scheduling.conftest import seasonal_naive_forecast
@@ -94,3 +95,17 @@ def test_hourly_replanning_backtests_one_interval_ahead_from_each_origin(trace: 
     stride = backtest_stride(1, 24, trace.interval)
     assert len(calls) == 24 and {h for _, h in calls} == {2}  # the re-plan's interval and the lead
     assert sorted({n for n, _ in calls}) == [t0 - j * stride for j in range(24, 0, -1)]
+
+
+def test_models_below_the_threshold_are_left_out_of_the_plan_and_change_nothing(trace: Trace) -> None:
+    capacity = replica_capacity(trace, replicas_at_peak=4)
+    frame = seasonal_naive_forecast(trace.history_frame(trace.eval_start), 3, trace.interval)
+    quiet = frame[C.MODEL] == frame[C.MODEL].iloc[0]
+    frame.loc[quiet, [C.YHAT, C.LO, C.HI]] = [0.5, 0.0, 0.9]  # never a whole request: no window
+    kept = reaching(frame, 1.0)
+    assert frame[C.MODEL].iloc[0] not in set(kept[C.MODEL]) and not kept.empty
+    fleet = {m: PlanModel(name=m, replica_capacity=float(c)) for m, c in zip(trace.models, capacity, strict=True)}
+    now = trace.timestamps[trace.eval_start]
+    plans = [plan_windows(f, fleet, config=PlannerConfig(interval=trace.interval), now=now) for f in (frame, kept)]
+    assert plans[0].rows and plans[0].rows == plans[1].rows
+    assert {r.model for r in plans[0].rows} <= set(kept[C.MODEL])
