@@ -3,9 +3,9 @@
 ``prefect.yaml`` runs ``forecast-and-plan`` every 30 minutes (schedule ``forecast-and-plan-every-30-minutes``),
 so a live fleet's plan is never more than half an hour old. The simulator steps whole intervals, so
 the closest it comes is re-planning every ``30 minutes ÷ interval`` intervals, at least every interval:
-every interval for hourly or half-hourly telemetry, every 6 for 5-minute buckets. A forecast per
-interval is affordable on the benchmark traces (about 7 s for the 414 M4 series with backtest model
-selection, 1 s with ``--fast``, on a 2-core VM); ``--replan N`` models a slower cadence.
+every interval for hourly or half-hourly telemetry, every 6 for 5-minute buckets. Each re-plan costs
+one forecast (about 7 s for the 414 M4 series with backtest model selection, 1.7 s with ``--fast``, on
+a 2-core VM); ``--replan N`` models a slower cadence at about 1/N of the forecasts.
 """
 
 from __future__ import annotations
