@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from prewarm import columns as C
+from scheduling.cadence import default_replan
 from scheduling.cost import DEFAULT_COLD_WEIGHT, model_prices
 from scheduling.cost_policy import choose_model_levels
 from scheduling.errors import PlanningError
@@ -78,14 +79,16 @@ def cost_forecast(
     demand_threshold: float = 1.0,
     cold_weight: float = DEFAULT_COLD_WEIGHT,
     target_cold_fraction: float | None = None,
-    replan: int = 24,
+    replan: int | None = None,
     origins: int | None = None,
     forecast_frame: pd.DataFrame | None = None,
 ) -> CostForecast:
     """Each model's level from backtests, the base-level forecast moved to those levels, the sparse rule's replicas.
 
     ``forecast_fn`` forecasts at the base level (80 %); ``forecast_frame``, when given, is that forecast from
-    ``history`` already made (the flow's), so only the backtests forecast again. Raises :class:`PlanningError`
+    ``history`` already made (the flow's), so only the backtests forecast again. ``replan`` None: the
+    deployment's cadence (:func:`scheduling.cadence.default_replan`), as in the simulator, so the backtests
+    judge each level on forecasts as fresh as the deployment's re-plans. Raises :class:`PlanningError`
     when the history is empty.
     """
     if history.empty:
@@ -99,6 +102,7 @@ def cost_forecast(
     context = PolicyContext(models, stamps, capacity, interval, lead, len(grid), first)
     prices = model_prices(specs, interval_hours=context.interval_hours, cold_weight=cold_weight)
     t0 = len(grid)
+    replan = default_replan(interval) if replan is None else replan
     choice = choose_model_levels(
         context, demand, forecast_fn, prices, replan=replan, origins=origins, target_cold_fraction=target_cold_fraction
     )
@@ -128,7 +132,7 @@ def plan_with_costs(
     previous: Mapping[str, Sequence[Placed]] | None = None,
     cold_weight: float = DEFAULT_COLD_WEIGHT,
     target_cold_fraction: float | None = None,
-    replan: int = 24,
+    replan: int | None = None,
     origins: int | None = None,
 ) -> CostPlan:
     """Plan the fleet's models with the ``cost`` policy from their telemetry ``history`` (before ``now``).
