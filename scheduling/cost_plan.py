@@ -4,7 +4,7 @@ One planning moment of :class:`~scheduling.cost_policy.CostPolicy`: each model's
 backtests in its history (:func:`~scheduling.cost_policy.choose_model_levels`), one base-level forecast
 with each model's bound moved to its level, and the sparse rule's warm intervals over the horizon,
 decided as if no request came in it (a re-plan folds in the requests that do come). The sparse
-intervals join the forecast as demand of one replica, so windows, lead times and placement are
+intervals join the forecast as the demand of the rule's replicas, so windows, lead times and placement are
 :func:`~scheduling.planner.plan_windows`'s, exactly as for any forecast.
 """
 
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from prewarm import columns as C
+from scheduling.cadence import default_replan
 from scheduling.cost import DEFAULT_COLD_WEIGHT, model_prices
 from scheduling.cost_policy import choose_model_levels
 from scheduling.errors import PlanningError
@@ -78,14 +79,16 @@ def cost_forecast(
     demand_threshold: float = 1.0,
     cold_weight: float = DEFAULT_COLD_WEIGHT,
     target_cold_fraction: float | None = None,
-    replan: int = 24,
+    replan: int | None = None,
     origins: int | None = None,
     forecast_frame: pd.DataFrame | None = None,
 ) -> CostForecast:
     """Each model's level from backtests, the base-level forecast moved to those levels, the sparse rule's replicas.
 
     ``forecast_fn`` forecasts at the base level (80 %); ``forecast_frame``, when given, is that forecast from
-    ``history`` already made (the flow's), so only the backtests forecast again. Raises :class:`PlanningError`
+    ``history`` already made (the flow's), so only the backtests forecast again. ``replan`` None: the
+    deployment's cadence (:func:`scheduling.cadence.default_replan`), as in the simulator, so the backtests
+    judge each level on forecasts as fresh as the deployment's re-plans. Raises :class:`PlanningError`
     when the history is empty.
     """
     if history.empty:
@@ -99,6 +102,7 @@ def cost_forecast(
     context = PolicyContext(models, stamps, capacity, interval, lead, len(grid), first)
     prices = model_prices(specs, interval_hours=context.interval_hours, cold_weight=cold_weight)
     t0 = len(grid)
+    replan = default_replan(interval) if replan is None else replan
     choice = choose_model_levels(
         context, demand, forecast_fn, prices, replan=replan, origins=origins, target_cold_fraction=target_cold_fraction
     )
@@ -110,8 +114,8 @@ def cost_forecast(
     warm = np.stack([rule.decide(t, future[:, :t]) for t in range(t0, t0 + horizon)], axis=1)
     served = ready_from_provisioned(np.concatenate([np.zeros((len(models), lead), dtype=np.int64), warm], axis=1), lead)
     served = served[:, lead:]
-    frame = _with_sparse(frame, models, stamps[t0 : t0 + horizon], served, threshold=demand_threshold)
-    return CostForecast(frame, choice, {m: int(served[i].sum()) for i, m in enumerate(models)})
+    frame = _with_sparse(frame, models, stamps[t0 : t0 + horizon], served, capacity=capacity, threshold=demand_threshold)
+    return CostForecast(frame, choice, {m: int((served[i] > 0).sum()) for i, m in enumerate(models)})
 
 
 def plan_with_costs(
@@ -128,7 +132,7 @@ def plan_with_costs(
     previous: Mapping[str, Sequence[Placed]] | None = None,
     cold_weight: float = DEFAULT_COLD_WEIGHT,
     target_cold_fraction: float | None = None,
-    replan: int = 24,
+    replan: int | None = None,
     origins: int | None = None,
 ) -> CostPlan:
     """Plan the fleet's models with the ``cost`` policy from their telemetry ``history`` (before ``now``).
@@ -158,9 +162,11 @@ def plan_with_costs(
 
 
 def _with_sparse(
-    frame: pd.DataFrame, models: Sequence[str], stamps: pd.DatetimeIndex, served: np.ndarray, *, threshold: float
+    frame: pd.DataFrame, models: Sequence[str], stamps: pd.DatetimeIndex, served: np.ndarray, *,
+    capacity: np.ndarray, threshold: float,
 ) -> pd.DataFrame:
-    """The forecast frame with one replica's worth of demand (the planner's threshold) where the sparse rule warms."""
+    """The forecast frame with the demand of the sparse rule's k replicas (an upper bound of k × capacity, so the
+    planner's ``ceil(hi / capacity)`` gives k) where it warms."""
     rows, steps = np.nonzero(served)
     if len(rows) == 0:
         return frame
@@ -170,7 +176,7 @@ def _with_sparse(
             C.TIMESTAMP: stamps[steps],
             C.YHAT: threshold,
             C.LO: 0.0,
-            C.HI: threshold,
+            C.HI: np.maximum(served[rows, steps] * capacity[rows], threshold),
         }
     )
     # the planner takes the larger of duplicate (model, timestamp) rows, so the forecast's own demand stays

@@ -35,7 +35,27 @@ from scheduling.sparse import SparseRule
 log = logging.getLogger(__name__)
 
 BACKTEST_INTERVALS = 72
-MAX_ORIGINS = 12
+MAX_ORIGINS = 24
+DAY = pd.Timedelta(days=1)
+
+
+def backtest_stride(replan: int, origins: int, interval: pd.Timedelta) -> int:
+    """Intervals between backtest origins: ``replan`` (back-to-back blocks) when ``origins`` blocks cover
+    :data:`BACKTEST_INTERVALS`, else spread wider so they do, by a step that shares no factor with a day's
+    intervals, so the origins fall at different times of day (every hour of the day, at hourly re-planning).
+
+    Each block still scores ``replan`` intervals from its own origin: the backtests judge each level on
+    forecasts as fresh as the policy's re-plans make them, and a short cadence costs ``origins`` forecasts,
+    not one per interval covered.
+    """
+    if replan * origins >= BACKTEST_INTERVALS:
+        return replan
+    per_day = max(1, int(DAY // interval))
+    step = max(replan, math.ceil(BACKTEST_INTERVALS / origins))
+    while math.gcd(step, per_day) != 1:
+        step += 1
+    return step
+
 
 
 def leveled(fn: ForecastFn, levels: dict[str, float], *, base: float = BASE_LEVEL) -> ForecastFn:
@@ -54,20 +74,22 @@ def choose_model_levels(
 ) -> LevelChoice:
     """Each model's level from backtests on ``observed`` (the demand before now), the sparse rule's replicas included.
 
-    ``origins`` None: as many blocks of ``replan`` intervals as cover :data:`BACKTEST_INTERVALS` (at most 12),
-    so a short re-planning period does not shrink the backtests to a few noisy intervals.
+    ``origins`` None: as many blocks of ``replan`` intervals as cover :data:`BACKTEST_INTERVALS` (at most
+    :data:`MAX_ORIGINS`), spread by :func:`backtest_stride` when fewer cover it, so a short re-planning
+    period does not shrink the backtests to a few noisy, neighbouring intervals.
     """
     if origins is None:
         origins = min(MAX_ORIGINS, math.ceil(BACKTEST_INTERVALS / replan))
+    stride = backtest_stride(replan, origins, context.interval)
     t = observed.shape[1]
-    start = max(0, t - origins * replan - context.lead)
+    start = max(0, t - origins * stride - context.lead)
     probe = SparseRule(context, prices)
     sparse = np.zeros(observed.shape, dtype=np.int64)
     for u in range(start, t):
         sparse[:, u] = probe.decide(u, observed[:, :u])
     cold, hours, requests = backtest_scores(
         context, observed, forecast_matrix(context, forecast_fn), candidates=candidates, replan=replan,
-        origins=origins, base=base, sparse=sparse,
+        origins=origins, base=base, sparse=sparse, stride=stride,
     )
     return choose_levels(
         context.models, cold, hours, requests, prices, candidates=candidates, target_cold_fraction=target_cold_fraction

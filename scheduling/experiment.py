@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from scheduling.cadence import default_replan
 from scheduling.cost import DEFAULT_COLD_WEIGHT, DEFAULT_REPLICA_HOUR_PRICE, Prices
 from scheduling.cost_policy import CostPolicy
 from scheduling.errors import SchedulingError, SimulationError
@@ -37,7 +38,8 @@ class SimulationOptions:
     lead_seconds: float | None = None
     """Time-to-ready in seconds, finer than the interval; when set, ``lead`` follows from it (None: ``lead``)."""
     replicas_at_peak: float = 4.0
-    replan: int = 24
+    replan: int | None = None
+    """Re-plan every N intervals; None: the deployment's cadence (:func:`scheduling.cadence.default_replan`)."""
     policies: tuple[str, ...] = POLICY_NAMES
     keep_alive_seconds: float = 600.0
     forecast_level: float = 80.0
@@ -48,6 +50,14 @@ class SimulationOptions:
     cold_price: float | None = None
     replica_hour_price: float = DEFAULT_REPLICA_HOUR_PRICE
     target_cold_fraction: float | None = None
+
+    def replan_for(self, interval: pd.Timedelta) -> int:
+        """The re-planning period in intervals: ``replan`` when set, else the deployment's cadence for ``interval``."""
+        if self.replan is None:
+            return default_replan(interval)
+        if self.replan < 1:
+            raise SimulationError(f"--replan must be at least 1 interval, got {self.replan}")
+        return self.replan
 
     def prices(self, capacity: np.ndarray, *, interval_hours: float) -> Prices:
         """The per-model prices of this run (``cold_price`` for every model when set, else derived from capacity)."""
@@ -94,8 +104,7 @@ def build_policies(
     trace: Trace, options: SimulationOptions, capacity: np.ndarray, *, forecast_fn: ForecastFn | None = None
 ) -> dict[str, Policy]:
     """The policies named in ``options``, sharing one context; ``forecast_fn`` defaults to the forecasting engine."""
-    if options.replan < 1:
-        raise SimulationError(f"--replan must be at least 1 interval, got {options.replan}")
+    replan = options.replan_for(trace.interval)
     target = options.target_cold_fraction
     if target is not None and not 0 <= target < 1:
         raise SimulationError(f"--target-cold-fraction must be in [0, 1), got {target}")
@@ -124,11 +133,11 @@ def build_policies(
                 base_fn if options.forecast_level == BASE_LEVEL else engine_forecast(options.forecast_level, fast=options.fast_forecast)
             )
             built[name] = ForecastPolicy(
-                context, fn, replan=options.replan, config=options.planner, reactive_floor=options.reactive_floor
+                context, fn, replan=replan, config=options.planner, reactive_floor=options.reactive_floor
             )
         elif name == "cost":
             built[name] = CostPolicy(
-                context, base_fn, prices, replan=options.replan, config=options.planner,
+                context, base_fn, prices, replan=replan, config=options.planner,
                 target_cold_fraction=options.target_cold_fraction,
             )
         elif name == "oracle":

@@ -5,12 +5,14 @@ A model provisioned at level L plans for ``yhat + z(L) / z(base) × (hi − yhat
 treated as normal-shaped around the point, so one forecast serves every level. The candidate ``off``
 provisions nothing from the forecast (the sparse rule alone decides the model's first replica).
 
-At the first planning moment t0, the last ``origins`` blocks of ``replan`` intervals before t0 (by
-default as many as cover 72 intervals: 3 blocks at the usual re-planning period of 24) are
-forecast from the demand before each block's start, and each candidate level is scored by the expected
-cost it would have had on the block (cold requests × cold price + replica-hours × their price, with
-the replicas the sparse rule provisioned then added). Each model gets the level of least cost; a
-tie goes to the cheaper level. The evaluation window (and anything at or after t0) is never used.
+At the first planning moment t0, ``origins`` blocks of ``replan`` intervals before t0 are forecast
+from the demand before each block's start (by default as many blocks as cover 72 intervals, at most
+24: 3 back-to-back blocks at a re-planning period of 24, 12 at 6; at a shorter period 24 blocks spread
+over 72 intervals or more, see :func:`scheduling.cost_policy.backtest_stride`), and each candidate
+level is scored by the expected cost it would have had on the block (cold requests × cold price +
+replica-hours × their price, with the replicas the sparse rule provisioned then added). Each model
+gets the level of least cost; a tie goes to the cheaper level. The evaluation window (and anything
+at or after t0) is never used.
 
 With a fleet-wide target cold fraction instead, every cold price is scaled by one factor, found by
 bisection, so that the chosen levels' backtest cold fraction meets the target at the least cost.
@@ -120,19 +122,25 @@ ForecastMatrix = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 def backtest_scores(
     context: PolicyContext, observed: np.ndarray, forecast: ForecastMatrix, *, candidates: Sequence[float],
-    replan: int, origins: int, base: float, sparse: np.ndarray | None = None,
+    replan: int, origins: int, base: float, sparse: np.ndarray | None = None, stride: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cold requests, replica-hours (models × candidates) and requests per model over the backtest blocks.
 
-    ``sparse`` (models × the intervals of ``observed``, or None) holds the replicas the sparse rule provisioned.
+    Block j (1 .. ``origins``) starts ``j × stride`` intervals before the end of ``observed`` (``stride``
+    defaults to ``replan``: back-to-back blocks) and scores the ``replan`` intervals a plan made at its
+    start would serve. ``sparse`` (models × the intervals of ``observed``, or None) holds the replicas
+    the sparse rule provisioned.
     """
+    stride = replan if stride is None else stride
+    if stride < replan:
+        raise SchedulingError(f"backtest blocks would overlap: stride {stride} < re-planning period {replan}")
     t0 = observed.shape[1]
     n, k = len(context.models), len(candidates)
     cold, hours, requests = np.zeros((n, k)), np.zeros((n, k)), np.zeros(n)
     lead = context.lead
     scales = [level_scale(c, base) if c > OFF else None for c in candidates]
     for j in range(origins, 0, -1):
-        origin = t0 - j * replan
+        origin = t0 - j * stride
         if origin - int(np.min(context.first)) < 2 * replan:
             continue
         yhat, hi = forecast(observed[:, :origin], replan + lead)

@@ -8,7 +8,8 @@ Usage: python benchmarks/simulate/run.py [--dataset m4|synthetic|bursty] [--fast
 * ``bursty``: ``prewarm.synthetic.bursty_telemetry(400, 35 days, seed=11, sparse_fraction=0.6)``: spiky
   busy models and sparse models used in sessions; the last week evaluated.
 
-Rules for every policy: lead 1 interval, 4 replicas at peak, re-planning every 24 intervals, and the
+Rules for every policy: lead 1 interval, 4 replicas at peak, re-planning at the deployment's cadence (every
+interval of these hourly traces: ``scheduling.cadence``; ``--replan N`` for another), and the
 default prices of :mod:`scheduling.cost` (cold weight 4, a replica-hour costs 1). Each policy runs at its
 default and along its sweep (keep-alive, k, level, or cold weight); the sweep points are drawn as one
 curve per policy (the Pareto plots), the defaults make the table and decide the goals. ``forecast@L`` for
@@ -42,7 +43,7 @@ from scheduling.cost import Prices  # noqa: E402
 from scheduling.cost_policy import CostPolicy, leveled  # noqa: E402
 from scheduling.datasets import m4_hourly_telemetry  # noqa: E402
 from scheduling.experiment import SimulationOptions, build_policies  # noqa: E402
-from scheduling.forecast_policy import ForecastPolicy, cached_forecast, engine_forecast  # noqa: E402
+from scheduling.forecast_policy import ForecastFn, ForecastPolicy, cached_forecast, engine_forecast  # noqa: E402
 from scheduling.histogram import HistogramConfig, HistogramPolicy  # noqa: E402
 from scheduling.metrics import ORACLE, goals, policy_metrics, subset_metrics, summary  # noqa: E402
 from scheduling.metrics import per_model as breakdown  # noqa: E402
@@ -82,12 +83,33 @@ def load(dataset: str, *, models: int | None = None) -> tuple[Trace, np.ndarray 
     return trace, sparse
 
 
-def policies(trace: Trace, *, fast: bool, n_jobs: int) -> tuple[dict[str, Policy], dict[str, str], Prices, np.ndarray]:
+FORECASTS = {"count": 0, "seconds": 0.0}
+"""The forecasts a run made (after the cache) and the seconds they took: the price of the cadence."""
+
+
+def timed(fn: ForecastFn) -> ForecastFn:
+    """``fn`` adding its calls and seconds to :data:`FORECASTS`."""
+
+    def run(history: pd.DataFrame, horizon: int, interval: pd.Timedelta) -> pd.DataFrame:
+        started = time.perf_counter()
+        try:
+            return fn(history, horizon, interval)
+        finally:
+            FORECASTS["count"] += 1
+            FORECASTS["seconds"] += time.perf_counter() - started
+
+    return run
+
+
+def policies(trace: Trace, *, fast: bool, n_jobs: int, replan: int | None = None) -> tuple[dict[str, Policy], dict[str, str], Prices, np.ndarray]:
     """Every policy at its default and along its sweep; the family (curve) of each; the default prices; capacity."""
-    options = SimulationOptions(eval_intervals=trace.n_intervals - trace.eval_start, policies=DEFAULTS, fast_forecast=fast)
+    options = SimulationOptions(
+        eval_intervals=trace.n_intervals - trace.eval_start, policies=DEFAULTS, fast_forecast=fast, replan=replan
+    )
     capacity = replica_capacity(trace, replicas_at_peak=options.replicas_at_peak)
     prices = options.prices(capacity, interval_hours=trace.interval_hours)
-    fn = cached_forecast(engine_forecast(80.0, fast=fast, n_jobs=n_jobs))
+    replan = options.replan_for(trace.interval)
+    fn = cached_forecast(timed(engine_forecast(80.0, fast=fast, n_jobs=n_jobs)))
     built = build_policies(trace, options, capacity, forecast_fn=fn)
     family = {name: name for name in built}
     context = context_for(trace, capacity, lead=options.lead)
@@ -105,23 +127,31 @@ def policies(trace: Trace, *, fast: bool, n_jobs: int) -> tuple[dict[str, Policy
         add(f"topk@{k}", TopKPolicy(context, k=k), "topk")
     for level in LEVEL_SWEEP:
         fn_at = leveled(fn, {m: level for m in trace.models})
-        add(f"forecast@{level:g}", ForecastPolicy(context, fn_at, replan=options.replan, name="forecast"), "forecast")
+        add(f"forecast@{level:g}", ForecastPolicy(context, fn_at, replan=replan, name="forecast"), "forecast")
     for weight in WEIGHTS:
         at = Prices.derived(capacity, interval_hours=trace.interval_hours, cold_weight=weight)
         add(f"sparse@w{weight:g}", SparsePolicy(context, at), "sparse")
-        add(f"cost@w{weight:g}", CostPolicy(context, fn, at, replan=options.replan), "cost")
+        add(f"cost@w{weight:g}", CostPolicy(context, fn, at, replan=replan), "cost")
     return built, family, prices, capacity
 
 
-def run(trace: Trace, *, fast: bool, n_jobs: int) -> tuple[SimulationResult, dict[str, str], dict[str, Policy]]:
+def run(
+    trace: Trace, *, fast: bool, n_jobs: int, replan: int | None = None
+) -> tuple[SimulationResult, dict[str, str], dict[str, Policy]]:
     """Simulate every policy and sweep point; the result is priced at the default prices."""
-    built, family, prices, capacity = policies(trace, fast=fast, n_jobs=n_jobs)
+    built, family, prices, capacity = policies(trace, fast=fast, n_jobs=n_jobs, replan=replan)
 
     def progress(name: str, done: int, total: int) -> None:
         if done == total:
             print(f"  {name:18s} done", file=sys.stderr, flush=True)
 
     return simulate(trace, built, capacity=capacity, lead=1, progress=progress, prices=prices), family, built
+
+
+def replan_of(built: dict[str, Policy]) -> int | None:
+    """The re-planning period of the run's ``forecast`` policy (every forecast-based policy shares it)."""
+    policy = built.get("forecast")
+    return policy.replan if isinstance(policy, ForecastPolicy) else None
 
 
 def table(result: SimulationResult, names: list[str], sparse: np.ndarray | None) -> str:
@@ -150,6 +180,8 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="forecast without backtest selection (cheaper)")
     parser.add_argument("--models", type=int, default=None, help="a subset of this many models (exploring)")
     parser.add_argument("--n-jobs", type=int, default=1)
+    parser.add_argument("--replan", type=int, default=None,
+                        help="re-plan every N intervals (default: the deployment's 30-minute cadence, every interval here)")
     parser.add_argument("--output", "-o", type=Path, default=RESULTS)
     args = parser.parse_args()
     out_dir: Path = args.output
@@ -160,7 +192,7 @@ def main() -> None:
     trace, sparse = load(dataset, models=args.models)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
-    result, family, built = run(trace, fast=args.fast, n_jobs=args.n_jobs)
+    result, family, built = run(trace, fast=args.fast, n_jobs=args.n_jobs, replan=args.replan)
     wall = time.perf_counter() - started
     oracle_hours = float(result.outcomes[ORACLE].provisioned.sum() * trace.interval_hours)
     metrics = {n: policy_metrics(result, n, oracle_hours=oracle_hours) for n in result.outcomes}
@@ -179,6 +211,9 @@ def main() -> None:
         machine=machine, date=datetime.now(UTC).isoformat(timespec="seconds"), wall_seconds=round(wall, 1),
         load_average=[round(load_before, 2), round(os.getloadavg()[0], 2)],
         command=" ".join(["python", "benchmarks/simulate/run.py", *sys.argv[1:]]),
+        replan_intervals=replan_of(built),
+        forecasts={"count": FORECASTS["count"], "seconds": round(FORECASTS["seconds"], 1),
+                   "seconds_each": round(FORECASTS["seconds"] / max(1, FORECASTS["count"]), 2)},
     )
     cost_policy = built.get("cost")
     if isinstance(cost_policy, CostPolicy) and cost_policy.choice is not None:
@@ -206,7 +241,8 @@ def main() -> None:
                     f"last {trace.n_intervals - trace.eval_start} intervals, lead 1")
     print(md)
     print(json.dumps({"goals": document["goals"], "levels": document.get("cost_levels")}, indent=1))
-    print(f"{dataset}: {wall:.1f}s on {machine}, load {document['load_average']}", flush=True)
+    print(f"{dataset}: {wall:.1f}s on {machine}, load {document['load_average']}, re-planning every "
+          f"{document['replan_intervals']} intervals, forecasts {document['forecasts']}", flush=True)
 
 
 if __name__ == "__main__":

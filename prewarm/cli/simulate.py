@@ -61,7 +61,12 @@ def simulate(
         "a duration shorter than the intervals charges warm-ups from that long before they are needed.",
     ),
     replicas_at_peak: float = typer.Option(4.0, "--replicas-at-peak", help="Replica capacity = p95 of history ÷ this."),
-    replan: int = typer.Option(24, "--replan", help="The forecast policy re-plans every N intervals."),
+    replan: int | None = typer.Option(
+        None, "--replan",
+        help="The forecast and cost policies re-plan every N intervals. Default: the deployment's cadence "
+        "(prefect.yaml re-plans every 30 minutes), i.e. every 30 minutes ÷ the interval, at least every "
+        "interval: 1 for hourly telemetry.",
+    ),
     policies: str = typer.Option(
         "all", "--policies",
         help="'all' or a comma-separated list of static, keepalive, reactive, histogram, histogram-tuned, topk, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from scheduling.cadence import default_replan
 from scheduling.cost import Prices
 from scheduling.cost_plan import plan_with_costs
 from scheduling.cost_policy import CostPolicy
@@ -19,7 +20,7 @@ def test_plan_and_simulator_choose_the_same_levels_and_windows(trace: Trace) -> 
     capacity = replica_capacity(trace, replicas_at_peak=4)
     t0 = trace.eval_start - 1
     policy = CostPolicy(context_for(trace, capacity, lead=1), seasonal_naive_forecast,
-                        Prices.derived(capacity, interval_hours=1.0), replan=24)
+                        Prices.derived(capacity, interval_hours=1.0), replan=default_replan(trace.interval))
     observed = trace.demand[:, :t0]
     decided = policy.decide(t0, observed)
     fleet = {m: PlanModel(name=m, replica_capacity=float(c)) for m, c in zip(trace.models, capacity, strict=True)}

@@ -8,7 +8,7 @@ import pytest
 
 from scheduling.cost import Prices
 from scheduling.simulator import context_for, run_policy
-from scheduling.sparse import SparsePolicy, SparseRule, shrunk, week_slots
+from scheduling.sparse import SparsePolicy, SparseRule, replica_shares, shrunk, week_slots
 from scheduling.trace import Trace
 
 START = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday
@@ -91,4 +91,51 @@ def test_a_model_without_history_gets_the_pool_prior() -> None:
     prices = Prices(cold=np.full(4, 4.0), replica_hour=np.ones(4))
     rule = SparseRule(context_for(trace, capacity, lead=1), prices)
     values = rule.values(168, demand[:, :168], ahead=2)
-    assert values[3].tolist() == pytest.approx([1.0, 1.0])  # the pool's mean: every interval busy
+    assert values[3, :, 0].tolist() == pytest.approx([1.0, 1.0])  # the pool's mean: every interval busy
+
+
+def test_replica_shares_by_hand() -> None:
+    # a load of 2.5 replicas: the first two are full, the third serves half, the fourth nothing
+    shares = replica_shares(np.array([2.5, 0.0]), np.arange(4))
+    assert shares.tolist() == [[1.0, 1.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]]
+
+
+def test_the_second_replica_by_hand() -> None:
+    # Monday 10:00 of the 4 history weeks saw 3, 1, 2 and 0 requests, one a replica; nothing else, ever.
+    # Second replica's share there: min(max(d - 1, 0), 1) = 1, 0, 1, 0, mean 2/4. Over the 681 intervals
+    # seen its mean is 2/681, the pool's prior for it is this one model's; the slot is shrunk with 4
+    # pseudo-intervals toward the model's mean, itself shrunk with 24 toward the prior (the same):
+    # (2 + 4 × 2/681) / (4 + 4) = 0.2515. The first replica's: (3 + 4 × 3/681) / 8 = 0.3772. The
+    # idle-time estimate is far lower (335 idle hours, beyond the histogram's day).
+    demand = np.zeros((1, 168 * 5))
+    demand[0, [10, 10 + 168, 10 + 2 * 168]] = [3, 1, 2]
+    trace = _trace(demand, eval_intervals=168)
+    prices = Prices(cold=np.array([9.0]), replica_hour=np.ones(1))
+    rule = SparseRule(context_for(trace, np.ones(1), lead=1), prices, max_replicas=3)
+    t = 4 * 168 + 9  # an hour before Monday 10:00 of the evaluation week
+    values = rule.values(t, demand[:, :t], ahead=2)[0, 1]  # Monday 10:00
+    assert values.tolist() == pytest.approx([(3 + 12 / 681) / 8, (2 + 8 / 681) / 8, (1 + 4 / 681) / 8])
+    # at a cold price of 9 (bar 1 replica-hour): 9 × 0.3772 = 3.39 and 9 × 0.2515 = 2.26 pay for the hour
+    # and the hour of loading (2); the third replica's 9 × 0.1257 = 1.13 does not
+    warm = run_policy(trace, SparsePolicy(context_for(trace, np.ones(1), lead=1), prices, reactive_floor=False), lead=1)
+    assert warm[0, 1 + 10] == 2
+
+
+def test_bursts_at_one_hour_of_the_week_get_two_replicas_when_cold_is_dear() -> None:
+    weeks = 5
+    rng = np.random.default_rng(3)
+    demand = np.zeros((1, 168 * weeks))
+    friday_four = 4 * 24 + 16
+    demand[0, friday_four :: 168] = rng.integers(4, 9, size=weeks)  # a burst of 4 to 8 requests every Friday 16:00
+    trace = _trace(demand, eval_intervals=168)
+    dear = _run(trace, cold_price=8.0)[0]
+    assert dear[friday_four] >= 2, "several replicas for the burst"
+    assert dear.sum() - dear[friday_four] <= 3 * dear[friday_four], "and little else"
+    cheap = _run(trace, cold_price=2.5)[0]
+    assert cheap[friday_four] == 0, "not when a cold request costs about what an hour of a replica does"
+
+
+def test_a_dense_model_gets_one_replica_from_the_rule_and_the_rest_from_its_forecast() -> None:
+    demand = np.full((1, 168 * 5), 5.0)  # 5 requests every hour: busy in every interval
+    trace = _trace(demand, eval_intervals=168)
+    assert _run(trace, cold_price=8.0)[0].max() == 1
