@@ -359,7 +359,8 @@ def _repository_routes(app: FastAPI, plane: DataPlane, loopback: LoopbackWarmer)
         if report.ready:
             spec = plane.spec(name, report.version)
             url = base_url(request.scope.get("server"), request.url.scheme)
-            await anyio.to_thread.run_sync(loopback.run, url, spec)
+            outputs = [t.name for t in plane.outputs(spec)]
+            await anyio.to_thread.run_sync(loopback.run, url, spec, outputs)
             return JSONResponse({"name": name, "ready": True, "report": report.to_dict()})
         message = f"failed to load {name!r}: {report.reason}"
         return JSONResponse({"error": message, "report": report.to_dict()}, status_code=400)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import httpx
+import orjson
 import torch
 
 from prewarm.fleet import ModelSpec
@@ -34,14 +35,31 @@ SEED = 20240613
 TIMEOUT_S = 30.0
 
 
-def loopback_requests(spec: ModelSpec, count: int) -> list[Encoded]:
+def loopback_requests(spec: ModelSpec, count: int, outputs: Sequence[str] = ()) -> list[Encoded]:
     """``count`` requests of the primary bucket (seeded), binary first and then alternating with JSON.
 
     The primary bucket is the shape the validation probes and most clients use; both tensor forms run, so
-    both the binary and the JSON route through the HTTP layer are warm.
+    both the binary and the JSON route through the HTTP layer are warm. With ``outputs`` the requests name
+    each output with its own ``binary_data`` parameter, as ``tritonclient`` and most V2 clients do, rather
+    than the request-wide ``binary_data_output`` of the engine's warm-up requests.
     """
     inputs = example_inputs(spec.warmup, bucket_combinations(spec.warmup)[0], generator=torch.Generator().manual_seed(SEED))
-    return [encode_request(spec, inputs, binary=index % 2 == 0) for index in range(count)]
+    requests = []
+    for index in range(count):
+        binary = index % 2 == 0
+        encoded = encode_request(spec, inputs, binary=binary)
+        requests.append(_naming_outputs(encoded, outputs, binary=binary) if outputs else encoded)
+    return requests
+
+
+def _naming_outputs(encoded: Encoded, outputs: Sequence[str], *, binary: bool) -> Encoded:
+    """``encoded`` with an explicit ``outputs`` list instead of the request-wide ``binary_data_output``."""
+    split = encoded.header_length if encoded.header_length is not None else len(encoded.body)
+    header = orjson.loads(encoded.body[:split])
+    header.pop("parameters", None)
+    header["outputs"] = [{"name": name, "parameters": {"binary_data": binary}} for name in outputs]
+    text = orjson.dumps(header)
+    return Encoded(text + encoded.body[split:], len(text) if encoded.header_length is not None else None)
 
 
 def base_url(server: tuple[str, int] | None, scheme: str) -> str | None:
@@ -67,8 +85,10 @@ class LoopbackWarmer:
         given = headers.get(WARMUP_HEADER)
         return given is not None and hmac.compare_digest(given.encode(), self._mark.encode())
 
-    def run(self, url: str | None, spec: ModelSpec) -> int:
+    def run(self, url: str | None, spec: ModelSpec, outputs: Sequence[str] = ()) -> int:
         """Send the loopback requests of ``spec`` to the host at ``url``; returns how many it answered with 200.
+
+        ``outputs``: the model's output names, asked for by name (see :func:`loopback_requests`).
 
         Blocking: call it from a worker thread, never from the event loop that has to answer it.
         """
@@ -78,7 +98,7 @@ class LoopbackWarmer:
         answered = 0
         try:
             with httpx.Client(timeout=TIMEOUT_S) as client:
-                for encoded in loopback_requests(spec, self.requests):
+                for encoded in loopback_requests(spec, self.requests, outputs):
                     headers = {**encoded.headers(), **self._auth, WARMUP_HEADER: self._mark,
                                "Content-Type": encoded.media_type}
                     response = client.post(path, content=encoded.body, headers=headers)

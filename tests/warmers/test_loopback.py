@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.warmers import fault_zoo
@@ -110,6 +111,18 @@ def test_loopback_requests_use_the_primary_bucket_in_both_forms(example_specs: d
     requests = loopback_requests(spec, 3)
     assert [r.header_length is not None for r in requests] == [True, False, True]
     assert requests[0] == loopback_requests(spec, 1)[0]  # seeded
+    header = orjson.loads(requests[0].body[: requests[0].header_length])
+    assert [i["shape"] for i in header["inputs"]] == [[1, 64], [1, 64]]  # the primary bucket (batch 1)
+
+
+def test_loopback_requests_name_outputs_as_tritonclient_does(example_specs: dict) -> None:
+    spec = example_specs["reranker"]
+    binary, text = loopback_requests(spec, 2, ["score"])
+    header = orjson.loads(binary.body[: binary.header_length])
+    assert header["outputs"] == [{"name": "score", "parameters": {"binary_data": True}}] and "parameters" not in header
+    assert binary.body[binary.header_length:] == loopback_requests(spec, 1)[0].body[loopback_requests(spec, 1)[0].header_length:]
+    assert orjson.loads(text.body)["outputs"] == [{"name": "score", "parameters": {"binary_data": False}}]
+    assert text.header_length is None
 
 
 @pytest.mark.parametrize(
