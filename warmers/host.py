@@ -276,13 +276,12 @@ def _model_routes(
             if not own:
                 await _count_refusal(plane, metrics, name, version, exc)
             raise
+        if not own:
+            metrics.request_finished(model=result.model, version=result.version, status=200,
+                                     seconds=time.perf_counter() - start)
+            if result.ready_at is not None and time.monotonic() - result.ready_at <= cold_window_s:
+                metrics.cold_start(model=result.model, version=result.version, kind=AFTER_LOAD)
         encoded = result.response
-        if own:
-            return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers())
-        metrics.request_finished(model=result.model, version=result.version, status=200,
-                                 seconds=time.perf_counter() - start)
-        if result.ready_at is not None and time.monotonic() - result.ready_at <= cold_window_s:
-            metrics.cold_start(model=result.model, version=result.version, kind=AFTER_LOAD)
         return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers())
 
 
