@@ -63,7 +63,7 @@ def main() -> None:
 
     spec = next(s for s in load_fleet(EXAMPLE_FLEET).models if s.name == args.model)
     spec = spec.model_copy(update={"sla_p99_ms": None, "device": "cpu"})
-    helpers: list[subprocess.Popen[bytes]] = []
+    background: list[subprocess.Popen[bytes]] = []
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"), "model": spec.name, "keep_warm_ms": args.keep_warm_ms,
         "spinners": args.spinners, "load_average_at_start": os.getloadavg()[0], "gaps": [],
@@ -89,11 +89,11 @@ def main() -> None:
                 inputs = example_inputs(spec.warmup, bucket_combinations(spec.warmup)[0],
                                         generator=torch.Generator().manual_seed(7))
                 encoded = encode_request(spec, inputs, binary=True)
-                helpers.append(subprocess.Popen([sys.executable, "-c", KEEP_WARM, f"http://127.0.0.1:{port}/v2/models/"
+                background.append(subprocess.Popen([sys.executable, "-c", KEEP_WARM, f"http://127.0.0.1:{port}/v2/models/"
                                                  f"{spec.name}/infer", encoded.body.hex(), str(encoded.header_length),
                                                  str(args.keep_warm_ms / 1000)]))
             for _ in range(args.spinners):
-                helpers.append(subprocess.Popen(["chrt", "-i", "0", sys.executable, "-c", "while True: pass"]))
+                background.append(subprocess.Popen(["chrt", "-i", "0", sys.executable, "-c", "while True: pass"]))
             client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
             outputs = [triton.InferRequestedOutput(t.name, binary_data=True) for t in spec.warmup.outputs]
             items = inputs_for(spec, True)
@@ -114,9 +114,9 @@ def main() -> None:
                                         "ratio": first / median, "load_average": os.getloadavg()[0]})
                 log(f"gap {gap_ms:g} ms: first {first:.2f} ms, back to back {median:.2f} ms, ratio {first / median:.2f}")
         finally:
-            for helper in helpers:
-                helper.terminate()
-                helper.wait(timeout=10)
+            for process in background:
+                process.terminate()
+                process.wait(timeout=10)
             server.terminate()
             server.wait(timeout=30)
     results["load_average_at_end"] = os.getloadavg()[0]
