@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from warmers.codec import HEADER_LENGTH, describe
+from warmers.corking import Corked, tcp_socket
 from warmers.dataplane import DataPlane, ModelRepository
 from warmers.engine import Engine
 from warmers.errors import (
@@ -128,6 +129,21 @@ class TokenAuth:
         return False
 
 
+class HostApp(FastAPI):
+    """The host's FastAPI app: each HTTP response leaves in one TCP segment where it can (:mod:`warmers.corking`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sock = tcp_socket(send) if scope["type"] == "http" else None
+        if sock is None:
+            await super().__call__(scope, receive, send)
+            return
+        corked = Corked(send, sock)
+        try:
+            await super().__call__(scope, receive, corked)
+        finally:
+            corked.uncork()
+
+
 def create_app(
     *,
     fleet: str | Path | None = None,
@@ -172,7 +188,7 @@ def create_app(
             plane.started.set()
         yield
 
-    app = FastAPI(title="prewarm host", lifespan=lifespan, redirect_slashes=False)
+    app = HostApp(title="prewarm host", lifespan=lifespan, redirect_slashes=False)
     app.state.plane = plane
     app.state.metrics = metrics
     if token:
