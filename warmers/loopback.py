@@ -8,7 +8,7 @@ the client itself. After a load through the repository API turns a model ready, 
 ``requests`` requests of the model's primary bucket to its own listener, from a worker thread as a client
 would, alternating binary and JSON tensors, before it answers the load.
 
-These requests carry a per-process token in :data:`WARMUP_HEADER`; the route leaves them out of the
+These requests carry a random per-process mark in :data:`WARMUP_HEADER`; the route leaves them out of the
 statistics and the request metrics (they are the host's, not a client's). A failure of the pass is logged
 and leaves the model ready: it has passed validation already.
 """
