@@ -4,11 +4,9 @@ Warm-up and validation run the serving path on the model's inference thread, but
 front: the socket, uvicorn's HTTP parsing, the middleware, routing and the route itself, run on the event
 loop thread, which sat idle while the load ran (about a second of other work on the same cores). Measured
 from a real client, the first request after a load paid about 1 ms more than the next ones there, and in
-the client itself. With ``PREWARM_HOST__LOOPBACK_WARMUP`` set, after a load through the repository API
-turns a model ready, the host sends ``requests`` requests of the model's primary bucket to its own listener,
-from a worker thread as a client would, alternating binary and JSON tensors, before it answers the load.
-Off by default: once responses leave in one segment (:mod:`warmers.corking`), it made no measurable
-difference to that first request (``docs/benchmarks.md``).
+the client itself. After a load through the repository API turns a model ready, the host therefore sends
+``requests`` requests of the model's primary bucket to its own listener, from a worker thread as a client
+would, alternating binary and JSON tensors, before it answers the load.
 
 These requests carry a random per-process mark in :data:`WARMUP_HEADER`; the route leaves them out of the
 statistics and the request metrics (they are the host's, not a client's). A failure of the pass is logged
