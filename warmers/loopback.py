@@ -97,7 +97,8 @@ class LoopbackWarmer:
         path = f"{url}/v2/models/{spec.name}/versions/{spec.version}/infer"
         answered = 0
         try:
-            with httpx.Client(timeout=TIMEOUT_S) as client:
+            # trust_env=False: never through a proxy from the environment (the requests carry the host's token)
+            with httpx.Client(timeout=TIMEOUT_S, trust_env=False) as client:
                 for encoded in loopback_requests(spec, self.requests, outputs):
                     headers = {**encoded.headers(), **self._auth, WARMUP_HEADER: self._mark,
                                "Content-Type": encoded.media_type}

@@ -80,6 +80,22 @@ def test_zero_loopback_requests_sends_none(start_host: HostFactory, tmp_path: Pa
     assert len(fault_zoo.THREADS) == with_none + 2
 
 
+def test_the_loopback_pass_ignores_proxies_from_the_environment(
+    start_host: HostFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_pass_url = recorded_host(start_host, tmp_path, loopback_warmup=2)
+    without_url = recorded_host(start_host, tmp_path / "none", loopback_warmup=0)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "")
+    counts = []
+    for url in (with_pass_url, without_url):
+        fault_zoo.THREADS.clear()
+        with httpx.Client(trust_env=False) as client:
+            assert client.post(f"{url}/v2/repository/models/recorded/load", json={}).status_code == 200
+        counts.append(len(fault_zoo.THREADS))
+    assert counts[0] == counts[1] + 2  # both loopback requests reached the host, not the proxy
+
+
 def test_the_loopback_pass_authenticates_on_a_guarded_host(start_host: HostFactory, tmp_path: Path) -> None:
     url = recorded_host(start_host, tmp_path, loopback_warmup=2, token="loopback-token")
     fault_zoo.THREADS.clear()
