@@ -50,6 +50,11 @@ class HostSettings(BaseModel):
     drain_s: float = Field(
         default=30.0, ge=0, description="Seconds an unload or version roll waits for requests in flight to finish."
     )
+    loopback_warmup: int = Field(
+        default=4, ge=0,
+        description="Requests a load through the repository API sends through the host's own HTTP listener "
+        "before it answers (0: none).",
+    )
 
 
 class PrometheusSettings(BaseModel):

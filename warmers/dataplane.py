@@ -269,8 +269,10 @@ class DataPlane:
             return False
         return True
 
-    async def infer(self, name: str, version: str | None, body: bytes, header_length: str | None) -> InferResult:
-        """Serve one serialized request on the model's inference thread.
+    async def infer(
+        self, name: str, version: str | None, body: bytes, header_length: str | None, *, record: bool = True
+    ) -> InferResult:
+        """Serve one serialized request on the model's inference thread (in the statistics unless not ``record``).
 
         The model stays counted in flight until the request has finished on its thread, even when the client
         went away meanwhile, so an unload waits for it.
@@ -287,9 +289,11 @@ class DataPlane:
         try:
             served = await asyncio.wrap_future(future)
         except WarmupError:
-            self.stats.failed(spec.name, spec.version, time.perf_counter_ns() - started)
+            if record:
+                self.stats.failed(spec.name, spec.version, time.perf_counter_ns() - started)
             raise
-        self.stats.succeeded(spec.name, spec.version, time.perf_counter_ns() - started, served)
+        if record:
+            self.stats.succeeded(spec.name, spec.version, time.perf_counter_ns() - started, served)
         return InferResult(served.response, spec.name, spec.version, loaded.ready_at)
 
     # -- repository -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from warmers.codec import HEADER_LENGTH, describe
+from warmers.corking import Corked, tcp_socket
 from warmers.dataplane import DataPlane, ModelRepository
 from warmers.engine import Engine
 from warmers.errors import (
@@ -40,6 +41,7 @@ from warmers.errors import (
     UnsupportedEncodingError,
     WarmupError,
 )
+from warmers.loopback import LoopbackWarmer, base_url
 from warmers.metrics import AFTER_LOAD, NOT_READY, HostMetrics
 from warmers.protocol import RepositoryIndexRequest
 from warmers.sources import SpecSource, default_source, fleet_source
@@ -127,6 +129,21 @@ class TokenAuth:
         return False
 
 
+class HostApp(FastAPI):
+    """The host's FastAPI app: each HTTP response leaves in one TCP segment where it can (:mod:`warmers.corking`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sock = tcp_socket(send) if scope["type"] == "http" else None
+        if sock is None:
+            await super().__call__(scope, receive, send)
+            return
+        corked = Corked(send, sock)
+        try:
+            await super().__call__(scope, receive, corked)
+        finally:
+            corked.uncork()
+
+
 def create_app(
     *,
     fleet: str | Path | None = None,
@@ -134,6 +151,7 @@ def create_app(
     engine: Engine | None = None,
     load_on_startup: bool = True,
     token: str | None = None,
+    loopback_warmup: int | None = None,
 ) -> FastAPI:
     """The host's FastAPI app.
 
@@ -141,7 +159,9 @@ def create_app(
     registry is empty). With ``load_on_startup`` every model is loaded and warmed in a background thread
     after start-up; ``/v2/health/ready`` answers 200 once that has finished and no model failed to load.
     ``token`` (default: ``PREWARM_HOST__TOKEN``) is required as a bearer token on the repository and model
-    routes when set.
+    routes when set. After a load through the repository API, ``loopback_warmup`` requests (default:
+    ``PREWARM_HOST__LOOPBACK_WARMUP``) go through the host's own listener before the load is answered
+    (:mod:`warmers.loopback`).
     """
     from prewarm.settings import get_settings
 
@@ -155,6 +175,9 @@ def create_app(
     metrics.watch(engine)
     specs = source or (fleet_source(fleet) if fleet is not None else default_source())
     plane = DataPlane(engine, ModelRepository(specs))
+    loopback = LoopbackWarmer(
+        requests=settings.loopback_warmup if loopback_warmup is None else loopback_warmup, token=token
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -165,7 +188,7 @@ def create_app(
             plane.started.set()
         yield
 
-    app = FastAPI(title="prewarm host", lifespan=lifespan, redirect_slashes=False)
+    app = HostApp(title="prewarm host", lifespan=lifespan, redirect_slashes=False)
     app.state.plane = plane
     app.state.metrics = metrics
     if token:
@@ -173,8 +196,9 @@ def create_app(
     app.add_middleware(CatchAll)
     _error_handlers(app)
     _health_routes(app, plane)
-    _model_routes(app, plane, metrics, cold_window_s=settings.cold_window_s, body_limit=int(settings.max_body_mb * 2**20))
-    _repository_routes(app, plane)
+    _model_routes(app, plane, metrics, loopback, cold_window_s=settings.cold_window_s,
+                  body_limit=int(settings.max_body_mb * 2**20))
+    _repository_routes(app, plane, loopback)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -223,7 +247,8 @@ def _health_routes(app: FastAPI, plane: DataPlane) -> None:
 
 
 def _model_routes(
-    app: FastAPI, plane: DataPlane, metrics: HostMetrics, *, cold_window_s: float, body_limit: int
+    app: FastAPI, plane: DataPlane, metrics: HostMetrics, loopback: LoopbackWarmer, *, cold_window_s: float,
+    body_limit: int,
 ) -> None:
     # Sync handlers run in the thread pool: a miss may read the repository's source (the registry).
     @app.get("/v2/models/stats")
@@ -255,20 +280,23 @@ def _model_routes(
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         start = time.perf_counter()
+        own = loopback.is_warmup(request.headers)  # the host's own warm-up: not a client's request
         try:
             if plane.is_registered(name, version):
                 plane.check_servable(name, version)
             else:
                 await anyio.to_thread.run_sync(plane.check_servable, name, version)
             body = await read_body(request, limit=body_limit, where=f"model {name!r}")
-            result = await plane.infer(name, version, body, request.headers.get(HEADER_LENGTH))
+            result = await plane.infer(name, version, body, request.headers.get(HEADER_LENGTH), record=not own)
         except WarmupError as exc:
-            await _count_refusal(plane, metrics, name, version, exc)
+            if not own:
+                await _count_refusal(plane, metrics, name, version, exc)
             raise
-        metrics.request_finished(model=result.model, version=result.version, status=200,
-                                 seconds=time.perf_counter() - start)
-        if result.ready_at is not None and time.monotonic() - result.ready_at <= cold_window_s:
-            metrics.cold_start(model=result.model, version=result.version, kind=AFTER_LOAD)
+        if not own:
+            metrics.request_finished(model=result.model, version=result.version, status=200,
+                                     seconds=time.perf_counter() - start)
+            if result.ready_at is not None and time.monotonic() - result.ready_at <= cold_window_s:
+                metrics.cold_start(model=result.model, version=result.version, kind=AFTER_LOAD)
         encoded = result.response
         return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers())
 
@@ -329,7 +357,7 @@ def _decompress(body: bytes, *, encoding: str, limit: int, where: str, too_large
     raise InferenceInputError(f"{where}: the body is not valid {encoding} data")
 
 
-def _repository_routes(app: FastAPI, plane: DataPlane) -> None:
+def _repository_routes(app: FastAPI, plane: DataPlane, loopback: LoopbackWarmer) -> None:
     @app.post("/v2/repository/index")
     async def index(request: Request) -> list[dict[str, Any]]:
         body = await read_body(request, limit=REPOSITORY_BODY_LIMIT, where="repository index")
@@ -344,6 +372,10 @@ def _repository_routes(app: FastAPI, plane: DataPlane) -> None:
         await read_body(request, limit=REPOSITORY_BODY_LIMIT, where=f"load of {name!r}")
         report = await plane.load(name)
         if report.ready:
+            spec = plane.spec(name, report.version)
+            url = base_url(request.scope.get("server"), request.url.scheme)
+            outputs = [t.name for t in plane.outputs(spec)]
+            await anyio.to_thread.run_sync(loopback.run, url, spec, outputs)
             return JSONResponse({"name": name, "ready": True, "report": report.to_dict()})
         message = f"failed to load {name!r}: {report.reason}"
         return JSONResponse({"error": message, "report": report.to_dict()}, status_code=400)

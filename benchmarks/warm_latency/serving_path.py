@@ -1,7 +1,7 @@
 """Warm latency through the serving path, from a real client: tritonclient against ``prewarm serve``.
 
     .venv/bin/python benchmarks/warm_latency/serving_path.py [--rounds 5] [--next 30] [--cpu-threads 1]
-        [--out benchmarks/warm_latency/results]
+        [--loopback-warmup N] [--out benchmarks/warm_latency/results] [--name serving-path-cpu]
 
 For each of the three small example models (chat-small, embedder, reranker) and each tensor form (binary,
 as tritonclient sends by default, and JSON): ``rounds`` times unload + load the model through the repository
@@ -10,7 +10,9 @@ API, then send the first request at once and ``next`` more back to back, all wit
 CPU. Then as many rounds again that read the host's statistics around the first request and after the next
 ones: the host's own serving-path time (decode, model, encode on the model's inference thread), which leaves
 out HTTP and the client. The host runs in its own process; the client is this process. Writes
-``serving-path-cpu.json`` and ``.md``, with the load average at the start, the end and after every round.
+``serving-path-cpu.json`` and ``.md`` (``--name``), with the load average at the start, the end and after
+every round. ``--loopback-warmup`` sets the host's ``PREWARM_HOST__LOOPBACK_WARMUP`` (default: the host's
+own default), the requests a load sends through the host's listener before it answers.
 """
 
 from __future__ import annotations
@@ -121,7 +123,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--next", type=int, default=30, dest="following")
     parser.add_argument("--cpu-threads", type=int, default=1)
+    parser.add_argument("--loopback-warmup", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--name", default="serving-path-cpu")
     args = parser.parse_args()
     import httpx
     import tritonclient.http as triton
@@ -136,6 +140,7 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()}-core {platform.machine()}, "
         f"Python {platform.python_version()}", "load_average_at_start": os.getloadavg()[0],
         "command": " ".join(["benchmarks/warm_latency/serving_path.py", *sys.argv[1:]]), "goal": GOAL, "models": {},
+        "loopback_warmup": args.loopback_warmup,
     }
     with tempfile.TemporaryDirectory(prefix="serving-path-") as tmp:
         fleet = Path(tmp) / "fleet.yaml"
@@ -143,6 +148,8 @@ def main() -> None:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
         env.update(PREWARM_HOME=str(Path(tmp) / "home"), PREWARM_HOST__DEVICE="cpu", PYTHONPATH=str(ROOT))
+        if args.loopback_warmup is not None:
+            env["PREWARM_HOST__LOOPBACK_WARMUP"] = str(args.loopback_warmup)
         command = [str(Path(sys.executable).parent / "prewarm"), "serve", "--port", str(port), "--fleet", str(fleet),
                    "--cpu-threads", str(args.cpu_threads)]
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -172,9 +179,9 @@ def main() -> None:
             server.wait(timeout=30)
     results["load_average_at_end"] = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serving-path-cpu.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = render(results)
-    (args.out / "serving-path-cpu.md").write_text(markdown)
+    (args.out / f"{args.name}.md").write_text(markdown)
     sys.stdout.write(markdown)
 
 

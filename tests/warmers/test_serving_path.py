@@ -28,14 +28,15 @@ def test_warm_up_runs_on_the_thread_that_serves_clients(
     fault_zoo.THREADS.clear()
     entry = raw_entry("reranker", name="recorded", factory="tests.warmers.fault_zoo:thread_recording_reranker")
     engine = make_engine(tmp_path / "engine")
-    url = start_host(fleet=write_fleet(tmp_path / "fleet", [entry]), engine=engine, load_on_startup=False)
+    url = start_host(fleet=write_fleet(tmp_path / "fleet", [entry]), engine=engine, load_on_startup=False,
+                     loopback_warmup=3)
     load = httpx.post(f"{url}/v2/repository/models/recorded/load", json={})
     assert load.status_code == 200, load.text
     warm_threads = set(fault_zoo.THREADS)
     runs = len(fault_zoo.THREADS)
     spec = engine.get("recorded").spec
-    # cold request, 3 buckets + the primary again x 3 iterations, 1 + 20 probes, 5 idle probes
-    assert runs == 1 + 4 * spec.warmup.iterations + spec.warmup.probes + 1 + pipeline.IDLE_PROBES
+    # cold request, 3 buckets + the primary again x 3 iterations, 1 + 20 probes, 5 idle probes, 3 over HTTP
+    assert runs == 1 + 4 * spec.warmup.iterations + spec.warmup.probes + 1 + pipeline.IDLE_PROBES + 3
     assert {"json", "binary"} <= set(forms) and len(forms) == runs
     for _ in range(3):
         assert httpx.post(f"{url}/v2/models/recorded/infer", json=reranker_request(batch=1)).status_code == 200
