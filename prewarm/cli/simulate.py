@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich import box
 from rich.table import Table
 
 from prewarm.cli import options as opt
@@ -24,10 +25,14 @@ def _table(document: dict) -> Table:  # type: ignore[type-arg]
     models, intervals = document["models"], document["eval_intervals"]
     table = Table(
         title=f"{models:,} {plural(models, 'model')}, {intervals:,} evaluation {plural(intervals, 'interval')}, "
-        f"lead {_lead_text(document)}"
+        f"lead {_lead_text(document)}",
+        # No vertical rules and one space of padding: every policy name and figure fits 80 columns whole.
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 0, 0, 1),
     )
-    for column in ("policy", "cold fraction", "cold starts", "replica hours", "÷ oracle", "expected cost", "seconds"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
+    for column in ("policy", "cold\nfraction", "cold\nstarts", "replica\nhours", "÷\noracle", "expected\ncost", "seconds"):
+        table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
     for name, p in document["policies"].items():
         ratio = p["replica_hours_vs_oracle"]
         table.add_row(
@@ -36,7 +41,7 @@ def _table(document: dict) -> Table:  # type: ignore[type-arg]
             f"{p['cold_start_events']:,}",
             f"{p['replica_hours']:,.0f}",
             "-" if ratio is None else f"{ratio:.2f}x",
-            f"{p['cost']:,.1f}",
+            f"{p['cost']:,.0f}",
             f"{p['seconds']:.1f}",
         )
     return table

@@ -82,3 +82,17 @@ def test_plan_table_fits_with_a_day_long_window(tmp_path: Path) -> None:
         result.stdout.split()
     )
     assert "00:00–00:00" not in result.stdout and " for " in result.stdout
+
+
+def test_simulate_table_fits_with_every_policy() -> None:
+    from prewarm.cli.simulate import _table as simulate_table
+
+    names = ("static", "keepalive", "reactive", "histogram", "histogram-tuned", "topk", "sparse", "forecast", "cost",
+             "oracle")
+    policy = {"cold_fraction": 0.3420, "cold_start_events": 1_234_567, "replica_hours": 1_215_712.4,
+              "replica_hours_vs_oracle": 12.29, "cost": 9_216_143.27, "seconds": 1275.1}
+    document = {"models": 12_000, "eval_intervals": 168, "lead": 1, "lead_seconds": 5400.0, "interval_seconds": 3600.0,
+                "policies": {name: policy for name in names}}
+    text = render(simulate_table(document))
+    assert_fits(text)
+    assert "histogram-tuned" in text and "9,216,143" in text and "1,275.1" not in text and "1275.1" in text
