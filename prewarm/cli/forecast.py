@@ -12,6 +12,7 @@ from rich.table import Column, Table
 from prewarm import columns as C
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, duration, exits_cleanly, moment, plural, window
+from prewarm.cli.tables import narrow_table
 from prewarm.errors import InputError
 
 
@@ -21,7 +22,9 @@ def _print_report(result: object, target: str) -> None:
     for method, count in report.methods().items():
         for part in method.split("+"):
             used[part] = used.get(part, 0) + count
-    table = Table("method", Column("models using it", justify="right"), title="Forecasting methods")
+    table = narrow_table(
+        Column("method", no_wrap=True), Column("models using it", justify="right"), title="Forecasting methods"
+    )
     for method, count in sorted(used.items(), key=lambda item: (-item[1], item[0])):
         table.add_row(method, f"{count:,}")
     console.print(table)

@@ -6,10 +6,11 @@ import json
 from datetime import datetime
 
 import typer
-from rich.table import Column, Table
+from rich.table import Column
 
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, exits_cleanly
+from prewarm.cli.tables import narrow_table
 
 app = typer.Typer(help="The serving hosts of each pool: add, list, drain, remove.", no_args_is_help=True)
 
@@ -102,8 +103,8 @@ def list_command(
         console.print("No hosts; add one with `prewarm hosts add NAME URL --pool P` or start `prewarm serve --register`")
         return
     now = utcnow()
-    table = Table(
-        Column("name", overflow="fold"), Column("pool", overflow="fold"), "state", "kind",
+    table = narrow_table(
+        Column("name", no_wrap=True), Column("pool", no_wrap=True), Column("state", no_wrap=True), "kind",
         Column("memory MB", justify="right"), Column("warm-ups", justify="right"), Column("last seen", no_wrap=True),
     )
     for v in views:
@@ -119,10 +120,14 @@ def list_command(
 
 
 def _ago(when: datetime | None, now: datetime) -> str:
+    """How long ago, in the largest unit that still reads as a whole number above one: ``90 s``, ``5 h``, ``3 d``."""
     if when is None:
         return "never"
     seconds = max(0.0, (now - when).total_seconds())
-    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
 
 
 @app.command("drain")

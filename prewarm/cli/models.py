@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Column, Table
+from rich.table import Column
 
 from db.migrate import upgrade
 from db.registry import list_models, upsert_models
 from db.session import get_engine, session_scope
 from prewarm.cli.output import console, exits_cleanly, plural
+from prewarm.cli.tables import narrow_table
 from prewarm.fleet import check_factories, load_fleet
 
 app = typer.Typer(help="Register and list model versions.", no_args_is_help=True)
@@ -43,8 +44,8 @@ def list_registered() -> None:
     upgrade(engine)
     with session_scope(engine) as session:
         rows = list_models(session)
-        table = Table(
-            Column("model", overflow="fold"), "version", Column("loader", no_wrap=True),
+        table = narrow_table(
+            Column("model", no_wrap=True), Column("version", no_wrap=True), Column("loader", no_wrap=True),
             Column("priority", justify="right"), Column("SLA p99 ms", justify="right"),
             Column("memory MB", justify="right"),
         )
@@ -52,7 +53,7 @@ def list_registered() -> None:
         for row in rows:
             sla = f"{row.sla_p99_ms:g}" if row.sla_p99_ms else "-"
             table.add_row(
-                row.name, row.version, row.loader or "(foreign)", str(row.priority), sla, f"{row.device_memory_mb:g}"
+                row.name, row.version, row.loader or "(foreign)", str(row.priority), sla, _mb(row.device_memory_mb)
             )
             if row.artifact_uri:
                 artifacts.append(f"  {row.name}:{row.version}  {row.artifact_uri}")
@@ -64,3 +65,8 @@ def list_registered() -> None:
         console.print("artifacts:", highlight=False)
         for line in artifacts:
             console.print(line, highlight=False, soft_wrap=True)
+
+
+def _mb(value: float) -> str:
+    """Megabytes with thousands separators (``80,000``, not ``80000`` or ``1.5e+06``); a fraction only if there is one."""
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"

@@ -20,12 +20,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import RenderableType
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from prewarm import columns as C
 from prewarm.cli import options as opt
 from prewarm.cli.output import Notes, console, err_console, exits_cleanly, moment, plural, window
+from prewarm.cli.tables import narrow_table
 from prewarm.fleet import load_fleet
 from prewarm.telemetry import read_telemetry_input
 from prewarm.text import validation_message
@@ -88,17 +89,17 @@ def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
     """The dry run's windows; the reasons go under the table as numbered notes."""
     with_hosts = any(r.host for r in result.rows)
     one_version = len({(r.model, r.version) for r in result.rows}) == len({r.model for r in result.rows})
-    table = Table(
+    table = narrow_table(
         title=f"Warm plan as of {moment(now)} UTC (the telemetry's end, not the clock): "
         f"{len(result.rows)} {plural(len(result.rows), 'window')}, a dry run",
     )
-    table.add_column("model", overflow="fold")
+    table.add_column("model", no_wrap=True)
     table.add_column("warm from", no_wrap=True)
     table.add_column("window", no_wrap=True)
     table.add_column("replicas", justify="right")
     table.add_column("demand", justify="right")
     if with_hosts:
-        table.add_column("host", overflow="fold")
+        table.add_column("host", no_wrap=True)
     table.add_column("why", justify="right")
     for r in sorted(result.rows, key=lambda r: (r.start, r.model)):
         cells: list[RenderableType] = [
@@ -108,6 +109,19 @@ def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
         if with_hosts:
             cells.append(Text(r.host or "-"))
         table.add_row(*cells, notes.mark(r.reason))
+    return table
+
+
+def level_table(levels: dict[str, dict[str, Any]], *, notes: Notes) -> Table:
+    """The cost policy's level per model; each reason goes under the table as a numbered note."""
+    table = narrow_table(
+        Column("model", no_wrap=True), Column("level", justify="right"),
+        Column("sparse-rule intervals", justify="right"), Column("why", justify="right"),
+        title="Level per model (cost policy)",
+    )
+    for model, entry in levels.items():
+        level = entry["level"] if isinstance(entry["level"], str) else f"{entry['level']:g}"
+        table.add_row(Text(model), level, f"{entry['sparse_intervals']:,}", notes.mark(entry["reason"]))
     return table
 
 
@@ -349,12 +363,8 @@ def _plan_file_cost(
     plan_table = _table(result, now=now, notes=notes)
     console.print(plan_table if result.rows else f"{plan_table.title}.", highlight=False)
     notes.print("why")
-    table = Table(title="Level per model (cost policy)")
-    for column in ("model", "level", "sparse-rule intervals", "why"):
-        table.add_column(column)
-    for model, entry in levels.items():
-        table.add_row(Text(model), str(entry["level"]), str(entry["sparse_intervals"]), Text(entry["reason"]))
-    console.print(table)
+    console.print(level_table(levels, notes=(level_notes := Notes())))
+    level_notes.print("why")
     if out is not None:
         console.print(f"Plan written to {escape(str(out))}")
 
@@ -462,14 +472,14 @@ def _plan_pool(
         typer.echo(json.dumps(document, indent=2))
         return
     clock = "" if as_of is None else f" as of {moment(now)} UTC (not the clock)"
-    table = Table(
+    table = narrow_table(
         title=f"Pool {pool}{clock}: {len(planned.windows)} replica {plural(len(planned.windows), 'window')} on "
         f"{len(planned.hosts)} up {plural(len(planned.hosts), 'host')}" + ("" if store else " (dry run: nothing stored)")
     )
     notes = Notes()
     one_version = len({(w.model, w.version) for w in planned.windows}) == len({w.model for w in planned.windows})
-    table.add_column("model", overflow="fold")
-    table.add_column("host", overflow="fold")
+    table.add_column("model", no_wrap=True)
+    table.add_column("host", no_wrap=True)
     table.add_column("warm from", no_wrap=True)
     table.add_column("window", no_wrap=True)
     table.add_column("demand", justify="right")

@@ -6,9 +6,10 @@ import json
 from datetime import UTC, datetime
 
 import typer
-from rich.table import Table
+from rich.table import Column
 
 from prewarm.cli.output import Notes, console, exits_cleanly, moment
+from prewarm.cli.tables import narrow_table
 
 
 def _as_of(value: str | None) -> datetime | None:
@@ -75,9 +76,12 @@ def reconcile(
         console.print(f"[yellow]skipped:[/] {report.reason}", highlight=False)
         return
     clock = "" if as_of is None else " (not the clock)"
-    table = Table(title=f"Pool {pool} at {moment(report.now)} UTC{clock}: desired vs ready per host")
-    for column in ("host", "state", "desired", "ready", "missing", "extra"):
-        table.add_column(column, overflow="fold")
+    # Missing and extra are lists of model names: the only free text here, so the only columns that wrap.
+    table = narrow_table(
+        Column("host", no_wrap=True), Column("state", no_wrap=True), Column("desired", justify="right"),
+        Column("ready", justify="right"), Column("missing", ratio=1), Column("extra", ratio=1),
+        title=f"Pool {pool} at {moment(report.now)} UTC{clock}: desired vs ready per host",
+    )
     for host in report.hosts:
         state = host["state"] if host["reachable"] else f"{host['state']}, unreachable"
         table.add_row(
@@ -87,9 +91,10 @@ def reconcile(
     console.print(table)
     if report.actions:
         notes = Notes()
-        actions = Table(title="Actions")
-        for column in ("action", "host", "model", "outcome", "s", "why"):
-            actions.add_column(column, overflow="fold", justify="right" if column in ("s", "why") else "left")
+        actions = narrow_table(
+            *(Column(c, no_wrap=True) for c in ("action", "host", "model", "outcome")),
+            Column("s", justify="right"), Column("why", justify="right"), title="Actions",
+        )
         for a in report.actions:
             outcome = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(a["outcome"], a["outcome"])
             seconds = "-" if a["seconds"] is None else f"{a['seconds']:.1f}"

@@ -6,11 +6,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import typer
-from rich.table import Column, Table
+from rich.table import Column
 
 from db.migrate import upgrade
 from db.session import get_engine, session_scope
 from prewarm.cli.output import console, exits_cleanly
+from prewarm.cli.tables import narrow_table
 
 
 @exits_cleanly
@@ -35,7 +36,7 @@ def report(
         buckets = load_cold_starts(session, since=since)
         spans = plan_spans(session, since=since)
     table = cold_starts_by_day(buckets, spans)
-    shown = Table(
+    shown = narrow_table(
         Column("model", no_wrap=True),
         Column("day (UTC)", no_wrap=True),
         Column("requests", justify="right"),
