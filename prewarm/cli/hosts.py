@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Column
+from rich.table import Column, Table
 
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, exits_cleanly
 from prewarm.cli.tables import narrow_table
+
+if TYPE_CHECKING:
+    from controller.inventory import HostView
 
 app = typer.Typer(help="The serving hosts of each pool: add, list, drain, remove.", no_args_is_help=True)
 
@@ -103,6 +108,15 @@ def list_command(
         console.print("No hosts; add one with `prewarm hosts add NAME URL --pool P` or start `prewarm serve --register`")
         return
     now = utcnow()
+    table = host_table(views, now=now)
+    console.print(table)
+    console.print("urls and device classes:", highlight=False)
+    for v in views:
+        console.print(f"  {v.name}  {v.url}  ({v.device_class})", highlight=False, soft_wrap=True)
+
+
+def host_table(views: Sequence[HostView], *, now: datetime) -> Table:
+    """One row per host: where it serves, its state, capacity and last sign of life (URLs go under the table)."""
     table = narrow_table(
         Column("name", no_wrap=True), Column("pool", no_wrap=True), Column("state", no_wrap=True), "kind",
         Column("memory MB", justify="right"), Column("warm-ups", justify="right"), Column("last seen", no_wrap=True),
@@ -113,10 +127,7 @@ def list_command(
         table.add_row(
             v.name, v.pool, state, v.kind.value, memory, str(v.max_concurrent_warmups), _ago(v.last_seen_at, now)
         )
-    console.print(table)
-    console.print("urls and device classes:", highlight=False)
-    for v in views:
-        console.print(f"  {v.name}  {v.url}  ({v.device_class})", highlight=False, soft_wrap=True)
+    return table
 
 
 def _ago(when: datetime | None, now: datetime) -> str:

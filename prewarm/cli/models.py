@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.table import Column
+from rich.table import Column, Table
 
 from db.migrate import upgrade
 from db.registry import list_models, upsert_models
@@ -44,19 +46,8 @@ def list_registered() -> None:
     upgrade(engine)
     with session_scope(engine) as session:
         rows = list_models(session)
-        table = narrow_table(
-            Column("model", no_wrap=True), Column("version", no_wrap=True), Column("loader", no_wrap=True),
-            Column("priority", justify="right"), Column("SLA p99 ms", justify="right"),
-            Column("memory MB", justify="right"),
-        )
-        artifacts = []
-        for row in rows:
-            sla = f"{row.sla_p99_ms:g}" if row.sla_p99_ms else "-"
-            table.add_row(
-                row.name, row.version, row.loader or "(foreign)", str(row.priority), sla, _mb(row.device_memory_mb)
-            )
-            if row.artifact_uri:
-                artifacts.append(f"  {row.name}:{row.version}  {row.artifact_uri}")
+        table = model_table(rows)
+        artifacts = [f"  {row.name}:{row.version}  {row.artifact_uri}" for row in rows if row.artifact_uri]
     if not rows:
         console.print("No models registered; run: prewarm models import FLEET.yaml")
         return
@@ -67,6 +58,21 @@ def list_registered() -> None:
             console.print(line, highlight=False, soft_wrap=True)
 
 
+def model_table(rows: Sequence[Any]) -> Table:
+    """One row per registered model version (``db.models.Model`` rows); artifact URIs go under the table."""
+    table = narrow_table(
+        Column("model", no_wrap=True), Column("version", no_wrap=True), Column("loader", no_wrap=True),
+        Column("priority", justify="right"), Column("SLA p99 ms", justify="right"),
+        Column("memory MB", justify="right"),
+    )
+    for row in rows:
+        sla = _mb(row.sla_p99_ms) if row.sla_p99_ms else "-"
+        table.add_row(
+            row.name, row.version, row.loader or "(foreign)", str(row.priority), sla, _mb(row.device_memory_mb)
+        )
+    return table
+
+
 def _mb(value: float) -> str:
-    """Megabytes with thousands separators (``80,000``, not ``80000`` or ``1.5e+06``); a fraction only if there is one."""
+    """A number with thousands separators (``80,000``, not ``80000`` or ``1.5e+06``); a fraction only if there is one."""
     return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"

@@ -8,6 +8,7 @@ windows on the pool's up hosts (the same function the flow calls) and, with ``--
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,6 +123,25 @@ def level_table(levels: dict[str, dict[str, Any]], *, notes: Notes) -> Table:
     for model, entry in levels.items():
         level = entry["level"] if isinstance(entry["level"], str) else f"{entry['level']:g}"
         table.add_row(Text(model), level, f"{entry['sparse_intervals']:,}", notes.mark(entry["reason"]))
+    return table
+
+
+def pool_table(windows: Sequence[Any], *, title: str, interval: timedelta, notes: Notes) -> Table:
+    """A pool's replica windows, one row per replica; the reasons go under the table as numbered notes."""
+    table = narrow_table(title=title)
+    one_version = len({(w.model, w.version) for w in windows}) == len({w.model for w in windows})
+    table.add_column("model", no_wrap=True)
+    table.add_column("host", no_wrap=True)
+    table.add_column("warm from", no_wrap=True)
+    table.add_column("window", no_wrap=True)
+    table.add_column("demand", justify="right")
+    table.add_column("why", justify="right")
+    for w in sorted(windows, key=lambda w: (w.window_start, w.model, w.host or "")):
+        warm_at = w.window_start - timedelta(seconds=w.lead_seconds)
+        table.add_row(
+            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"), warm_from(warm_at, interval),
+            window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
+        )
     return table
 
 
@@ -472,24 +492,12 @@ def _plan_pool(
         typer.echo(json.dumps(document, indent=2))
         return
     clock = "" if as_of is None else f" as of {moment(now)} UTC (not the clock)"
-    table = narrow_table(
-        title=f"Pool {pool}{clock}: {len(planned.windows)} replica {plural(len(planned.windows), 'window')} on "
+    title = (
+        f"Pool {pool}{clock}: {len(planned.windows)} replica {plural(len(planned.windows), 'window')} on "
         f"{len(planned.hosts)} up {plural(len(planned.hosts), 'host')}" + ("" if store else " (dry run: nothing stored)")
     )
     notes = Notes()
-    one_version = len({(w.model, w.version) for w in planned.windows}) == len({w.model for w in planned.windows})
-    table.add_column("model", no_wrap=True)
-    table.add_column("host", no_wrap=True)
-    table.add_column("warm from", no_wrap=True)
-    table.add_column("window", no_wrap=True)
-    table.add_column("demand", justify="right")
-    table.add_column("why", justify="right")
-    for w in sorted(planned.windows, key=lambda w: (w.window_start, w.model, w.host or "")):
-        warm_at = w.window_start - timedelta(seconds=w.lead_seconds)
-        table.add_row(
-            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"), warm_from(warm_at, interval),
-            window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
-        )
+    table = pool_table(planned.windows, title=title, interval=interval, notes=notes)
     console.print(table if planned.windows else f"{table.title}.", highlight=False)
     notes.print("why")
     for line in planned.shortfall:
