@@ -110,22 +110,22 @@ def list_command(
     now = utcnow()
     table = host_table(views, now=now)
     console.print(table)
-    console.print("urls and device classes:", highlight=False)
+    console.print("kinds, urls and device classes:", highlight=False)
     for v in views:
-        console.print(f"  {v.name}  {v.url}  ({v.device_class})", highlight=False, soft_wrap=True)
+        console.print(f"  {v.name}  {v.kind.value}  {v.url}  ({v.device_class})", highlight=False, soft_wrap=True)
 
 
 def host_table(views: Sequence[HostView], *, now: datetime) -> Table:
-    """One row per host: where it serves, its state, capacity and last sign of life (URLs go under the table)."""
+    """One row per host: where it serves, its state, capacity and last sign of life (kinds and URLs go under the table)."""
     table = narrow_table(
-        Column("name", no_wrap=True), Column("pool", no_wrap=True), Column("state", no_wrap=True), "kind",
+        Column("name", no_wrap=True), Column("pool", no_wrap=True), Column("state", no_wrap=True),
         Column("memory MB", justify="right"), Column("warm-ups", justify="right"), Column("last seen", no_wrap=True),
     )
     for v in views:
         state = {"up": "[green]up[/]", "draining": "[yellow]draining[/]", "down": "[red]down[/]"}[v.state.value]
         memory = "-" if v.memory_mb is None else f"{v.memory_mb:,.0f}"
         table.add_row(
-            v.name, v.pool, state, v.kind.value, memory, str(v.max_concurrent_warmups), _ago(v.last_seen_at, now)
+            v.name, v.pool, state, memory, str(v.max_concurrent_warmups), _ago(v.last_seen_at, now)
         )
     return table
 

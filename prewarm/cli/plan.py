@@ -81,9 +81,9 @@ def _models_from_history(frame: pd.DataFrame, replicas_at_peak: float) -> dict[s
 
 
 def warm_from(at: datetime, interval: timedelta) -> str:
-    """When a warm-up starts: ``Mon 14:00`` on an interval boundary, to the second (``Mon 13:58:30``) inside one."""
+    """When a warm-up starts: ``Mon 14:00`` on a minute, to the second (``Mon 13:58:30``) between two."""
     inside = pd.Timestamp(at).value % pd.Timedelta(interval).value
-    return moment(at, short=True) if inside == 0 else f"{at:%a %H:%M:%S}"
+    return moment(at, short=True) if inside == 0 or at.second == at.microsecond == 0 else f"{at:%a %H:%M:%S}"
 
 
 def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
@@ -140,9 +140,14 @@ def pool_table(windows: Sequence[Any], *, title: str, interval: timedelta, notes
         warm_at = w.window_start - timedelta(seconds=w.lead_seconds)
         table.add_row(
             Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"), warm_from(warm_at, interval),
-            window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
+            ends(w.window_start, w.window_end), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
         )
     return table
+
+
+def ends(start: datetime, end: datetime) -> str:
+    """A window by its two ends, each with its day: ``Mon 01:00–Tue 01:10`` (narrower than ``for 1 day 10 min``)."""
+    return f"{moment(start, short=True)}–{moment(end, short=True)}"
 
 
 def _parse_as_of(value: str | None) -> datetime | None:

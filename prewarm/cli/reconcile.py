@@ -79,6 +79,8 @@ def reconcile(
     clock = "" if as_of is None else " (not the clock)"
     table = host_table(report.hosts, title=f"Pool {pool} at {moment(report.now)} UTC{clock}: desired vs ready per host")
     console.print(table)
+    for line in host_lists(report.hosts):
+        console.print(f"  {line}", highlight=False)
     if report.actions:
         notes = Notes()
         actions = action_table(report.actions, notes=notes)
@@ -97,19 +99,24 @@ def reconcile(
 
 
 def host_table(hosts: list[dict[str, Any]], *, title: str) -> Table:
-    """Desired vs ready replicas per host of one tick's report."""
-    # Missing and extra are lists of model names: the only free text here, so the only columns that wrap.
+    """Desired vs ready replicas per host of one tick's report, as counts; :func:`host_lists` names the models."""
     table = narrow_table(
-        Column("host", no_wrap=True), Column("state", no_wrap=True), Column("desired", justify="right"),
-        Column("ready", justify="right"), Column("missing", ratio=1), Column("extra", ratio=1), title=title,
+        Column("host", no_wrap=True), Column("state", no_wrap=True),
+        *(Column(c, justify="right") for c in ("desired", "ready", "missing", "extra")), title=title,
     )
     for host in hosts:
         state = host["state"] if host["reachable"] else f"{host['state']}, unreachable"
         table.add_row(
-            host["name"], state, str(len(host["desired"])), str(len(host["ready"])),
-            ", ".join(host["missing"]) or "-", ", ".join(host["extra"]) or "-",
+            host["name"], state, *(f"{len(host[key]):,}" for key in ("desired", "ready", "missing", "extra"))
         )
     return table
+
+
+def host_lists(hosts: list[dict[str, Any]]) -> list[str]:
+    """The models missing from and extra on each host, one line per host and list: too long for a table's cells."""
+    return [
+        f"{host['name']} {key}: {', '.join(host[key])}" for host in hosts for key in ("missing", "extra") if host[key]
+    ]
 
 
 def action_table(actions: list[dict[str, Any]], *, notes: Notes) -> Table:
