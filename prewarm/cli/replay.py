@@ -40,7 +40,7 @@ def _tables(runs: dict) -> list[Table]:  # type: ignore[type-arg]
         Column("policy", no_wrap=True),
         *(Column(h, justify="right") for h in ("p50", "p95", "p99", "max", "p99 after idle")),
         title="Replay: latency per policy, ms",
-        caption="p99 after idle: of each model's first request after an interval without any",
+        caption="p99 after idle: of first requests after an idle interval",
     )
     for name, run in runs.items():
         f = run.figures

@@ -67,10 +67,11 @@ def cold_start_table(table: pd.DataFrame, *, since: datetime) -> Table:
         Column("model", no_wrap=True),
         Column("day (UTC)", no_wrap=True),
         Column("requests", justify="right"),
-        Column("cold starts", justify="right"),
-        Column("with a plan", justify="right"),
-        Column("without a plan", justify="right"),
+        Column("cold", justify="right"),
+        Column("planned", justify="right"),
+        Column("unplanned", justify="right"),
         title=f"Cold starts since {since:%Y-%m-%d}",
+        caption="planned / unplanned: cold starts with / without a plan in force",
     )
     for row in table.to_dict("records"):
         shown.add_row(

@@ -130,11 +130,11 @@ def render_report(report: dict[str, Any], *, run_id: int) -> Group:
     ):
         table.add_row(label, _ms(report.get(key)))
     ready_s = report.get("time_to_ready_s")
-    table.add_row("time to ready", "-" if ready_s is None else f"{ready_s:.2f} s")
+    table.add_row("time to ready", "-" if ready_s is None else f"{ready_s:,.1f} s")
     stages = report.get("stage_seconds") or {}
     ordered = [s for s in _STAGE_ORDER if s in stages] + [s for s in stages if s not in _STAGE_ORDER]
     for stage in ordered:
-        table.add_row(f"stage {stage}", f"{stages[stage]:.3f} s")
+        table.add_row(f"stage {stage}", f"{stages[stage]:,.3f} s")
     parts: list[Any] = [
         Text.from_markup(f"{where}: {verdict}"),
         table,
@@ -146,4 +146,7 @@ def render_report(report: dict[str, Any], *, run_id: int) -> Group:
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} ms"
+    """Milliseconds: two decimals below 10 ms, one below 100, whole milliseconds above (thousands separated)."""
+    if value is None:
+        return "-"
+    return f"{value:,.{2 if value < 10 else 1 if value < 100 else 0}f} ms"

@@ -128,6 +128,7 @@ def test_cold_start_report_table_fits() -> None:
     assert_fits(text)
     row = _lines(text, "embedder-multilingual")[0]
     assert row.split()[1:] == ["2026-11-23", "216,143", "123,456", "100,000", "23,456"]
+    assert "planned / unplanned: cold starts with / without a plan in force" in " ".join(text.split())
 
 
 def test_warm_report_fits_with_a_long_reason_and_target() -> None:
@@ -146,7 +147,8 @@ def test_warm_report_fits_with_a_long_reason_and_target() -> None:
     assert_fits(text)
     assert "ocr-longtail-v2:12 on http://gpu-node-12.inference.internal:8000: NOT ready" in text
     assert "shape [batch, 63] does not fit the server's [-1, 64]" in " ".join(text.split())
-    assert "stage server_compile_and_capture_graphs" in text and "118143.25 ms" in text
+    assert "stage server_compile_and_capture_graphs" in text and "118,143 ms" in text and "14.1 ms" in text
+    assert "1,234.5 s" in text
     assert "warm run #216143" in text
 
 
