@@ -254,3 +254,21 @@ def test_forecast_method_table_fits() -> None:
     assert_fits(text)
     assert _lines(text, "histogram-tuned")[0].split() == ["histogram-tuned", "216,143"]
     assert _lines(text, "auto-ets")[0].split() == ["auto-ets", "12"]
+
+
+def test_cost_policy_plan_fits_with_its_level_reasons_under_the_table(tmp_path: Path) -> None:
+    stamps = pd.date_range(START - timedelta(days=14), START, freq="h", inclusive="left", tz="UTC")
+    rows = [
+        pd.DataFrame({"timestamp": stamps, "model": model, "requests": 50.0 + 40 * ((stamps.hour + i) % 24 < 12)})
+        for i, model in enumerate(LONG_MODELS)
+    ]
+    source = tmp_path / "t.csv"
+    pd.concat(rows).to_csv(source, index=False)
+    result = CliRunner().invoke(app, ["plan", "-i", str(source), "--fast", "--policy", "cost"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert_fits(result.stdout)
+    levels = result.stdout[result.stdout.index("Level per model (cost policy)"):]
+    marks = {model: _lines(levels, model)[0].split()[-1] for model in LONG_MODELS}
+    assert sorted(marks.values()) == ["1", "2", "3", "4"]  # each model's own reason, under the table
+    for mark in marks.values():
+        assert f"  {mark}: level " in levels
