@@ -269,6 +269,5 @@ def test_cost_policy_plan_fits_with_its_level_reasons_under_the_table(tmp_path: 
     assert_fits(result.stdout)
     levels = result.stdout[result.stdout.index("Level per model (cost policy)"):]
     marks = {model: _lines(levels, model)[0].split()[-1] for model in LONG_MODELS}
-    assert sorted(marks.values()) == ["1", "2", "3", "4"]  # each model's own reason, under the table
-    for mark in marks.values():
+    for mark in marks.values():  # each model's reason, under the table (equal reasons share a number)
         assert f"  {mark}: level " in levels
