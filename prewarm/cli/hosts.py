@@ -116,7 +116,7 @@ def list_command(
 
 
 def host_table(views: Sequence[HostView], *, now: datetime) -> Table:
-    """One row per host: where it serves, its state, capacity and last sign of life (kinds and URLs go under the table)."""
+    """One row per host: pool, state, capacity, last sign of life; kinds and URLs go under the table."""
     table = narrow_table(
         Column("name", no_wrap=True), Column("pool", no_wrap=True), Column("state", no_wrap=True),
         Column("memory MB", justify="right"), Column("warm-ups", justify="right"), Column("last seen", no_wrap=True),

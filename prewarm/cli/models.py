@@ -74,5 +74,5 @@ def model_table(rows: Sequence[Any]) -> Table:
 
 
 def _mb(value: float) -> str:
-    """A number with thousands separators (``80,000``, not ``80000`` or ``1.5e+06``); a fraction only if there is one."""
+    """A number with thousands separators (``80,000``, not ``1.5e+06``); a fraction only if there is one."""
     return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"

@@ -139,8 +139,8 @@ def pool_table(windows: Sequence[Any], *, title: str, interval: timedelta, notes
     for w in sorted(windows, key=lambda w: (w.window_start, w.model, w.host or "")):
         warm_at = w.window_start - timedelta(seconds=w.lead_seconds)
         table.add_row(
-            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"), warm_from(warm_at, interval),
-            ends(w.window_start, w.window_end), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
+            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"),
+            warm_from(warm_at, interval), ends(w.window_start, w.window_end), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
         )
     return table
 

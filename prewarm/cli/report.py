@@ -26,7 +26,7 @@ def report(
     from db.telemetry import load_cold_starts
     from db.warm import plan_spans
     from prewarm import columns as C
-    from prewarm.cold_starts import DAY, WITH_PLAN, WITHOUT_PLAN, cold_starts_by_day
+    from prewarm.cold_starts import WITHOUT_PLAN, cold_starts_by_day
     from prewarm.report import write_cold_start_report
 
     engine = get_engine()
