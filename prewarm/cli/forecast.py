@@ -12,18 +12,13 @@ from rich.table import Column, Table
 from prewarm import columns as C
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, duration, exits_cleanly, moment, plural, window
+from prewarm.cli.tables import narrow_table
 from prewarm.errors import InputError
 
 
 def _print_report(result: object, target: str) -> None:
     report = result.report  # type: ignore[attr-defined]
-    used: dict[str, int] = {}
-    for method, count in report.methods().items():
-        for part in method.split("+"):
-            used[part] = used.get(part, 0) + count
-    table = Table("method", Column("models using it", justify="right"), title="Forecasting methods")
-    for method, count in sorted(used.items(), key=lambda item: (-item[1], item[0])):
-        table.add_row(method, f"{count:,}")
+    table = method_table(report.methods())
     console.print(table)
     console.print("Counts are ensemble members: a model whose forecast combines two methods counts under each.")
     for item in report.fallbacks[:10]:
@@ -37,6 +32,20 @@ def _print_report(result: object, target: str) -> None:
         f"{warnings} {plural(warnings, 'warning')}) -> {target}",
         highlight=False,
     )
+
+
+def method_table(methods: dict[str, int]) -> Table:
+    """How many models use each forecasting method; an ensemble (``a+b``) counts under each of its members."""
+    used: dict[str, int] = {}
+    for method, count in methods.items():
+        for part in method.split("+"):
+            used[part] = used.get(part, 0) + count
+    table = narrow_table(
+        Column("method", no_wrap=True), Column("models using it", justify="right"), title="Forecasting methods"
+    )
+    for method, count in sorted(used.items(), key=lambda item: (-item[1], item[0])):
+        table.add_row(method, f"{count:,}")
+    return table
 
 
 def _width(freq: str) -> str:

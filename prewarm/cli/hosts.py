@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Column, Table
 
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, exits_cleanly
+from prewarm.cli.tables import narrow_table
+
+if TYPE_CHECKING:
+    from controller.inventory import HostView
 
 app = typer.Typer(help="The serving hosts of each pool: add, list, drain, remove.", no_args_is_help=True)
 
@@ -102,27 +108,37 @@ def list_command(
         console.print("No hosts; add one with `prewarm hosts add NAME URL --pool P` or start `prewarm serve --register`")
         return
     now = utcnow()
-    table = Table(
-        Column("name", overflow="fold"), Column("pool", overflow="fold"), "state", "kind",
+    table = host_table(views, now=now)
+    console.print(table)
+    console.print("kinds, urls and device classes:", highlight=False)
+    for v in views:
+        console.print(f"  {v.name}  {v.kind.value}  {v.url}  ({v.device_class})", highlight=False, soft_wrap=True)
+
+
+def host_table(views: Sequence[HostView], *, now: datetime) -> Table:
+    """One row per host: pool, state, capacity, last sign of life; kinds and URLs go under the table."""
+    table = narrow_table(
+        Column("name", no_wrap=True), Column("pool", no_wrap=True), Column("state", no_wrap=True),
         Column("memory MB", justify="right"), Column("warm-ups", justify="right"), Column("last seen", no_wrap=True),
     )
     for v in views:
         state = {"up": "[green]up[/]", "draining": "[yellow]draining[/]", "down": "[red]down[/]"}[v.state.value]
         memory = "-" if v.memory_mb is None else f"{v.memory_mb:,.0f}"
         table.add_row(
-            v.name, v.pool, state, v.kind.value, memory, str(v.max_concurrent_warmups), _ago(v.last_seen_at, now)
+            v.name, v.pool, state, memory, str(v.max_concurrent_warmups), _ago(v.last_seen_at, now)
         )
-    console.print(table)
-    console.print("urls and device classes:", highlight=False)
-    for v in views:
-        console.print(f"  {v.name}  {v.url}  ({v.device_class})", highlight=False, soft_wrap=True)
+    return table
 
 
 def _ago(when: datetime | None, now: datetime) -> str:
+    """How long ago, in the largest unit that still reads as a whole number above one: ``90 s``, ``5 h``, ``3 d``."""
     if when is None:
         return "never"
     seconds = max(0.0, (now - when).total_seconds())
-    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
 
 
 @app.command("drain")

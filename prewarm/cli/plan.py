@@ -8,6 +8,7 @@ windows on the pool's up hosts (the same function the flow calls) and, with ``--
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,12 +21,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import RenderableType
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from prewarm import columns as C
 from prewarm.cli import options as opt
 from prewarm.cli.output import Notes, console, err_console, exits_cleanly, moment, plural, window
+from prewarm.cli.tables import narrow_table
 from prewarm.fleet import load_fleet
 from prewarm.telemetry import read_telemetry_input
 from prewarm.text import validation_message
@@ -79,26 +81,26 @@ def _models_from_history(frame: pd.DataFrame, replicas_at_peak: float) -> dict[s
 
 
 def warm_from(at: datetime, interval: timedelta) -> str:
-    """When a warm-up starts: ``Mon 14:00`` on an interval boundary, to the second (``Mon 13:58:30``) inside one."""
+    """When a warm-up starts: ``Mon 14:00`` on a minute, to the second (``Mon 13:58:30``) between two."""
     inside = pd.Timestamp(at).value % pd.Timedelta(interval).value
-    return moment(at, short=True) if inside == 0 else f"{at:%a %H:%M:%S}"
+    return moment(at, short=True) if inside == 0 or at.second == at.microsecond == 0 else f"{at:%a %H:%M:%S}"
 
 
 def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
     """The dry run's windows; the reasons go under the table as numbered notes."""
     with_hosts = any(r.host for r in result.rows)
     one_version = len({(r.model, r.version) for r in result.rows}) == len({r.model for r in result.rows})
-    table = Table(
+    table = narrow_table(
         title=f"Warm plan as of {moment(now)} UTC (the telemetry's end, not the clock): "
         f"{len(result.rows)} {plural(len(result.rows), 'window')}, a dry run",
     )
-    table.add_column("model", overflow="fold")
+    table.add_column("model", no_wrap=True)
     table.add_column("warm from", no_wrap=True)
     table.add_column("window", no_wrap=True)
     table.add_column("replicas", justify="right")
     table.add_column("demand", justify="right")
     if with_hosts:
-        table.add_column("host", overflow="fold")
+        table.add_column("host", no_wrap=True)
     table.add_column("why", justify="right")
     for r in sorted(result.rows, key=lambda r: (r.start, r.model)):
         cells: list[RenderableType] = [
@@ -109,6 +111,43 @@ def _table(result: PlanResult, *, now: datetime, notes: Notes) -> Table:
             cells.append(Text(r.host or "-"))
         table.add_row(*cells, notes.mark(r.reason))
     return table
+
+
+def level_table(levels: dict[str, dict[str, Any]], *, notes: Notes) -> Table:
+    """The cost policy's level per model; each reason goes under the table as a numbered note."""
+    table = narrow_table(
+        Column("model", no_wrap=True), Column("level", justify="right"),
+        Column("sparse-rule intervals", justify="right"), Column("why", justify="right"),
+        title="Level per model (cost policy)",
+    )
+    for model, entry in levels.items():
+        level = entry["level"] if isinstance(entry["level"], str) else f"{entry['level']:g}"
+        table.add_row(Text(model), level, f"{entry['sparse_intervals']:,}", notes.mark(entry["reason"]))
+    return table
+
+
+def pool_table(windows: Sequence[Any], *, title: str, interval: timedelta, notes: Notes) -> Table:
+    """A pool's replica windows, one row per replica; the reasons go under the table as numbered notes."""
+    table = narrow_table(title=title)
+    one_version = len({(w.model, w.version) for w in windows}) == len({w.model for w in windows})
+    table.add_column("model", no_wrap=True)
+    table.add_column("host", no_wrap=True)
+    table.add_column("warm from", no_wrap=True)
+    table.add_column("window", no_wrap=True)
+    table.add_column("demand", justify="right")
+    table.add_column("why", justify="right")
+    for w in sorted(windows, key=lambda w: (w.window_start, w.model, w.host or "")):
+        warm_at = w.window_start - timedelta(seconds=w.lead_seconds)
+        table.add_row(
+            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"),
+            warm_from(warm_at, interval), ends(w.window_start, w.window_end), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
+        )
+    return table
+
+
+def ends(start: datetime, end: datetime) -> str:
+    """A window by its two ends, each with its day: ``Mon 01:00–Tue 01:10`` (narrower than ``for 1 day 10 min``)."""
+    return f"{moment(start, short=True)}–{moment(end, short=True)}"
 
 
 def _parse_as_of(value: str | None) -> datetime | None:
@@ -349,12 +388,8 @@ def _plan_file_cost(
     plan_table = _table(result, now=now, notes=notes)
     console.print(plan_table if result.rows else f"{plan_table.title}.", highlight=False)
     notes.print("why")
-    table = Table(title="Level per model (cost policy)")
-    for column in ("model", "level", "sparse-rule intervals", "why"):
-        table.add_column(column)
-    for model, entry in levels.items():
-        table.add_row(Text(model), str(entry["level"]), str(entry["sparse_intervals"]), Text(entry["reason"]))
-    console.print(table)
+    console.print(level_table(levels, notes=(level_notes := Notes())))
+    level_notes.print("why")
     if out is not None:
         console.print(f"Plan written to {escape(str(out))}")
 
@@ -462,24 +497,12 @@ def _plan_pool(
         typer.echo(json.dumps(document, indent=2))
         return
     clock = "" if as_of is None else f" as of {moment(now)} UTC (not the clock)"
-    table = Table(
-        title=f"Pool {pool}{clock}: {len(planned.windows)} replica {plural(len(planned.windows), 'window')} on "
+    title = (
+        f"Pool {pool}{clock}: {len(planned.windows)} replica {plural(len(planned.windows), 'window')} on "
         f"{len(planned.hosts)} up {plural(len(planned.hosts), 'host')}" + ("" if store else " (dry run: nothing stored)")
     )
     notes = Notes()
-    one_version = len({(w.model, w.version) for w in planned.windows}) == len({w.model for w in planned.windows})
-    table.add_column("model", overflow="fold")
-    table.add_column("host", overflow="fold")
-    table.add_column("warm from", no_wrap=True)
-    table.add_column("window", no_wrap=True)
-    table.add_column("demand", justify="right")
-    table.add_column("why", justify="right")
-    for w in sorted(planned.windows, key=lambda w: (w.window_start, w.model, w.host or "")):
-        warm_at = w.window_start - timedelta(seconds=w.lead_seconds)
-        table.add_row(
-            Text(w.model if one_version else f"{w.model}:{w.version}"), Text(w.host or "-"), warm_from(warm_at, interval),
-            window(w.window_start, w.window_end, short=True), f"{w.expected_demand or 0:,.0f}", notes.mark(w.reason),
-        )
+    table = pool_table(planned.windows, title=title, interval=interval, notes=notes)
     console.print(table if planned.windows else f"{table.title}.", highlight=False)
     notes.print("why")
     for line in planned.shortfall:

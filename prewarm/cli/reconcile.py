@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from prewarm.cli.output import Notes, console, exits_cleanly, moment
+from prewarm.cli.tables import narrow_table
 
 
 def _as_of(value: str | None) -> datetime | None:
@@ -75,26 +77,13 @@ def reconcile(
         console.print(f"[yellow]skipped:[/] {report.reason}", highlight=False)
         return
     clock = "" if as_of is None else " (not the clock)"
-    table = Table(title=f"Pool {pool} at {moment(report.now)} UTC{clock}: desired vs ready per host")
-    for column in ("host", "state", "desired", "ready", "missing", "extra"):
-        table.add_column(column, overflow="fold")
-    for host in report.hosts:
-        state = host["state"] if host["reachable"] else f"{host['state']}, unreachable"
-        table.add_row(
-            host["name"], state, str(len(host["desired"])), str(len(host["ready"])),
-            ", ".join(host["missing"]) or "-", ", ".join(host["extra"]) or "-",
-        )
+    table = host_table(report.hosts, title=f"Pool {pool} at {moment(report.now)} UTC{clock}: desired vs ready per host")
     console.print(table)
+    for line in host_lists(report.hosts):
+        console.print(f"  {line}", highlight=False)
     if report.actions:
         notes = Notes()
-        actions = Table(title="Actions")
-        for column in ("action", "host", "model", "outcome", "s", "why"):
-            actions.add_column(column, overflow="fold", justify="right" if column in ("s", "why") else "left")
-        for a in report.actions:
-            outcome = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(a["outcome"], a["outcome"])
-            seconds = "-" if a["seconds"] is None else f"{a['seconds']:.1f}"
-            why = a["error"] or (f"{a['reason']}; {a['note']}" if a.get("note") else a["reason"])
-            actions.add_row(a["kind"], a["host"], a["model"], outcome, seconds, notes.mark(why))
+        actions = action_table(report.actions, notes=notes)
         console.print(actions)
         notes.print("why")
     for w in report.waiting:
@@ -107,3 +96,38 @@ def reconcile(
         f"{c.get('repairs', 0)} repairs, {c.get('unloads', 0)} unloads, {c.get('replaced', 0)} re-placed, "
         f"{c.get('failed_actions', 0)} failed; {report.seconds:.1f} s"
     )
+
+
+def host_table(hosts: list[dict[str, Any]], *, title: str) -> Table:
+    """Desired vs ready replicas per host of one tick's report, as counts; :func:`host_lists` names the models."""
+    table = narrow_table(
+        Column("host", no_wrap=True), Column("state", no_wrap=True),
+        *(Column(c, justify="right") for c in ("desired", "ready", "missing", "extra")), title=title,
+    )
+    for host in hosts:
+        state = host["state"] if host["reachable"] else f"{host['state']}, unreachable"
+        table.add_row(
+            host["name"], state, *(f"{len(host[key]):,}" for key in ("desired", "ready", "missing", "extra"))
+        )
+    return table
+
+
+def host_lists(hosts: list[dict[str, Any]]) -> list[str]:
+    """The models missing from and extra on each host, one line per host and list: too long for a table's cells."""
+    return [
+        f"{host['name']} {key}: {', '.join(host[key])}" for host in hosts for key in ("missing", "extra") if host[key]
+    ]
+
+
+def action_table(actions: list[dict[str, Any]], *, notes: Notes) -> Table:
+    """One row per action of a tick; why each was taken (or how it failed) goes under the table as a note."""
+    table = narrow_table(
+        *(Column(c, no_wrap=True) for c in ("action", "host", "model", "outcome")),
+        Column("s", justify="right"), Column("why", justify="right"), title="Actions",
+    )
+    for a in actions:
+        outcome = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(a["outcome"], a["outcome"])
+        seconds = "-" if a["seconds"] is None else f"{a['seconds']:.1f}"
+        why = a["error"] or (f"{a['reason']}; {a['note']}" if a.get("note") else a["reason"])
+        table.add_row(a["kind"], a["host"], a["model"], outcome, seconds, notes.mark(why))
+    return table

@@ -12,9 +12,10 @@ import signal
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from prewarm.cli.output import console, err_console, exits_cleanly, fail
+from prewarm.cli.tables import narrow_table
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -22,23 +23,36 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
+    """Milliseconds: one decimal below 100 ms, where it tells something; whole milliseconds above."""
+    if value is None:
+        return "-"
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
-def _table(runs: dict) -> Table:  # type: ignore[type-arg]
-    table = Table(title="Replay: what clients saw, per policy")
-    for column in ("policy", "requests", "answered", "cold starts", "p50 ms", "p95 ms", "p99 ms", "max ms",
-                   "idle-first p99 ms", "replica-s", "warm-ups", "lag"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
+def _tables(runs: dict) -> list[Table]:  # type: ignore[type-arg]
+    """Counts and latencies per policy, as two tables that each fit 80 columns."""
+    counts = narrow_table(
+        Column("policy", no_wrap=True), *(Column(h, justify="right") for h in (
+            "requests", "answered", "cold starts", "warm-ups", "replica-s", "lag")),
+        title="Replay: what clients saw, per policy",
+    )
+    latency = narrow_table(
+        Column("policy", no_wrap=True),
+        *(Column(h, justify="right") for h in ("p50", "p95", "p99", "max", "p99 after idle")),
+        title="Replay: latency per policy, ms",
+        caption="p99 after idle: of first requests after an idle interval",
+    )
     for name, run in runs.items():
         f = run.figures
-        table.add_row(
-            name, f"{f['requests']:,}", f"{f['answered']:,}", f"{f['cold_starts']:,}", _ms(f["p50_ms"]),
-            _ms(f["p95_ms"]), _ms(f["p99_ms"]), _ms(f["max_ms"]), _ms(f["first_after_idle"]["p99_ms"]),
-            f"{f['replica_seconds']:,.0f}", f"{f['warmups']:,}",
-            "[red]flagged[/]" if f["lag_flagged"] else "ok",
+        counts.add_row(
+            name, f"{f['requests']:,}", f"{f['answered']:,}", f"{f['cold_starts']:,}", f"{f['warmups']:,}",
+            f"{f['replica_seconds']:,.0f}", "[red]flagged[/]" if f["lag_flagged"] else "ok",
         )
-    return table
+        latency.add_row(
+            name, _ms(f["p50_ms"]), _ms(f["p95_ms"]), _ms(f["p99_ms"]), _ms(f["max_ms"]),
+            _ms(f["first_after_idle"]["p99_ms"]),
+        )
+    return [counts, latency]
 
 
 def _names(text: str) -> list[str]:
@@ -90,7 +104,8 @@ def replay(
     if as_json:
         typer.echo(json.dumps(json_shape({n: r.figures for n, r in result.runs.items()}), indent=2))
     else:
-        console.print(_table(result.runs))
+        for table in _tables(result.runs):
+            console.print(table)
         if result.files:
             console.print(f"Files: {', '.join(str(p) for p in result.files)}")
     for name, run in result.runs.items():

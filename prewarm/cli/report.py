@@ -6,11 +6,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import typer
+import pandas as pd
 from rich.table import Column, Table
 
 from db.migrate import upgrade
 from db.session import get_engine, session_scope
 from prewarm.cli.output import console, exits_cleanly
+from prewarm.cli.tables import narrow_table
 
 
 @exits_cleanly
@@ -24,7 +26,7 @@ def report(
     from db.telemetry import load_cold_starts
     from db.warm import plan_spans
     from prewarm import columns as C
-    from prewarm.cold_starts import DAY, WITH_PLAN, WITHOUT_PLAN, cold_starts_by_day
+    from prewarm.cold_starts import WITHOUT_PLAN, cold_starts_by_day
     from prewarm.report import write_cold_start_report
 
     engine = get_engine()
@@ -35,24 +37,7 @@ def report(
         buckets = load_cold_starts(session, since=since)
         spans = plan_spans(session, since=since)
     table = cold_starts_by_day(buckets, spans)
-    shown = Table(
-        Column("model", no_wrap=True),
-        Column("day (UTC)", no_wrap=True),
-        Column("requests", justify="right"),
-        Column("cold starts", justify="right"),
-        Column("with a plan", justify="right"),
-        Column("without a plan", justify="right"),
-        title=f"Cold starts since {since:%Y-%m-%d}",
-    )
-    for row in table.to_dict("records"):
-        shown.add_row(
-            str(row[C.MODEL]),
-            f"{row[DAY]:%Y-%m-%d}",
-            f"{row[C.REQUESTS]:,.0f}",
-            f"{row[C.COLD_STARTS]:,}",
-            f"{row[WITH_PLAN]:,}",
-            f"{row[WITHOUT_PLAN]:,}",
-        )
+    shown = cold_start_table(table, since=since)
     if table.empty:
         console.print(
             f"No cold starts recorded since {since:%Y-%m-%d}: they come from "
@@ -71,3 +56,30 @@ def report(
         ],
     )
     console.print(f"Wrote {out}")
+
+
+def cold_start_table(table: pd.DataFrame, *, since: datetime) -> Table:
+    """Cold starts per model and day, with and without a plan in force: one row per row of ``table``."""
+    from prewarm import columns as C
+    from prewarm.cold_starts import DAY, WITH_PLAN, WITHOUT_PLAN
+
+    shown = narrow_table(
+        Column("model", no_wrap=True),
+        Column("day (UTC)", no_wrap=True),
+        Column("requests", justify="right"),
+        Column("cold", justify="right"),
+        Column("planned", justify="right"),
+        Column("unplanned", justify="right"),
+        title=f"Cold starts since {since:%Y-%m-%d}",
+        caption="planned / unplanned: cold starts with / without a plan in force",
+    )
+    for row in table.to_dict("records"):
+        shown.add_row(
+            str(row[C.MODEL]),
+            f"{row[DAY]:%Y-%m-%d}",
+            f"{row[C.REQUESTS]:,.0f}",
+            f"{row[C.COLD_STARTS]:,}",
+            f"{row[WITH_PLAN]:,}",
+            f"{row[WITHOUT_PLAN]:,}",
+        )
+    return shown

@@ -14,7 +14,9 @@ from urllib.parse import urlparse
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.console import Group
+from rich.table import Column
+from rich.text import Text
 
 from db.base import utcnow
 from db.migrate import upgrade
@@ -24,6 +26,7 @@ from db.session import get_engine, session_scope
 from db.warm import baseline_for, last_device_class, record_warm_run
 from prewarm.cli import options as opt
 from prewarm.cli.output import EXIT_FAILURE, console, err_console, exits_cleanly, fail
+from prewarm.cli.tables import narrow_table
 from prewarm.errors import InputError
 from prewarm.fleet import ModelSpec
 
@@ -108,16 +111,16 @@ def _registered_spec(session: Any, name: str, version: str | None) -> ModelSpec:
     return spec_of(row)
 
 
-def render_report(report: dict[str, Any], *, run_id: int) -> Table:
-    """The warm report as a table: verdict, latencies, then seconds per stage."""
+def render_report(report: dict[str, Any], *, run_id: int) -> Group:
+    """The warm report: a heading, a table of latencies and seconds per stage, then the reason in full if not ready.
+
+    The heading and the reason are lines of their own, not the table's title and a cell: a URL or a server's
+    message is wider than the table and would wrap into a narrow column.
+    """
     verdict = "[green]ready[/]" if report["ready"] else "[red]NOT ready[/]"
     where = escape(f"{report['model']}:{report['version']} on {report['target']}")
-    table = Table(
-        "", "",
-        title=f"{where}: {verdict}",
-        caption=f"device class {report['device_class']}; warm run #{run_id} in the history database",
-        show_header=False,
-    )
+    table = narrow_table(Column("", no_wrap=True), Column("", justify="right", no_wrap=True))
+    table.show_header = False
     for label, key in (
         ("cold first request", "cold_first_request_ms"),
         ("warm first request", "warm_first_request_ms"),
@@ -127,15 +130,23 @@ def render_report(report: dict[str, Any], *, run_id: int) -> Table:
     ):
         table.add_row(label, _ms(report.get(key)))
     ready_s = report.get("time_to_ready_s")
-    table.add_row("time to ready", "-" if ready_s is None else f"{ready_s:.2f} s")
+    table.add_row("time to ready", "-" if ready_s is None else f"{ready_s:,.1f} s")
     stages = report.get("stage_seconds") or {}
     ordered = [s for s in _STAGE_ORDER if s in stages] + [s for s in stages if s not in _STAGE_ORDER]
     for stage in ordered:
-        table.add_row(f"stage {stage}", f"{stages[stage]:.3f} s")
+        table.add_row(f"stage {stage}", f"{stages[stage]:,.3f} s")
+    parts: list[Any] = [
+        Text.from_markup(f"{where}: {verdict}"),
+        table,
+        Text(f"device class {report['device_class']}; warm run #{run_id} in the history database"),
+    ]
     if not report["ready"]:
-        table.add_row("reason", escape(str(report.get("reason") or report.get("error") or "-")))
-    return table
+        parts.append(Text(f"reason: {report.get('reason') or report.get('error') or '-'}"))
+    return Group(*parts)
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} ms"
+    """Milliseconds: two decimals below 10 ms, one below 100, whole milliseconds above (thousands separated)."""
+    if value is None:
+        return "-"
+    return f"{value:,.{2 if value < 10 else 1 if value < 100 else 0}f} ms"
