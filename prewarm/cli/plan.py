@@ -8,8 +8,8 @@ windows on the pool's up hosts (the same function the flow calls) and, with ``--
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -430,7 +430,10 @@ def _plan_pool(
         specs = [spec_of(row) for row in latest_models(session) if models is None or row.name in models]
         unknown = sorted(set(models or ()) - {s.name for s in specs})
         if unknown:
-            raise PlanningError(f"models {', '.join(unknown)} are not registered: import them with `prewarm models import`")
+            raise PlanningError(
+                f"{plural(len(unknown), 'model')} {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} "
+                f"not registered: import {'it' if len(unknown) == 1 else 'them'} with `prewarm models import`"
+            )
         if not specs:
             raise PlanningError("no models are registered: import a fleet with `prewarm models import FLEET.yaml`")
         history = history_until(session, [s.name for s in specs], as_of=as_of)

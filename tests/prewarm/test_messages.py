@@ -248,3 +248,17 @@ def test_a_bad_setting_is_one_line_naming_the_variable(
         reset_settings()
     assert expected in line and line.endswith("fix or unset the environment variable")
     assert "pydantic" not in line and "type=" not in line
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [(["nope"], "model nope is not registered: import it with"), (["nope", "ghost"], "models ghost, nope are not")],
+)
+def test_plan_names_unregistered_models_in_the_right_number(
+    tmp_path: Path, engine: object, names: list[str], expected: str
+) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("models:\n" + FOREIGN.format(name="known"))
+    assert run("models", "import", str(fleet)).exit_code == 0
+    args = ["plan", "--pool", "default"] + [arg for name in names for arg in ("--model", name)]
+    assert expected in one_line_error(run(*args))
