@@ -86,10 +86,11 @@ class ReplayInterrupted(ReplayError):
 
 def load_trace(source: str, *, eval_intervals: int) -> Trace:
     """The telemetry at ``source`` on its grid, the last ``eval_intervals`` to replay."""
-    from prewarm.telemetry import read_sources
+    from prewarm.telemetry import read_sources, read_telemetry_input
     from scheduling.errors import SimulationError
 
-    frame = read_sources([source])
+    # A local file or folder: one line naming it when it is missing or holds only a header.
+    frame = read_sources([source]) if "://" in source else read_telemetry_input(source)
     try:
         return trace_from_telemetry(frame, eval_intervals=eval_intervals)
     except SimulationError as exc:

@@ -57,6 +57,8 @@ COMMANDS = {
     "forecast": lambda source, tmp: ["forecast", "-i", source, "-H", "3", "-o", str(tmp / "f.csv")],
     "plan": lambda source, tmp: ["plan", "-i", source, "--fast"],
     "simulate": lambda source, tmp: ["simulate", "-i", source, "--eval-intervals", "3"],
+    "replay": lambda source, tmp: ["replay", "-i", source, "--speedup", "360", "--policy", "always", "--hosts", "1",
+                                   "-o", str(tmp / "replay")],
 }
 
 
