@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -109,12 +110,50 @@ class LazyGroup(PrewarmGroup):
             return TyperCommand(entry.name, short_help=entry.summary, help=entry.summary)
         return load_command(entry)
 
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Click's main, but a usage error (a missing option, a bad value) is one line on stderr and exit code 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _USAGE_ERROR as exc:
+            if _NO_ARGS_IS_HELP is not None and isinstance(exc, _NO_ARGS_IS_HELP):
+                exc.show()  # the help page itself
+            else:
+                sys.stderr.write(usage_line(exc) + "\n")
+            sys.exit(exc.exit_code)
+        except _CLICK_EXCEPTION as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.stderr.write("Aborted!\n")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)
         finally:
             self._listing = False
+
+
+def _click_class(name: str) -> Any:
+    """Click's exception ``name`` as the installed typer raises it (typer >= 0.2x carries its own copy of click)."""
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
+
+
+_USAGE_ERROR = _click_class("UsageError")
+_CLICK_EXCEPTION = _click_class("ClickException")
+_NO_ARGS_IS_HELP = getattr(sys.modules[_USAGE_ERROR.__module__], "NoArgsIsHelpError", None)
+
+
+def usage_line(exc: Any) -> str:
+    """``error: Missing option '--speedup'; see `prewarm replay --help```: click's message on one line."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    command = exc.ctx.command_path if exc.ctx is not None else "prewarm"
+    return f"error: {message}; see `{command} --help`"
 
 
 @functools.cache

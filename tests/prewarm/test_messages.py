@@ -3,6 +3,9 @@ representations (``np.int64(-4)``, ``0 days 01:00:00``, ``Value error,``, ``None
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -264,3 +267,25 @@ def test_plan_names_unregistered_models_in_the_right_number(
     assert run("models", "import", str(fleet)).exit_code == 0
     args = ["plan", "--pool", "default"] + [arg for name in names for arg in ("--model", name)]
     assert expected in one_line_error(run(*args))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["replay", "-i", "t.csv"], "error: Missing option '--speedup'; see `prewarm replay --help`"),
+        (["forecast", "-H", "0"], "error: Invalid value for '--horizon' / '-H'"),
+        (["plan", "--nope"], "error: No such option: --nope"),
+        (["nosuch"], "error: No such command 'nosuch'; see `prewarm --help`"),
+        (["models", "nosuch"], "error: No such command 'nosuch'; see `prewarm models --help`"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_help_page(args: list[str], expected: str) -> None:
+    """A missing option, a bad value or an unknown command: one line on stderr, exit 2, no usage box."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from prewarm.cli.main import app; sys.argv[0] = 'prewarm'; app()", *args],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected)
+    assert "Usage:" not in result.stderr and "Traceback" not in result.stderr and result.stdout == ""
