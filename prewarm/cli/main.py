@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,9 +150,24 @@ _CLICK_EXCEPTION = _click_class("ClickException")
 _NO_ARGS_IS_HELP = getattr(sys.modules[_USAGE_ERROR.__module__], "NoArgsIsHelpError", None)
 
 
+_PLAIN = (
+    # pydantic's wording of typer's value checks, in the words the rest of prewarm's messages use
+    (r"Input should be greater than or equal to ", "must be at least "),
+    (r"Input should be less than or equal to ", "must be at most "),
+    (r"Input should be greater than ", "must be more than "),
+    (r"Input should be less than ", "must be less than "),
+    (r"Input should be a valid integer, unable to parse string as an integer", "must be a whole number"),
+    (r"Input should be a valid number, unable to parse string as a number", "must be a number"),
+    (r"Input should be a valid integer(, [^;]*)?", "must be a whole number"),
+    (r"Input should be a valid number(, [^;]*)?", "must be a number"),
+)
+
+
 def usage_line(exc: Any) -> str:
     """``error: Missing option '--speedup'; see `prewarm replay --help```: click's message on one line."""
     message = " ".join(exc.format_message().split()).rstrip(".")
+    for pattern, plain in _PLAIN:
+        message = re.sub(pattern, plain, message)
     command = exc.ctx.command_path if exc.ctx is not None else "prewarm"
     return f"error: {message}; see `{command} --help`"
 

@@ -273,7 +273,9 @@ def test_plan_names_unregistered_models_in_the_right_number(
     ("args", "expected"),
     [
         (["replay", "-i", "t.csv"], "error: Missing option '--speedup'; see `prewarm replay --help`"),
-        (["forecast", "-H", "0"], "error: Invalid value for '--horizon' / '-H'"),
+        (["forecast", "-H", "0"], "error: Invalid value for '--horizon' / '-H': must be at least 1; see"),
+        (["forecast", "-H", "abc"], "error: Invalid value for '--horizon' / '-H': must be a whole number; see"),
+        (["replay", "-i", "t.csv", "--speedup", "fast"], "error: Invalid value for '--speedup': must be a number;"),
         (["plan", "--nope"], "error: No such option: --nope"),
         (["nosuch"], "error: No such command 'nosuch'; see `prewarm --help`"),
         (["models", "nosuch"], "error: No such command 'nosuch'; see `prewarm models --help`"),
@@ -289,3 +291,4 @@ def test_usage_errors_are_one_line_naming_the_help_page(args: list[str], expecte
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(expected)
     assert "Usage:" not in result.stderr and "Traceback" not in result.stderr and result.stdout == ""
+    assert "Input should" not in result.stderr
