@@ -320,11 +320,17 @@ class DataPlane:
         """Unload every version of ``name`` (after its requests in flight); returns the MiB of device memory freed."""
         return await anyio.to_thread.run_sync(self.engine.unload, name)
 
-    def load_all(self) -> list[WarmReport]:
-        """Load every model of the repository, highest priority first (the host's start-up)."""
+    def load_all(self, *, then: Callable[[], None] | None = None) -> list[WarmReport]:
+        """Load every model of the repository, highest priority first (the host's start-up).
+
+        ``then`` runs after the loads and before the server reports ready (the host's loopback pass).
+        """
         try:
             specs = sorted(self.repository.refresh(), key=lambda s: -s.priority)
-            return [self.engine.warm(spec) for spec in specs]
+            reports = [self.engine.warm(spec) for spec in specs]
+            if then is not None:
+                then()
+            return reports
         finally:
             self.started.set()
 

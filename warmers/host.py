@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -152,6 +153,7 @@ def create_app(
     load_on_startup: bool = True,
     token: str | None = None,
     loopback_warmup: int | None = None,
+    self_url: str | None = None,
 ) -> FastAPI:
     """The host's FastAPI app.
 
@@ -161,7 +163,9 @@ def create_app(
     ``token`` (default: ``PREWARM_HOST__TOKEN``) is required as a bearer token on the repository and model
     routes when set. After a load through the repository API, ``loopback_warmup`` requests (default:
     ``PREWARM_HOST__LOOPBACK_WARMUP``) go through the host's own listener before the load is answered
-    (:mod:`warmers.loopback`).
+    (:mod:`warmers.loopback`). ``self_url``, the address the host listens on as seen from itself, gives the
+    start-up loads the same pass before ``/v2/health/ready`` answers 200 (without it, they end with the
+    in-process warm-up alone).
     """
     from prewarm.settings import get_settings
 
@@ -182,7 +186,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if load_on_startup:
-            threading.Thread(target=plane.load_all, name="prewarm-startup-loads", daemon=True).start()
+            def startup() -> None:
+                plane.load_all(then=lambda: _through_listener(plane, loopback, self_url))
+
+            threading.Thread(target=startup, name="prewarm-startup-loads", daemon=True).start()
         else:
             await anyio.to_thread.run_sync(plane.repository.refresh)
             plane.started.set()
@@ -205,6 +212,26 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _through_listener(plane: DataPlane, loopback: LoopbackWarmer, url: str | None, *, wait_s: float = 30.0) -> None:
+    """The start-up loads' loopback pass: every ready model, once the listener answers (at most ``wait_s``)."""
+    if url is None or loopback.requests <= 0:
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/live", timeout=1.0, trust_env=False).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            logger.warning("loopback warm-up after start-up skipped: %s did not answer within %.0f s", url, wait_s)
+            return
+        time.sleep(0.05)
+    for item in plane.index(ready_only=True):
+        spec = plane.spec(item.name, item.version)
+        loopback.run(url, spec, [t.name for t in plane.outputs(spec)])
 
 
 def _error_handlers(app: FastAPI) -> None:
@@ -394,7 +421,6 @@ def serve_in_thread(app: FastAPI, *, port: int, host: str = "127.0.0.1", ready_t
     (Whatever their outcome: a host with a model that failed to load answers ``/v2/health/ready`` with 503.)
     For tests and for flows that need a host on loopback; the server stops when the ``with`` block ends.
     """
-    import httpx
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))

@@ -59,12 +59,21 @@ def serve(
         raise InputError(f"--port {port}: must be between 1 and 65535")
     registration = _registration(register, name=name, pool=pool, advertise_url=advertise_url, host=host, port=port)
     engine = Engine()
-    app = create_app(fleet=fleet, engine=engine, load_on_startup=not no_preload)
+    app = create_app(fleet=fleet, engine=engine, load_on_startup=not no_preload, self_url=self_url(host, port))
     if registration is not None:
         Heartbeat(engine=engine, port=port, **registration).start()
     err_console.print(f"serving on http://{host}:{port} (V2 inference protocol; /metrics for Prometheus)")
     # uvicorn sets up its own loggers; its request lines are the libraries' request logs of -vv.
     uvicorn.run(app, host=host, port=port, log_level="info" if verbosity() >= 2 else "warning")
+
+
+def self_url(host: str, port: int) -> str:
+    """The URL the host reaches its own listener at (every interface: the loopback address of its family)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _registration(

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from tests.warmers import fault_zoo
+from tests.conftest import free_port
 from tests.warmers.conftest import HostFactory, make_engine, raw_entry, write_fleet
 from tests.warmers.test_host import reranker_request
 from tests.warmers.test_host_metrics import samples
@@ -155,3 +156,49 @@ def test_marks_differ_between_hosts_and_are_compared_exactly() -> None:
     mark = one._mark
     assert one.is_warmup({WARMUP_HEADER: mark}) and not two.is_warmup({WARMUP_HEADER: mark})
     assert not one.is_warmup({}) and not one.is_warmup({WARMUP_HEADER: mark[:-1]})
+
+
+def test_start_up_loads_end_with_the_pass_before_the_host_reports_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prewarm serve` preloads: the same requests through the listener, all answered before ready."""
+    seen: list[str] = []
+    read_body = host_module.read_body
+
+    async def recording_read_body(request, *, limit, where):  # type: ignore[no-untyped-def]
+        if request.headers.get(WARMUP_HEADER):
+            seen.append(request.url.path)
+        return await read_body(request, limit=limit, where=where)
+
+    monkeypatch.setattr(host_module, "read_body", recording_read_body)
+    entry = raw_entry("reranker", name="recorded", factory="tests.warmers.fault_zoo:thread_recording_reranker")
+    fleet = write_fleet(tmp_path / "fleet", [entry])
+    port = free_port()
+    app = host_module.create_app(fleet=fleet, engine=make_engine(tmp_path / "engine"), load_on_startup=True,
+                                 loopback_warmup=3, self_url=f"http://127.0.0.1:{port}")
+    with host_module.serve_in_thread(app, port=port) as url:
+        assert seen == ["/v2/models/recorded/versions/1/infer"] * 3  # before serve_in_thread saw it started
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+        assert httpx.get(f"{url}/v2/models/recorded/stats").json()["model_stats"][0]["inference_count"] == 0
+
+
+def test_without_its_own_address_a_host_starts_without_the_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(LoopbackWarmer, "run", lambda self, url, spec, outputs=(): sent.append(spec.name) or 0)
+    entry = raw_entry("reranker", name="recorded", factory="tests.warmers.fault_zoo:thread_recording_reranker")
+    app = host_module.create_app(fleet=write_fleet(tmp_path / "fleet", [entry]), engine=make_engine(tmp_path / "e"),
+                                 load_on_startup=True, loopback_warmup=3)
+    with host_module.serve_in_thread(app, port=free_port()) as url:
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("0.0.0.0", "http://127.0.0.1:8000"), ("::", "http://[::1]:8000"), ("10.1.2.3", "http://10.1.2.3:8000"),
+     ("::1", "http://[::1]:8000"), ("localhost", "http://localhost:8000")],
+)
+def test_serve_reaches_its_own_listener(host: str, url: str) -> None:
+    from prewarm.cli.serve import self_url
+
+    assert self_url(host, 8000) == url
