@@ -72,20 +72,6 @@ def history_frame(context: PolicyContext, observed: np.ndarray) -> pd.DataFrame:
     return frame[keep].reset_index(drop=True)
 
 
-def reaching(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """The rows of the models whose forecast reaches ``threshold`` somewhere (``yhat`` or ``hi``).
-
-    The planner gives the others no window, so leaving them out changes no plan; it spares the planner its
-    per-model work for the long tail, which matters when every interval is a re-plan.
-    """
-    if frame.empty:
-        return frame
-    yhat = frame[C.YHAT].fillna(0.0)
-    top = np.maximum(yhat, frame[C.HI].fillna(yhat))
-    models = frame.loc[top.to_numpy() >= threshold, C.MODEL].unique()
-    return frame[frame[C.MODEL].isin(models)]
-
-
 @dataclass(slots=True)
 class ForecastPolicy:
     """Forecast, plan, provision the plan; re-plan every ``replan`` intervals."""
@@ -119,7 +105,7 @@ class ForecastPolicy:
         if frame.empty:
             self._plan = np.zeros((len(ctx.models), self.replan), dtype=np.int64)
         else:
-            frame = reaching(frame[frame[C.TIMESTAMP] >= ctx.timestamps[t]], config.demand_threshold)
+            frame = frame[frame[C.TIMESTAMP] >= ctx.timestamps[t]]
             result = plan_windows(frame, fleet, lead_times=leads, config=config, now=ctx.timestamps[t])
             stamps = pd.date_range(ctx.timestamps[t], periods=self.replan, freq=ctx.interval)
             self._plan = provisioned_matrix(result, ctx.models, stamps)

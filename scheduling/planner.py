@@ -269,6 +269,21 @@ def _model_rows(
     return rows
 
 
+def reaching(frame: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The rows of the models whose forecast reaches ``threshold`` somewhere (``yhat`` or ``hi``).
+
+    :func:`needed_per_interval` gives the others no replica, hence no window, so :func:`plan_windows` leaves
+    them out before its per-model work: the long tail costs one vectorised pass, which matters when every
+    interval is a re-plan.
+    """
+    if frame.empty:
+        return frame
+    yhat = frame[C.YHAT].fillna(0.0)
+    top = np.maximum(yhat, frame[C.HI].fillna(yhat))
+    models = frame.loc[top.to_numpy() >= threshold, C.MODEL].unique()
+    return frame[frame[C.MODEL].isin(models)]
+
+
 def plan_windows(
     forecast_frame: pd.DataFrame,
     fleet: Mapping[str, PlanModel],
@@ -295,7 +310,8 @@ def plan_windows(
     interval = config.interval or _infer_interval(forecast_frame)
     now = pd.Timestamp(now) if now is not None else forecast_frame[C.TIMESTAMP].min()
     order = sorted(fleet.values(), key=lambda m: (-m.priority, m.name))
-    grouped = {str(name): part for name, part in forecast_frame.groupby(C.MODEL, sort=False)}
+    planned = reaching(forecast_frame, config.demand_threshold)
+    grouped = {str(name): part for name, part in planned.groupby(C.MODEL, sort=False)}
     rows: list[PlanRow] = []
     for spec in order:
         if spec.name not in grouped:

@@ -15,8 +15,8 @@ from scheduling.cost_policy import BACKTEST_INTERVALS, CostPolicy, backtest_stri
 from scheduling.cost import Prices
 from scheduling.errors import SimulationError
 from scheduling.experiment import SimulationOptions, build_policies
-from scheduling.forecast_policy import ForecastPolicy, reaching
-from scheduling.planner import PlanModel, PlannerConfig, plan_windows
+from scheduling.forecast_policy import ForecastPolicy
+from scheduling.planner import PlanModel, PlannerConfig, plan_windows, reaching
 from scheduling.simulator import context_for, run_policy
 from scheduling.trace import Trace, replica_capacity
 from tests.scheduling.conftest import seasonal_naive_forecast
