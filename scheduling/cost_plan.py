@@ -30,6 +30,7 @@ from scheduling.planner import PlanModel, PlannerConfig, PlanResult, plan_window
 from scheduling.policies import PolicyContext
 from scheduling.simulator import ready_from_provisioned
 from scheduling.sparse import SparseRule
+from scheduling.subinterval import SubInterval
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ def cost_forecast(
     models = tuple(sorted(fleet))
     specs = [fleet[m] for m in models]
     grid, demand, first = _grid(history, models, interval=interval, now=now)
-    lead = max(1, math.ceil(lead_s / interval.total_seconds() - 1e-9))
+    lead = max(1, SubInterval(interval.total_seconds(), lead_s).steps)  # boundaries ahead a warm-up is requested
     stamps = pd.date_range(grid[0], periods=len(grid) + horizon + lead, freq=interval)
     capacity = np.array([s.replica_capacity for s in specs], dtype=float)
     context = PolicyContext(models, stamps, capacity, interval, lead, len(grid), first)
