@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,14 +48,11 @@ def main() -> None:
     parser.add_argument("--spinners", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
-    import httpx
     import torch
     import tritonclient.http as triton
-    import yaml
 
-    from benchmarks.warm_latency.serving_path import inputs_for, log
+    from benchmarks.warm_latency.serving_path import inputs_for, log, served
     from prewarm.fleet import load_fleet
-    from tests.conftest import free_port
     from warmers.codec import encode_request
     from warmers.sources import EXAMPLE_FLEET
     from warmers.tensors import bucket_combinations, example_inputs
@@ -68,23 +64,8 @@ def main() -> None:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"), "model": spec.name, "keep_warm_ms": args.keep_warm_ms,
         "spinners": args.spinners, "load_average_at_start": os.getloadavg()[0], "gaps": [],
     }
-    with tempfile.TemporaryDirectory(prefix="idle-gap-") as tmp:
-        fleet = Path(tmp) / "fleet.yaml"
-        fleet.write_text(yaml.safe_dump({"models": [spec.model_dump(mode="json")]}, sort_keys=False))
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
-        env.update(PREWARM_HOME=str(Path(tmp) / "home"), PREWARM_HOST__DEVICE="cpu", PYTHONPATH=str(ROOT))
-        command = [str(Path(sys.executable).parent / "prewarm"), "serve", "--port", str(port), "--fleet", str(fleet),
-                   "--cpu-threads", "1"]
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with served([spec]) as port:
         try:
-            for _ in range(1200):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
             if args.keep_warm_ms > 0:
                 inputs = example_inputs(spec.warmup, bucket_combinations(spec.warmup)[0],
                                         generator=torch.Generator().manual_seed(7))
@@ -117,8 +98,6 @@ def main() -> None:
             for process in background:
                 process.terminate()
                 process.wait(timeout=10)
-            server.terminate()
-            server.wait(timeout=30)
     results["load_average_at_end"] = os.getloadavg()[0]
     suffix = ("-keep-warm" if args.keep_warm_ms > 0 else "") + ("-spinners" if args.spinners else "")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,38 @@ def host_first(client: Any, spec: Any, *, binary: bool, rounds: int, following: 
     return runs
 
 
+@contextmanager
+def served(specs: list[Any], *, cpu_threads: int = 1, env: dict[str, str] | None = None) -> Iterator[int]:
+    """A ``prewarm serve`` process for ``specs`` in a throwaway home, on a free port; yields the port once ready."""
+    import httpx
+    import yaml
+
+    from tests.conftest import free_port
+
+    with tempfile.TemporaryDirectory(prefix="serving-path-") as tmp:
+        fleet = Path(tmp) / "fleet.yaml"
+        fleet.write_text(yaml.safe_dump({"models": [spec.model_dump(mode="json") for spec in specs]}, sort_keys=False))
+        port = free_port()
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
+        environment.update(PREWARM_HOME=str(Path(tmp) / "home"), PREWARM_HOST__DEVICE="cpu", PYTHONPATH=str(ROOT))
+        environment.update(env or {})
+        command = [str(Path(sys.executable).parent / "prewarm"), "serve", "--port", str(port), "--fleet", str(fleet),
+                   "--cpu-threads", str(cpu_threads)]
+        server = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(1200):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            yield port
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -127,12 +161,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default="serving-path-cpu")
     args = parser.parse_args()
-    import httpx
     import tritonclient.http as triton
-    import yaml
 
     from prewarm.fleet import load_fleet
-    from tests.conftest import free_port
     from warmers.sources import EXAMPLE_FLEET
 
     specs = {s.name: s.model_copy(update={"sla_p99_ms": None, "device": "cpu"}) for s in load_fleet(EXAMPLE_FLEET).models}
@@ -142,41 +173,21 @@ def main() -> None:
         "command": " ".join(["benchmarks/warm_latency/serving_path.py", *sys.argv[1:]]), "goal": GOAL, "models": {},
         "loopback_warmup": args.loopback_warmup,
     }
-    with tempfile.TemporaryDirectory(prefix="serving-path-") as tmp:
-        fleet = Path(tmp) / "fleet.yaml"
-        fleet.write_text(yaml.safe_dump({"models": [specs[n].model_dump(mode="json") for n in MODELS]}, sort_keys=False))
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
-        env.update(PREWARM_HOME=str(Path(tmp) / "home"), PREWARM_HOST__DEVICE="cpu", PYTHONPATH=str(ROOT))
-        if args.loopback_warmup is not None:
-            env["PREWARM_HOST__LOOPBACK_WARMUP"] = str(args.loopback_warmup)
-        command = [str(Path(sys.executable).parent / "prewarm"), "serve", "--port", str(port), "--fleet", str(fleet),
-                   "--cpu-threads", str(args.cpu_threads)]
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(1200):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-            client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
-            for name in MODELS:
-                results["models"][name] = {}
-                for binary in (True, False):
-                    kwargs = {"binary": binary, "rounds": args.rounds, "following": args.following}
-                    runs = measure(client, specs[name], **kwargs)
-                    host = host_first(client, specs[name], port=port, **kwargs)
-                    results["models"][name]["binary" if binary else "json"] = {
-                        "runs": runs, "max_ratio": max(r["ratio"] for r in runs),
-                        "median_ratio": statistics.median(r["ratio"] for r in runs),
-                        "host_runs": host, "host_median_ratio": statistics.median(r["ratio"] for r in host),
-                        "host_max_ratio": max(r["ratio"] for r in host),
-                    }
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    extra = {} if args.loopback_warmup is None else {"PREWARM_HOST__LOOPBACK_WARMUP": str(args.loopback_warmup)}
+    with served([specs[n] for n in MODELS], cpu_threads=args.cpu_threads, env=extra) as port:
+        client = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
+        for name in MODELS:
+            results["models"][name] = {}
+            for binary in (True, False):
+                kwargs = {"binary": binary, "rounds": args.rounds, "following": args.following}
+                runs = measure(client, specs[name], **kwargs)
+                host = host_first(client, specs[name], port=port, **kwargs)
+                results["models"][name]["binary" if binary else "json"] = {
+                    "runs": runs, "max_ratio": max(r["ratio"] for r in runs),
+                    "median_ratio": statistics.median(r["ratio"] for r in runs),
+                    "host_runs": host, "host_median_ratio": statistics.median(r["ratio"] for r in host),
+                    "host_max_ratio": max(r["ratio"] for r in host),
+                }
     results["load_average_at_end"] = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
