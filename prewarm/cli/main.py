@@ -156,8 +156,6 @@ _PLAIN = (
     (r"Input should be less than or equal to ", "must be at most "),
     (r"Input should be greater than ", "must be more than "),
     (r"Input should be less than ", "must be less than "),
-    (r"Input should be a valid integer, unable to parse string as an integer", "must be a whole number"),
-    (r"Input should be a valid number, unable to parse string as a number", "must be a number"),
     (r"Input should be a valid integer(, [^;]*)?", "must be a whole number"),
     (r"Input should be a valid number(, [^;]*)?", "must be a number"),
 )
