@@ -13,7 +13,6 @@ bucket, which is read again (it may have been partial). Every problem raises bef
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from prewarm.errors import PrometheusQueryError
 from prewarm.prometheus_api import PrometheusApi
 from prewarm.prometheus_counts import Counting, Counts, count_chunk
 from prewarm.settings import PrometheusSettings
-from prewarm.text import duration
+from prewarm.text import duration, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +108,6 @@ def merge_options(url: PrometheusOptions, given: PrometheusOptions) -> Prometheu
             for key in _PARAMS
         }
     )
-
-
-_SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_duration(value: str) -> timedelta | None:
-    """``90s``, ``30m``, ``6h``, ``14d``, ``2w`` or ISO-8601 (``PT6H``, ``P14D``); None when it is neither."""
-    short = _SHORT_DURATION.match(value)
-    if short:
-        return timedelta(**{_UNITS[short.group(2).lower()]: float(short.group(1))})
-    if not value.strip().upper().startswith("P"):
-        return None
-    try:
-        return pd.Timedelta(value.strip().upper()).to_pytimedelta()
-    except ValueError:
-        return None
 
 
 def parse_time(value: str, *, what: str, now: datetime) -> datetime:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -78,3 +79,22 @@ def span(first: datetime | None, last: datetime | None) -> str:
     if first is None or last is None:
         return "no rows"
     return f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC"
+
+
+_SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: str) -> timedelta | None:
+    """``90s``, ``30m``, ``6h``, ``14d``, ``2w`` or ISO-8601 (``PT6H``, ``P14D``); None when it is neither."""
+    short = _SHORT_DURATION.match(value)
+    if short:
+        return timedelta(**{_UNITS[short.group(2).lower()]: float(short.group(1))})
+    if not value.strip().upper().startswith("P"):
+        return None
+    import pandas as pd
+
+    try:
+        return pd.Timedelta(value.strip().upper()).to_pytimedelta()
+    except ValueError:
+        return None

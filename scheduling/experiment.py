@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
+from prewarm.text import parse_duration
 from scheduling.cadence import default_replan
 from scheduling.cost import DEFAULT_COLD_WEIGHT, DEFAULT_REPLICA_HOUR_PRICE, Prices
 from scheduling.cost_policy import CostPolicy
@@ -67,25 +67,20 @@ class SimulationOptions:
         )
 
 
-_LEAD = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>s|m|h|d)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
 def parse_lead(text: str) -> tuple[int, float | None]:
     """``--lead``: a whole number of intervals (``2``), or a time-to-ready (``90s``, ``5m``, ``1.5h``, ``1d``).
 
     Returns ``(intervals, None)`` for intervals and ``(0, seconds)`` for a duration (the intervals follow
     from the trace's grid, see :func:`with_lead_steps`).
     """
-    match = _LEAD.match(text)
-    unit = match["unit"] if match else None
-    if match is None or (unit is None and not match["number"].isdigit()):
+    if text.strip().isdigit():
+        return int(text), None
+    span = parse_duration(text)
+    if span is None:
         raise SimulationError(
             f"--lead {text!r}: give a whole number of intervals (1) or a time-to-ready such as 90s, 5m or 1h"
         )
-    if unit is None:
-        return int(match["number"]), None
-    return 0, float(match["number"]) * _UNIT_SECONDS[unit.lower()]
+    return 0, span.total_seconds()
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
