@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich import box
-from rich.table import Table
+from rich.table import Column, Table
 
 from prewarm.cli import options as opt
 from prewarm.cli.output import console, err_console, exits_cleanly, plural
+from prewarm.cli.tables import narrow_table
 from prewarm.telemetry import read_telemetry_input
 from prewarm.text import duration
 from scheduling.errors import SimulationError
@@ -23,16 +23,12 @@ from scheduling.plots import plot_simulation
 
 def _table(document: dict) -> Table:  # type: ignore[type-arg]
     models, intervals = document["models"], document["eval_intervals"]
-    table = Table(
+    headers = ("policy", "cold\nfraction", "cold\nstarts", "replica\nhours", "÷\noracle", "expected\ncost", "seconds")
+    table = narrow_table(
+        *(Column(h, justify="left" if h == "policy" else "right", no_wrap=True) for h in headers),
         title=f"{models:,} {plural(models, 'model')}, {intervals:,} evaluation {plural(intervals, 'interval')}, "
         f"lead {_lead_text(document)}",
-        # No vertical rules and one space of padding: every policy name and figure fits 80 columns whole.
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        padding=(0, 0, 0, 1),
     )
-    for column in ("policy", "cold\nfraction", "cold\nstarts", "replica\nhours", "÷\noracle", "expected\ncost", "seconds"):
-        table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
     for name, p in document["policies"].items():
         ratio = p["replica_hours_vs_oracle"]
         table.add_row(
