@@ -4,8 +4,8 @@
 so a live fleet's plan is never more than half an hour old. The simulator steps whole intervals, so
 the closest it comes is re-planning every ``30 minutes ÷ interval`` intervals, at least every interval:
 every interval for hourly or half-hourly telemetry, every 6 for 5-minute buckets. Each re-plan costs
-one forecast (about 7 s for the 414 M4 series with backtest model selection, 1.7 s with ``--fast``, on
-a 2-core VM); ``--replan N`` models a slower cadence at about 1/N of the forecasts.
+one forecast of the fleet (``benchmarks/simulate/replan_cost.py`` measures it); ``--replan N`` models a
+slower cadence at about 1/N of the forecasts.
 """
 
 from __future__ import annotations
